@@ -1,0 +1,41 @@
+"""bnbench: hard evidence about Batch Normalization, from a pure-JAX BN to sweeps and CSV tables.
+
+Public surface:
+
+* :mod:`bnbench.bn`: ``init``, ``batch_norm``, ``BNParams``, ``BNState`` (the BN function and its state).
+* :mod:`bnbench.models`: ``make_model``, ``mlp``, ``cnn`` (pure init/apply pairs with BN placement).
+* :mod:`bnbench.data`: the data set registry (``load``, ``register``).
+* :mod:`bnbench.spec`: ``load_spec``, ``RunConfig`` (the spec parser and its fields).
+* :mod:`bnbench.train`: ``train_run`` (the training engine).
+* :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema).
+* :mod:`bnbench.summary`: ``summarize`` (mean and std over seeds).
+"""
+
+from bnbench.bn import BNParams, BNState, batch_norm, init
+from bnbench.data import Dataset, load as load_dataset
+from bnbench.errors import BnbenchError
+from bnbench.models import Model, make_model
+from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
+from bnbench.spec import RunConfig, Spec, load_spec
+from bnbench.summary import summarize
+from bnbench.train import RunResult, train_run
+
+__all__ = [
+    "BNParams",
+    "BNState",
+    "BnbenchError",
+    "CURVE_COLUMNS",
+    "Dataset",
+    "Model",
+    "RUN_COLUMNS",
+    "RunConfig",
+    "RunResult",
+    "Spec",
+    "batch_norm",
+    "init",
+    "load_dataset",
+    "load_spec",
+    "make_model",
+    "summarize",
+    "train_run",
+]

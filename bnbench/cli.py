@@ -1,0 +1,164 @@
+"""The ``bnbench`` command line: parses arguments, calls the library, renders with rich."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bnbench import explain as explain_lib
+from bnbench import schema, summary
+from bnbench import sweep as sweep_lib
+from bnbench.errors import BnbenchError
+from bnbench.spec import RUN_FIELDS, load_spec, with_overrides
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Hard evidence about Batch Normalization: sweeps of small models and BN explained.",
+)
+console = Console()
+
+
+def _fail(err: Exception) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(code=2)
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if isinstance(mean, float) and math.isnan(mean):
+        return "—"
+    return _fmt(mean) if math.isnan(std) else f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def _summary_table(runs: pd.DataFrame, by: list[str], title: str) -> Table:
+    table_data = summary.summarize(runs, by)
+    best = table_data["test_acc_mean"].idxmax() if table_data["test_acc_mean"].notna().any() else None
+    table = Table(title=title, caption="mean ± std over seeds; best test accuracy in bold green")
+    for column in by:
+        table.add_column(column)
+    for column in ("n", "diverged"):
+        table.add_column(column, justify="right")
+    table.add_column("test acc", justify="right")
+    table.add_column("final train loss", justify="right")
+    for i, row in table_data.iterrows():
+        cells = [str(row[c]) for c in by] + [str(row["n"]), str(row["diverged"])]
+        cells += [
+            _mean_std(row["test_acc_mean"], row["test_acc_std"]),
+            _mean_std(row["final_train_loss_mean"], row["final_train_loss_std"]),
+        ]
+        table.add_row(*cells, style="bold green" if i == best else None)
+    return table
+
+
+def _dry_run_table(plan: sweep_lib.SweepPlan) -> Table:
+    axes = list(plan.spec.grid)
+    table = Table(title=f"{plan.spec.name}: {len(plan.runs)} runs (dry run, nothing executed)")
+    for column in ("#", "run_id", *axes, "seed"):
+        table.add_column(column)
+    for i, run in enumerate(plan.runs):
+        values = [str(schema.csv_value(getattr(run, a))) for a in axes]
+        table.add_row(str(i + 1), run.run_id, *values, str(run.seed))
+    return table
+
+
+def _train_with_progress(plan: sweep_lib.SweepPlan, todo: list) -> None:
+    if not todo:
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("training", total=len(todo))
+        for record in sweep_lib.execute(plan, todo):
+            result = record.result
+            progress.update(task, advance=1, description=f"last: {result.status} test_acc={_fmt(result.test_acc, 3)}")
+
+
+@app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: results/<spec name>]."),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help=f"Replace or add a grid axis: key=v1,v2 (repeatable). Keys: {', '.join(RUN_FIELDS)}. "
+        "Widths are dash-separated: widths=100-100,50. BN momentum follows the flax/keras convention "
+        f"{schema.MOMENTUM_CONVENTION} (PyTorch's momentum=0.1 is 0.9 here).",
+    ),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (0..N-1), replacing the spec's."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and run nothing."),
+    no_resume: bool = typer.Option(
+        False, "--no-resume", help="Discard earlier results in the output folder instead of skipping finished runs."
+    ),
+) -> None:
+    """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
+    try:
+        resolved = with_overrides(load_spec(spec), sets=set_, seeds=seeds)
+        plan = sweep_lib.plan(resolved, out or Path("results") / resolved.name, resume=not no_resume)
+    except BnbenchError as err:
+        raise _fail(err) from None
+    if dry_run:
+        console.print(_dry_run_table(plan))
+        return
+    try:
+        todo, skipped = sweep_lib.pending_runs(plan)
+    except (BnbenchError, OSError) as err:
+        raise _fail(err) from None
+    console.print(
+        f"[bold]{plan.spec.name}[/]: {len(plan.runs)} runs, {skipped} already in {plan.store.out_dir}, "
+        f"{len(todo)} to run"
+    )
+    try:
+        _train_with_progress(plan, todo)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted: finished runs are saved in {plan.store.out_dir}; run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(code=130) from None
+    runs = pd.read_csv(plan.store.runs_path)
+    console.print(_summary_table(runs, list(plan.spec.grid), f"{plan.spec.name}: test accuracy by swept axes"))
+    console.print(f"results: {plan.store.runs_path}, {plan.store.curves_path}")
+
+
+@app.command()
+def explain(
+    gamma: float = typer.Option(1.0, "--gamma", help="BN scale applied after normalizing."),
+    beta: float = typer.Option(0.0, "--beta", help="BN offset applied after scaling."),
+) -> None:
+    """Show BN's training-mode forward pass on the classic 10 x 2 worked example, step by step."""
+    ex = explain_lib.worked_example(gamma, beta)
+    console.print(
+        "Batch Normalization, training mode: per feature, mean and [bold]biased[/] variance over the batch, "
+        f"x̂ = (x − mean) / √(var + ε) with ε = {ex.epsilon:g}, then y = γ·x̂ + β with γ = {gamma:g}, β = {beta:g}."
+    )
+    stats = Table(title="Step 1–2: batch statistics per feature")
+    stats.add_column("statistic")
+    stats.add_column("feature 0", justify="right")
+    stats.add_column("feature 1", justify="right")
+    stats.add_row("mean = Σx / 10", *(f"{v:g}" for v in ex.mean))
+    stats.add_row("var = Σ(x − mean)² / 10", *(f"{v:g}" for v in ex.var))
+    console.print(stats)
+    steps = Table(title="Step 3–4: normalize, then scale and shift")
+    for column in ("x₀", "x₁", "x̂₀", "x̂₁", "y₀", "y₁"):
+        steps.add_column(column, justify="right")
+    for x, x_hat, y in zip(ex.x, ex.x_hat, ex.y):
+        steps.add_row(*(f"{v:g}" for v in x), *(f"{v:+.4f}" for v in (*x_hat, *y)))
+    console.print(steps)

@@ -1,0 +1,109 @@
+"""A sweep's output folder: append-only CSV files that survive interruption, and resume.
+
+Layout of ``<out>/``: ``runs.csv``, ``curves.csv`` (columns in :mod:`bnbench.schema`), ``spec.toml``
+(the resolved spec) and ``meta.json`` (versions, backend, device, start and end time).
+
+Each finished run is appended with one ``write`` per file (curves first, then the run's row), so a
+run listed in ``runs.csv`` has all its curve rows; curve rows of a run that never reached
+``runs.csv`` are dropped when the sweep resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from bnbench.errors import BnbenchError
+from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
+from bnbench.spec import Spec
+
+
+class ResultsError(BnbenchError):
+    """The output folder cannot be used as asked."""
+
+
+def _csv_text(columns: Iterable[str], rows: Iterable[dict], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _append(path: Path, text: str) -> None:
+    # One write() on an O_APPEND descriptor: a killed process leaves whole rows or none.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+class ResultsStore:
+    """The files of one sweep's output folder."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self.runs_path = self.out_dir / "runs.csv"
+        self.curves_path = self.out_dir / "curves.csv"
+        self.spec_path = self.out_dir / "spec.toml"
+        self.meta_path = self.out_dir / "meta.json"
+
+    def check_usable(self, spec: Spec, *, resume: bool) -> None:
+        """Raises :class:`ResultsError` if the folder cannot take this sweep; creates nothing."""
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ResultsError(f"{self.out_dir}: output path exists and is not a folder")
+        if resume and self.spec_path.exists():
+            previous = self.spec_path.read_text(encoding="utf-8")
+            if previous != spec.to_toml():
+                raise ResultsError(
+                    f"{self.out_dir}: holds results of a different spec; pass --no-resume to replace them "
+                    "or --out to write elsewhere"
+                )
+
+    def open(self, spec: Spec, *, resume: bool) -> set[str]:
+        """Prepares the folder for ``spec`` and returns the run ids already finished in it.
+
+        With ``resume=False`` earlier results in the folder are removed first.
+        """
+        self.check_usable(spec, resume=resume)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for path in (self.runs_path, self.curves_path, self.meta_path):
+                path.unlink(missing_ok=True)
+        _write_atomic(self.spec_path, spec.to_toml())
+        done = {row["run_id"] for row in _read_rows(self.runs_path)}
+        curves = _read_rows(self.curves_path)
+        if not self.curves_path.exists() or any(row["run_id"] not in done for row in curves):
+            kept = [row for row in curves if row["run_id"] in done]
+            _write_atomic(self.curves_path, _csv_text(CURVE_COLUMNS, kept, header=True))
+        if not self.runs_path.exists():
+            _write_atomic(self.runs_path, _csv_text(RUN_COLUMNS, [], header=True))
+        return done
+
+    def append(self, run_row: dict, curve_rows: list[dict]) -> None:
+        """Records one finished run: its curve rows, then its row in ``runs.csv``."""
+        _append(self.curves_path, _csv_text(CURVE_COLUMNS, curve_rows, header=False))
+        _append(self.runs_path, _csv_text(RUN_COLUMNS, [run_row], header=False))
+
+    def write_meta(self, meta: dict) -> None:
+        _write_atomic(self.meta_path, json.dumps(meta, indent=2) + "\n")

@@ -1,0 +1,82 @@
+"""The CSV schema of a sweep's result files: column names, their meaning, and row builders.
+
+``runs.csv`` has one row per run, ``curves.csv`` one row per run per evaluation point. Both are plain
+comma-separated files with a header that ``pandas.read_csv`` loads as they are; a diverged run's
+metrics are written as ``nan``. ``results/README.md`` documents the same columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bnbench.spec import RunConfig
+from bnbench.train import RunResult
+
+MOMENTUM_CONVENTION = "running=momentum*running+(1-momentum)*batch"
+
+RUN_COLUMNS: dict[str, str] = {
+    "run_id": "stable hash of the run's full configuration (every field below up to seed)",
+    "spec": "name of the spec the run came from",
+    "spec_hash": "hash of the resolved spec (spec.toml) the run came from",
+    "dataset": "data set name",
+    "num_samples": "examples in the data set (train + test)",
+    "model": "mlp or cnn",
+    "widths": "hidden widths / channels, dash-separated (100-100-100)",
+    "activation": "relu, sigmoid or tanh",
+    "placement": "pre (BN before the activation), post (after) or none (no BN)",
+    "batch_size": "examples per training step",
+    "epsilon": "BN epsilon",
+    "momentum": "BN running-statistics decay; see momentum_convention",
+    "momentum_convention": f"always {MOMENTUM_CONVENTION!r} (flax/keras; PyTorch momentum = 1 - this)",
+    "optimizer": "sgd or adam",
+    "lr": "learning rate",
+    "optimizer_momentum": "SGD momentum (unused by adam)",
+    "weight_decay": "weight decay (L2 for sgd, decoupled for adam)",
+    "steps": "training steps",
+    "eval_every": "steps between evaluations",
+    "seed": "seed of initialization and data order",
+    "status": "ok or diverged",
+    "diverged_step": "first step whose training loss was NaN/inf (empty if ok)",
+    "final_train_loss": "mean minibatch training loss over the last evaluation interval",
+    "test_loss": "cross-entropy on the test split after the last step, BN in eval mode (running statistics)",
+    "test_acc": "accuracy on the test split after the last step, BN in eval mode",
+    "wall_s": "seconds the run took, including compilation for the first run of each compiled signature",
+    "backend": "JAX backend (cpu, gpu, tpu)",
+}
+
+CURVE_COLUMNS: dict[str, str] = {
+    "run_id": "the run (runs.csv)",
+    "step": "training steps completed",
+    "train_loss": "mean minibatch training loss since the previous evaluation",
+    "test_loss": "test-split cross-entropy, BN in eval mode",
+    "test_acc": "test-split accuracy, BN in eval mode",
+}
+
+
+def csv_value(value):
+    """A config value as written to CSV: tuples (widths) dash-separated."""
+    if isinstance(value, tuple):
+        return "-".join(str(v) for v in value)
+    return value
+
+
+def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str, backend: str) -> dict:
+    """The ``runs.csv`` row of one finished run, keyed by :data:`RUN_COLUMNS`."""
+    row = {"run_id": config.run_id, "spec": spec, "spec_hash": spec_hash}
+    row.update({k: csv_value(v) for k, v in dataclasses.asdict(config).items()})
+    row.update(
+        momentum_convention=MOMENTUM_CONVENTION,
+        status=result.status,
+        diverged_step=result.diverged_step,
+        final_train_loss=result.final_train_loss,
+        test_loss=result.test_loss,
+        test_acc=result.test_acc,
+        wall_s=round(result.wall_s, 4),
+        backend=backend,
+    )
+    return {column: row[column] for column in RUN_COLUMNS}
+
+
+def curve_rows(config: RunConfig, result: RunResult) -> list[dict]:
+    """The ``curves.csv`` rows of one finished run, keyed by :data:`CURVE_COLUMNS`."""
+    return [{"run_id": config.run_id, **point._asdict()} for point in result.curve]

@@ -1,0 +1,335 @@
+"""Experiment specs: TOML files that expand into a grid of fully resolved runs.
+
+A spec has top-level fields (one value each, defaults below), ``seeds`` (a count ``n`` meaning seeds
+``0..n-1``, or a list of seeds) and an optional ``[grid]`` table whose keys are run fields and whose
+values are lists to sweep. The grid is the Cartesian product of its axes in the order written, times
+the seeds. Every value is validated before anything runs; a problem raises :class:`SpecError` with a
+one-line message naming the file and the field.
+
+Run fields and defaults (:class:`RunConfig`):
+
+==================== ============ ===================================================================
+field                default      meaning
+==================== ============ ===================================================================
+dataset              "mnist1d"    data set name (see ``bnbench.data.REGISTRY``)
+num_samples          data set's   examples generated in all (train + test); mnist1d: 5000
+model                "mlp"        "mlp" or "cnn"
+widths               [100,100,100] hidden widths (MLP) or channels (CNN), one per hidden block
+activation           "relu"       "relu", "sigmoid" or "tanh"
+placement            "pre"        BN before the activation ("pre"), after it ("post"), or no BN ("none")
+batch_size           64           examples per training step, 1 .. training-split size
+epsilon              1e-5         BN's epsilon, > 0
+momentum             0.99         BN's running-statistics EMA decay, in [0, 1):
+                                  running = momentum*running + (1-momentum)*batch (flax/keras;
+                                  PyTorch's momentum=0.1 is 0.9 here)
+optimizer            "adam"       "sgd" (with momentum, L2 weight decay added to the gradient) or
+                                  "adam" (AdamW: decoupled weight decay)
+lr                   1e-3         learning rate, > 0
+optimizer_momentum   0.9          SGD's momentum, in [0, 1) (unused by adam)
+weight_decay         0.0          weight decay, >= 0, on every parameter
+steps                1000         training steps, >= 1
+eval_every           steps // 10  steps between evaluations on the test split, 1 .. steps
+==================== ============ ===================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+from bnbench import data
+from bnbench.errors import BnbenchError
+from bnbench.models import ACTIVATIONS, MODELS, PLACEMENTS
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one training run. See the module docstring for each field."""
+
+    dataset: str = "mnist1d"
+    num_samples: int | None = None
+    model: str = "mlp"
+    widths: tuple[int, ...] = (100, 100, 100)
+    activation: str = "relu"
+    placement: str = "pre"
+    batch_size: int = 64
+    epsilon: float = 1e-5
+    momentum: float = 0.99
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    optimizer_momentum: float = 0.9
+    weight_decay: float = 0.0
+    steps: int = 1000
+    eval_every: int | None = None
+    seed: int = 0
+
+    @property
+    def run_id(self) -> str:
+        """A stable 12-hex-digit hash of every field: the same config always has the same id."""
+        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "seed")
+
+
+class SpecError(BnbenchError):
+    """An invalid spec or override; the message names the source and the field."""
+
+    def __init__(self, source: str, field: str, message: str):
+        super().__init__(f"{source}: {field}: {message}")
+
+
+class _Rule(NamedTuple):
+    """How one field's value is checked: ``check(value)`` returns an error message or ``None``."""
+
+    check: Callable[[Any], str | None]
+    parse: Callable[[str], Any]  # one value written on the command line (``--set``)
+
+
+def _integer(minimum: int) -> _Rule:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"must be an integer >= {minimum}, got {v!r}"
+        return None if v >= minimum else f"must be an integer >= {minimum}, got {v}"
+
+    return _Rule(check, int)
+
+
+def _real(lo: float, hi: float | None, *, lo_open: bool, hi_open: bool = True) -> _Rule:
+    lo_text = f"{'>' if lo_open else '>='} {lo:g}"
+    allowed = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}" if hi is not None else lo_text
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"must be a number {allowed}, got {v!r}"
+        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo)
+        if hi is not None:
+            ok = ok and (v < hi if hi_open else v <= hi)
+        return None if ok else f"must be a finite number {allowed}, got {v!r}"
+
+    return _Rule(check, float)
+
+
+def _choice(choices: Callable[[], tuple[str, ...]]) -> _Rule:
+    def check(v):
+        if v in choices():
+            return None
+        return f"must be one of {', '.join(repr(c) for c in choices())}, got {v!r}"
+
+    return _Rule(check, str)
+
+
+def _widths_check(v):
+    if not isinstance(v, (list, tuple)) or not v:
+        return f"must be a non-empty list of integers >= 1, got {v!r}"
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in v):
+        return f"must be a non-empty list of integers >= 1, got {v!r}"
+    return None
+
+
+def _parse_widths(text: str) -> list[int]:
+    # On the command line a list of widths is written with dashes, as in the CSV: 100-100-100.
+    return [int(w) for w in text.split("-")]
+
+
+RULES: dict[str, _Rule] = {
+    "dataset": _choice(lambda: tuple(sorted(data.REGISTRY))),
+    "num_samples": _integer(2),
+    "model": _choice(lambda: tuple(MODELS)),
+    "widths": _Rule(_widths_check, _parse_widths),
+    "activation": _choice(lambda: tuple(ACTIVATIONS)),
+    "placement": _choice(lambda: PLACEMENTS),
+    "batch_size": _integer(1),
+    "epsilon": _real(0.0, None, lo_open=True),
+    "momentum": _real(0.0, 1.0, lo_open=False),
+    "optimizer": _choice(lambda: OPTIMIZERS),
+    "lr": _real(0.0, None, lo_open=True),
+    "optimizer_momentum": _real(0.0, 1.0, lo_open=False),
+    "weight_decay": _real(0.0, None, lo_open=False),
+    "steps": _integer(1),
+    "eval_every": _integer(1),
+}
+TOP_LEVEL_KEYS = ("name", "seeds", "grid", *RUN_FIELDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A parsed, validated spec: fixed field values, grid axes (in order) and seeds."""
+
+    name: str
+    values: dict[str, Any]
+    grid: dict[str, list[Any]]
+    seeds: tuple[int, ...]
+    source: str
+
+    def expand(self) -> list[RunConfig]:
+        """All runs of the grid (axes in order, seeds innermost), fully resolved.
+
+        Raises :class:`SpecError` on a combination that is invalid as a whole (a batch larger than
+        the training split, ``eval_every`` larger than ``steps``).
+        """
+        axes = list(self.grid)
+        runs = []
+        for combo in itertools.product(*(self.grid[a] for a in axes)):
+            fields = {**self.values, **dict(zip(axes, combo))}
+            for seed in self.seeds:
+                runs.append(_resolve(fields, seed, self.source))
+        return runs
+
+    def to_toml(self) -> str:
+        """The spec as TOML, every field written out; loading it gives an equal spec."""
+        lines = [f"name = {_toml_value(self.name)}", f"seeds = {_toml_value(list(self.seeds))}"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in self.values.items() if v is not None]
+        if self.grid:
+            lines += ["", "[grid]"] + [f"{k} = {_toml_value(v)}" for k, v in self.grid.items()]
+        return "\n".join(lines) + "\n"
+
+    @property
+    def spec_hash(self) -> str:
+        """A 12-hex-digit hash of the resolved spec (its TOML form)."""
+        return hashlib.sha256(self.to_toml().encode()).hexdigest()[:12]
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
+    num_samples = fields["num_samples"]
+    if num_samples is None:
+        num_samples = data.info(fields["dataset"]).default_num_samples
+    train_size = data.info(fields["dataset"]).train_size(num_samples)
+    if fields["batch_size"] > train_size:
+        raise SpecError(
+            source,
+            "batch_size",
+            f"{fields['batch_size']} is larger than the training split of {fields['dataset']!r} ({train_size} examples)",
+        )
+    eval_every = fields["eval_every"]
+    if eval_every is None:
+        eval_every = max(1, fields["steps"] // 10)
+    elif eval_every > fields["steps"]:
+        raise SpecError(source, "eval_every", f"must be in [1, steps={fields['steps']}], got {eval_every}")
+    widths = tuple(fields["widths"])
+    return RunConfig(
+        **{**fields, "num_samples": num_samples, "eval_every": eval_every, "widths": widths, "seed": seed}
+    )
+
+
+def _unknown_key(source: str, key: str, valid: tuple[str, ...], where: str) -> SpecError:
+    close = difflib.get_close_matches(key.rpartition(".")[2], valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+    return SpecError(source, key, f"unknown {where} key{hint}")
+
+
+def _check(source: str, field: str, value: Any, label: str | None = None) -> Any:
+    """Validates one value of ``field``; errors name ``label`` (default: the field)."""
+    message = RULES[field].check(value)
+    if message:
+        raise SpecError(source, label or field, message)
+    return float(value) if RULES[field].parse is float else value
+
+
+def _check_seeds(source: str, seeds: Any) -> tuple[int, ...]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise SpecError(source, "seeds", f"a count of seeds must be >= 1, got {seeds}")
+        return tuple(range(seeds))
+    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if not ok or min(seeds) < 0:
+        raise SpecError(source, "seeds", f"must be a count >= 1 or a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(source, "seeds", f"lists a seed twice: {seeds!r}")
+    return tuple(seeds)
+
+
+def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
+    """Validates a spec given as a dict (as read from TOML) and returns a :class:`Spec`."""
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise _unknown_key(source, key, TOP_LEVEL_KEYS, "top-level")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise SpecError(source, "name", f"must be a non-empty string usable as a folder name, got {name!r}")
+    defaults = RunConfig()
+    values = {f: getattr(defaults, f) for f in RUN_FIELDS}
+    for f in RUN_FIELDS:
+        if f in raw:
+            values[f] = _check(source, f, raw[f])
+    values["widths"] = list(values["widths"])
+    grid_raw = raw.get("grid", {})
+    if not isinstance(grid_raw, dict):
+        raise SpecError(source, "grid", "must be a table of field = [values, ...]")
+    grid = {}
+    for key, axis in grid_raw.items():
+        if key == "seeds":
+            raise SpecError(source, "grid.seeds", "set seeds at the top level (a count or a list), not in [grid]")
+        if key not in RUN_FIELDS:
+            raise _unknown_key(source, f"grid.{key}", RUN_FIELDS, "grid")
+        grid[key] = _check_axis(source, key, axis)
+    seeds = _check_seeds(source, raw.get("seeds", 1))
+    spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source)
+    spec.expand()
+    return spec
+
+
+def _check_axis(source: str, key: str, axis: Any) -> list[Any]:
+    field = f"grid.{key}"
+    if not isinstance(axis, list) or not axis:
+        raise SpecError(source, field, f"must be a non-empty list of values, got {axis!r}")
+    values = [_check(source, key, v, label=field) for v in axis]
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise SpecError(source, field, f"lists a value twice: {axis!r}")
+    return values
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Reads and validates a TOML spec file; its name defaults to the file's stem."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise SpecError(source, "file", "no such spec file")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(source, "TOML syntax", str(err)) from None
+    except UnicodeDecodeError:
+        raise SpecError(source, "file", "is not UTF-8 text") from None
+    return parse_spec(raw, source=source, default_name=path.stem)
+
+
+def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None) -> Spec:
+    """Applies command-line overrides: ``key=v1,v2`` replaces or adds a grid axis; ``seeds`` a count."""
+    grid = dict(spec.grid)
+    for expression in sets:
+        key, sep, text = expression.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise SpecError("--set", expression, "expected key=value[,value...]")
+        if key not in RUN_FIELDS:
+            raise _unknown_key("--set", key, RUN_FIELDS, "run field")
+        try:
+            axis = [RULES[key].parse(t.strip()) for t in text.split(",")]
+        except ValueError:
+            raise SpecError("--set", key, f"cannot read {text!r} as {key} values") from None
+        grid[key] = _check_axis("--set", key, axis)
+    new_seeds = spec.seeds if seeds is None else _check_seeds("--seeds", seeds)
+    updated = dataclasses.replace(spec, grid=grid, seeds=new_seeds)
+    updated.expand()
+    return updated

@@ -1,0 +1,241 @@
+"""Training: one jit-compiled program per compiled signature, scalars as traced arguments.
+
+A run is ``init -> steps x train_step -> evaluate every eval_every steps``. Everything that changes
+array shapes or the traced program (the :class:`Signature`) is static; the seed and the scalar
+hyperparameters (:class:`HParams`) are traced arguments, so every run of a sweep that shares a
+signature reuses one XLA compilation. The whole run, steps and evaluations, executes inside one
+jitted call (``lax.scan`` over steps, batches gathered by index from device-resident data).
+
+The training loss of an evaluation point is the mean minibatch loss over the steps since the
+previous one. A run whose minibatch loss becomes NaN/inf is ``diverged`` at that step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bnbench.data import Dataset
+from bnbench.models import make_model
+from bnbench.spec import RunConfig
+
+
+class HParams(NamedTuple):
+    """The traced scalar hyperparameters of a run (float32 scalars, or vectors under ``vmap``)."""
+
+    lr: jax.Array
+    weight_decay: jax.Array
+    epsilon: jax.Array
+    momentum: jax.Array
+    optimizer_momentum: jax.Array
+
+    @classmethod
+    def of(cls, config: RunConfig) -> HParams:
+        return cls(*(np.float32(getattr(config, f)) for f in cls._fields))
+
+
+class Signature(NamedTuple):
+    """What one compiled program is specialised to: runs sharing it share a compilation."""
+
+    model: str
+    widths: tuple[int, ...]
+    activation: str
+    placement: str
+    batch_size: int
+    optimizer: str
+    steps: int
+    eval_every: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    num_train: int
+
+    @classmethod
+    def of(cls, config: RunConfig, data: Dataset) -> Signature:
+        return cls(
+            config.model,
+            config.widths,
+            config.activation,
+            config.placement,
+            config.batch_size,
+            config.optimizer,
+            config.steps,
+            config.eval_every,
+            data.input_shape,
+            data.num_classes,
+            len(data.y_train),
+        )
+
+    @property
+    def eval_steps(self) -> tuple[int, ...]:
+        """The step counts after which the test split is evaluated (always including the last)."""
+        points = list(range(self.eval_every, self.steps + 1, self.eval_every))
+        if points[-1] != self.steps:
+            points.append(self.steps)
+        return tuple(points)
+
+
+class RunOutput(NamedTuple):
+    """Arrays one compiled run returns: per-step minibatch losses and per-eval-point test metrics."""
+
+    train_losses: jax.Array  # (steps,)
+    test_loss: jax.Array  # (num_evals,)
+    test_acc: jax.Array  # (num_evals,)
+
+
+class CurvePoint(NamedTuple):
+    step: int
+    train_loss: float
+    test_loss: float
+    test_acc: float
+
+
+class RunResult(NamedTuple):
+    """What one run produced; metrics are NaN for a diverged run."""
+
+    status: str  # "ok" or "diverged"
+    diverged_step: int | None  # first step (1-based) whose minibatch loss was NaN/inf
+    final_train_loss: float
+    test_loss: float
+    test_acc: float
+    curve: tuple[CurvePoint, ...]
+    wall_s: float
+
+
+def make_optimizer(kind: str, hp: HParams) -> optax.GradientTransformation:
+    """``sgd``: L2 weight decay added to the gradient, then SGD with momentum. ``adam``: AdamW."""
+    if kind == "sgd":
+        return optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.sgd(hp.lr, hp.optimizer_momentum))
+    if kind == "adam":
+        return optax.adamw(hp.lr, weight_decay=hp.weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r}")
+
+
+def batch_indices(key: jax.Array, start_step, num_steps: int, num_examples: int, batch_size: int) -> jax.Array:
+    """Indices of the examples of steps ``start_step .. start_step+num_steps-1``, shape ``(num_steps, batch)``.
+
+    Each epoch is a fresh permutation drawn from ``fold_in(key, epoch)``; the last partial batch of an
+    epoch is dropped, so every step sees ``batch_size`` distinct examples.
+    """
+    steps_per_epoch = num_examples // batch_size
+    first_epoch = start_step // steps_per_epoch
+    num_epochs = num_steps // steps_per_epoch + 2
+    epochs = first_epoch + jnp.arange(num_epochs)
+    perms = jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), num_examples))(epochs)
+    flat = perms[:, : steps_per_epoch * batch_size].reshape(-1)
+    offset = (start_step - first_epoch * steps_per_epoch) * batch_size
+    return jax.lax.dynamic_slice(flat, (offset,), (num_steps * batch_size,)).reshape(num_steps, batch_size)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_run_fn(sig: Signature):
+    """The pure function ``(seed, hparams, x_train, y_train, x_test, y_test) -> RunOutput`` for ``sig``."""
+    model = make_model(
+        sig.model,
+        input_shape=sig.input_shape,
+        widths=sig.widths,
+        num_classes=sig.num_classes,
+        activation=sig.activation,
+        placement=sig.placement,
+    )
+    num_segments, remainder = divmod(sig.steps, sig.eval_every)
+
+    def run(seed, hp: HParams, x_train, y_train, x_test, y_test) -> RunOutput:
+        init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+        params, bn_state = model.init(init_key)
+        optimizer = make_optimizer(sig.optimizer, hp)
+        carry = (params, bn_state, optimizer.init(params))
+
+        def train_step(carry, idx):
+            params, bn_state, opt_state = carry
+
+            def loss_fn(p):
+                logits, new_bn = model.apply(
+                    p, bn_state, x_train[idx], train=True, momentum=hp.momentum, epsilon=hp.epsilon
+                )
+                return cross_entropy(logits, y_train[idx]), new_bn
+
+            (loss, bn_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), bn_state, opt_state), loss
+
+        def evaluate(carry):
+            params, bn_state, _ = carry
+            logits, _ = model.apply(params, bn_state, x_test, train=False, momentum=hp.momentum, epsilon=hp.epsilon)
+            return cross_entropy(logits, y_test), jnp.mean(jnp.argmax(logits, -1) == y_test)
+
+        def segment(carry, start, length):
+            idx = batch_indices(data_key, start, length, sig.num_train, sig.batch_size)
+            carry, losses = jax.lax.scan(train_step, carry, idx)
+            return carry, (losses, *evaluate(carry))
+
+        carry, (losses, test_loss, test_acc) = jax.lax.scan(
+            lambda c, start: segment(c, start, sig.eval_every), carry, jnp.arange(num_segments) * sig.eval_every
+        )
+        losses = losses.reshape(-1)
+        if remainder:
+            _, (last_losses, last_loss, last_acc) = segment(carry, num_segments * sig.eval_every, remainder)
+            losses = jnp.concatenate([losses, last_losses])
+            test_loss = jnp.append(test_loss, last_loss)
+            test_acc = jnp.append(test_acc, last_acc)
+        return RunOutput(losses, test_loss, test_acc)
+
+    return run
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_run(sig: Signature):
+    """The jitted run function for ``sig``; one XLA compilation per signature and argument shapes."""
+    return jax.jit(make_run_fn(sig))
+
+
+def device_data(data: Dataset) -> tuple[jax.Array, ...]:
+    """The data set's four arrays on the default device."""
+    return tuple(jax.device_put(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
+
+
+def _shortest(value: np.float32) -> float:
+    # The float32 value as the shortest decimal that round-trips to it (0.654, not 0.6539999842643738).
+    return float(str(np.float32(value)))
+
+
+def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunResult:
+    """Turns one run's arrays into a :class:`RunResult` (host-side; marks divergence)."""
+    losses = np.asarray(output.train_losses, np.float32)
+    test_loss = np.asarray(output.test_loss, np.float32)
+    test_acc = np.asarray(output.test_acc, np.float32)
+    bad = ~np.isfinite(losses)
+    diverged_step = int(np.argmax(bad)) + 1 if bad.any() else None
+    if diverged_step is None and not np.isfinite(test_loss).all():
+        # Training stayed finite but evaluation with the running statistics did not.
+        diverged_step = sig.eval_steps[int(np.argmax(~np.isfinite(test_loss)))]
+    bounds = (0, *sig.eval_steps)
+    curve = tuple(
+        CurvePoint(end, _shortest(losses[start:end].mean()), _shortest(test_loss[i]), _shortest(test_acc[i]))
+        for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]))
+    )
+    if diverged_step is not None:
+        return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s)
+    last = curve[-1]
+    return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s)
+
+
+def train_run(config: RunConfig, data: Dataset, arrays: tuple[jax.Array, ...] | None = None) -> RunResult:
+    """Trains one run and returns its result. ``arrays``: ``device_data(data)``, to reuse across runs.
+
+    ``wall_s`` includes the compilation when this is the first run of its signature.
+    """
+    sig = Signature.of(config, data)
+    arrays = device_data(data) if arrays is None else arrays
+    start = time.perf_counter()
+    output = jax.block_until_ready(compiled_run(sig)(np.uint32(config.seed), HParams.of(config), *arrays))
+    return summarize_output(sig, output, time.perf_counter() - start)

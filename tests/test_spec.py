@@ -1,0 +1,116 @@
+"""Specs: expansion and overrides; every invalid input exits 2 with one line and writes nothing."""
+
+import pytest
+
+from bnbench.spec import RunConfig, load_spec, parse_spec, with_overrides
+
+
+def test_expansion_is_the_grid_product_times_seeds(tiny_spec):
+    spec = load_spec(tiny_spec)
+    runs = spec.expand()
+    assert [(r.placement, r.epsilon, r.seed) for r in runs] == [
+        (p, e, s) for p in ("pre", "none") for e in (1e-5, 1e-3) for s in (0, 1)
+    ]
+    assert all(r.dataset == "synthetic" and r.widths == (8,) and r.steps == 30 for r in runs)
+    assert len({r.run_id for r in runs}) == 8
+
+
+def test_defaults_are_resolved():
+    (run,) = parse_spec({"steps": 50}, source="x.toml", default_name="x").expand()
+    assert run.num_samples == 5000 and run.eval_every == 5
+    assert run.momentum == 0.99 and run.epsilon == 1e-5 and run.placement == "pre"
+
+
+def test_overrides_replace_and_add_axes(tiny_spec):
+    spec = with_overrides(load_spec(tiny_spec), sets=["epsilon=0.1", "widths=4-4,8"], seeds=3)
+    runs = spec.expand()
+    assert {r.epsilon for r in runs} == {0.1}
+    assert {r.widths for r in runs} == {(4, 4), (8,)}
+    assert {r.seed for r in runs} == {0, 1, 2}
+    assert len(runs) == 2 * 1 * 2 * 3
+
+
+def test_run_id_is_stable_and_sensitive_to_every_field():
+    base = RunConfig(dataset="synthetic", num_samples=100, eval_every=10)
+    assert base.run_id == RunConfig(dataset="synthetic", num_samples=100, eval_every=10).run_id
+    assert base.run_id != RunConfig(dataset="synthetic", num_samples=100, eval_every=10, seed=1).run_id
+    assert base.run_id != RunConfig(dataset="synthetic", num_samples=100, eval_every=10, momentum=0.9).run_id
+
+
+def test_resolved_spec_toml_loads_back_to_the_same_runs(tiny_spec, write_spec):
+    spec = with_overrides(load_spec(tiny_spec), sets=["lr=0.01,0.1"])
+    again = load_spec(write_spec(spec.to_toml(), name="tiny.toml"))
+    assert [r.run_id for r in again.expand()] == [r.run_id for r in spec.expand()]
+    assert again.spec_hash == spec.spec_hash
+
+
+BAD_SPECS = {
+    "unknown top-level key": ("batchsize = 4", "did you mean 'batch_size'"),
+    "unknown grid key": ("[grid]\nplacemnt = ['pre']", "grid.placemnt"),
+    "wrong type": ('batch_size = "64"', "batch_size"),
+    "negative batch size": ("batch_size = -3", "batch_size: must be an integer >= 1"),
+    "zero batch size": ("batch_size = 0", "batch_size"),
+    "batch larger than training split": ("batch_size = 961", "larger than the training split"),
+    "zero epsilon": ("epsilon = 0.0", "epsilon"),
+    "negative epsilon in grid": ("[grid]\nepsilon = [1e-5, -1e-3]", "grid.epsilon"),
+    "momentum of one": ("momentum = 1.0", "momentum: must be a finite number in [0, 1)"),
+    "negative momentum": ("momentum = -0.1", "momentum"),
+    "non-finite lr": ("lr = inf", "lr"),
+    "unknown dataset": ('dataset = "imagenet"', "dataset: must be one of"),
+    "unknown activation": ('activation = "gelu"', "activation"),
+    "unknown placement": ('placement = "middle"', "placement"),
+    "unknown model": ('model = "resnet"', "model"),
+    "unknown optimizer": ('optimizer = "lamb"', "optimizer"),
+    "empty widths": ("widths = []", "widths"),
+    "empty grid axis": ("[grid]\nlr = []", "grid.lr: must be a non-empty list"),
+    "duplicate grid value": ("[grid]\nbatch_size = [8, 8]", "twice"),
+    "eval_every above steps": ("eval_every = 21", "eval_every: must be in [1, steps=20]"),
+    "zero seeds": ("seeds = 0", "seeds"),
+    "duplicate seeds": ("seeds = [1, 1]", "seeds"),
+    "toml syntax": ("batch_size = [1,\nlr = ", "TOML syntax: Invalid value (at line 4"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_exits_2_with_one_line_and_writes_nothing(case, write_spec, workdir, cli):
+    body, expected = BAD_SPECS[case]
+    path = write_spec(f'dataset = "synthetic"\nsteps = 20\n{body}\n' if "dataset" not in body else f"{body}\n")
+    before = sorted(p.name for p in workdir.iterdir())
+    result = cli("sweep", path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+BAD_OVERRIDES = {
+    "no equals sign": (["--set", "batch_size"], "expected key=value"),
+    "unknown key": (["--set", "batchsize=4"], "did you mean 'batch_size'"),
+    "unreadable value": (["--set", "batch_size=four"], "cannot read"),
+    "out of range": (["--set", "momentum=0.5,1.5"], "momentum"),
+    "zero seeds": (["--seeds", "0"], "--seeds"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OVERRIDES))
+def test_bad_override_exits_2_with_one_line(case, tiny_spec, workdir, cli):
+    args, expected = BAD_OVERRIDES[case]
+    result = cli("sweep", tiny_spec, *args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_missing_spec_file(cli, workdir):
+    result = cli("sweep", "nope.toml")
+    assert result.exit_code == 2 and result.stderr.strip() == "error: nope.toml: file: no such spec file"
+
+
+def test_output_path_that_is_a_file_is_refused(tiny_spec, workdir, cli):
+    (workdir / "taken").write_text("not a folder")
+    result = cli("sweep", tiny_spec, "--out", "taken")
+    assert result.exit_code == 2 and "not a folder" in result.stderr
+    assert (workdir / "taken").read_text() == "not a folder"

@@ -1,0 +1,120 @@
+"""End-to-end sweeps on the synthetic data set: CSV contents equal what was run; resume skips work."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from bnbench import data, train
+from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
+from bnbench.spec import RunConfig, load_spec
+
+
+def test_sweep_writes_csvs_matching_the_expanded_grid(tiny_spec, workdir, cli):
+    result = cli("sweep", tiny_spec)
+    assert result.exit_code == 0, result.output
+    out = workdir / "results" / "tiny"
+    runs = pd.read_csv(out / "runs.csv")
+    curves = pd.read_csv(out / "curves.csv")
+    assert list(runs.columns) == list(RUN_COLUMNS)
+    assert list(curves.columns) == list(CURVE_COLUMNS)
+    expected = load_spec(tiny_spec).expand()
+    assert list(runs["run_id"]) == [r.run_id for r in expected]
+    assert list(runs["placement"]) == [r.placement for r in expected]
+    assert list(runs["epsilon"]) == [r.epsilon for r in expected]
+    assert list(runs["seed"]) == [r.seed for r in expected]
+    assert set(runs["widths"].astype(str)) == {"8"} and set(runs["batch_size"]) == {16} and set(runs["status"]) == {"ok"}
+    assert set(runs["backend"]) == {"cpu"} and (runs["wall_s"] > 0).all()
+    assert runs["momentum_convention"].iloc[0] == "running=momentum*running+(1-momentum)*batch"
+    assert curves.groupby("run_id")["step"].apply(list).to_dict() == {r.run_id: [10, 20, 30] for r in expected}
+    last = curves[curves["step"] == 30].set_index("run_id")
+    np.testing.assert_array_equal(last.loc[runs["run_id"], "test_acc"], runs["test_acc"])
+    np.testing.assert_array_equal(last.loc[runs["run_id"], "train_loss"], runs["final_train_loss"])
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["backend"] == "cpu" and meta["finished"] and meta["versions"]["jax"]
+    assert load_spec(out / "spec.toml").spec_hash == runs["spec_hash"].iloc[0]
+    assert "test acc" in result.stdout and "n" in result.stdout
+
+
+def test_rerun_skips_every_finished_run(tiny_spec, workdir, cli):
+    assert cli("sweep", tiny_spec).exit_code == 0
+    runs_csv = workdir / "results" / "tiny" / "runs.csv"
+    before = runs_csv.read_bytes()
+    result = cli("sweep", tiny_spec)
+    assert result.exit_code == 0 and "8 already in" in result.stdout and "0 to run" in result.stdout
+    assert runs_csv.read_bytes() == before
+
+
+def test_interrupted_sweep_resumes_to_the_same_results(tiny_spec, workdir, cli):
+    assert cli("sweep", tiny_spec, "--out", "full").exit_code == 0
+    full = pd.read_csv(workdir / "full" / "runs.csv")
+    # Simulate a sweep killed after 3 runs, between writing a 4th run's curves and its row.
+    assert cli("sweep", tiny_spec, "--out", "cut").exit_code == 0
+    cut = workdir / "cut"
+    runs_lines = (cut / "runs.csv").read_text().splitlines(keepends=True)
+    (cut / "runs.csv").write_text("".join(runs_lines[:4]))
+    curve_lines = (cut / "curves.csv").read_text().splitlines(keepends=True)
+    (cut / "curves.csv").write_text("".join(curve_lines[: 1 + 4 * 3]))
+    result = cli("sweep", tiny_spec, "--out", "cut")
+    assert result.exit_code == 0 and "3 already in" in result.stdout and "5 to run" in result.stdout
+    resumed = pd.read_csv(cut / "runs.csv")
+    metrics = ["run_id", "status", "final_train_loss", "test_loss", "test_acc"]
+    pd.testing.assert_frame_equal(resumed[metrics], full[metrics])
+    curves = pd.read_csv(cut / "curves.csv")
+    assert len(curves) == 8 * 3 and not curves.duplicated(["run_id", "step"]).any()
+
+
+def test_changed_spec_in_the_same_folder_is_refused(tiny_spec, workdir, cli):
+    assert cli("sweep", tiny_spec).exit_code == 0
+    result = cli("sweep", tiny_spec, "--set", "lr=0.01")
+    assert result.exit_code == 2 and "different spec" in result.stderr
+    assert len(pd.read_csv(workdir / "results" / "tiny" / "runs.csv")) == 8
+    assert cli("sweep", tiny_spec, "--set", "lr=0.01", "--no-resume").exit_code == 0
+    assert set(pd.read_csv(workdir / "results" / "tiny" / "runs.csv")["lr"]) == {0.01}
+
+
+def test_dry_run_prints_the_grid_and_writes_nothing(tiny_spec, workdir, cli):
+    result = cli("sweep", tiny_spec, "--dry-run")
+    assert result.exit_code == 0 and "8 runs" in result.stdout
+    assert all(r.run_id in result.stdout for r in load_spec(tiny_spec).expand())
+    assert not (workdir / "results").exists()
+
+
+def synthetic_run(**overrides) -> RunConfig:
+    fields = dict(dataset="synthetic", num_samples=1200, widths=(16,), batch_size=32, steps=200, eval_every=50)
+    return RunConfig(**{**fields, **overrides})
+
+
+def test_training_learns_and_is_deterministic():
+    dataset = data.load("synthetic", 1200)
+    first = train.train_run(synthetic_run(), dataset)
+    again = train.train_run(synthetic_run(), dataset)
+    assert first.status == "ok" and first.test_acc > 0.6  # 4 classes: chance is 0.25
+    assert first.curve[-1].train_loss < first.curve[0].train_loss
+    assert first.curve == again.curve
+    other_seed = train.train_run(synthetic_run(seed=1), dataset)
+    assert other_seed.curve != first.curve
+
+
+def test_diverging_run_is_marked_and_the_sweep_goes_on(write_spec, workdir, cli):
+    spec = write_spec(
+        """
+        name = "blowup"
+        dataset = "synthetic"
+        widths = [16]
+        placement = "none"
+        optimizer = "sgd"
+        steps = 40
+        eval_every = 20
+        [grid]
+        lr = [1e9, 0.01]
+        """
+    )
+    result = cli("sweep", spec)
+    assert result.exit_code == 0, result.output
+    runs = pd.read_csv(workdir / "results" / "blowup" / "runs.csv")
+    blown, fine = runs.iloc[0], runs.iloc[1]
+    assert blown["status"] == "diverged" and 1 <= blown["diverged_step"] <= 40
+    assert math.isnan(blown["test_acc"]) and math.isnan(blown["final_train_loss"])
+    assert fine["status"] == "ok" and fine["test_acc"] > 0.3 and math.isnan(fine["diverged_step"])
