@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test clean
+.PHONY: sweep test bench-sweep clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ sweep: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+bench-sweep: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_sweep.py --recompiling
 
 clean:
 	rm -rf $(VENV) results/*/

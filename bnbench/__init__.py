@@ -6,7 +6,8 @@ Public surface:
 * :mod:`bnbench.models`: ``make_model``, ``mlp``, ``cnn`` (pure init/apply pairs with BN placement).
 * :mod:`bnbench.data`: the data set registry (``load``, ``register``).
 * :mod:`bnbench.spec`: ``load_spec``, ``RunConfig`` (the spec parser and its fields).
-* :mod:`bnbench.train`: ``train_run`` (the training engine).
+* :mod:`bnbench.train`: the training program (init, train step, evaluation, a whole run as a scan).
+* :mod:`bnbench.engine`: ``run_all``, ``train_run`` (vectorized and sequential engines).
 * :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema).
 * :mod:`bnbench.summary`: ``summarize`` (mean and std over seeds).
 """
@@ -18,7 +19,8 @@ from bnbench.models import Model, make_model
 from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
 from bnbench.spec import RunConfig, Spec, load_spec
 from bnbench.summary import summarize
-from bnbench.train import RunResult, train_run
+from bnbench.engine import run_all, train_run
+from bnbench.train import RunResult
 
 __all__ = [
     "BNParams",
@@ -36,6 +38,7 @@ __all__ = [
     "load_dataset",
     "load_spec",
     "make_model",
+    "run_all",
     "summarize",
     "train_run",
 ]

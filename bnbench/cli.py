@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -13,8 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bnbench import explain as explain_lib
-from bnbench import schema, summary
+from bnbench import results, schema, summary
 from bnbench import sweep as sweep_lib
+from bnbench.engine import ENGINES, EngineError, cpu_device_flag, select_devices
 from bnbench.errors import BnbenchError
 from bnbench.spec import RUN_FIELDS, load_spec, with_overrides
 
@@ -73,7 +75,8 @@ def _dry_run_table(plan: sweep_lib.SweepPlan) -> Table:
     return table
 
 
-def _train_with_progress(plan: sweep_lib.SweepPlan, todo: list) -> None:
+def _train_with_progress(plan: sweep_lib.SweepPlan, done: frozenset[str], engine_options: dict) -> None:
+    todo = len(plan.runs) - len(done)
     if not todo:
         return
     columns = (
@@ -85,8 +88,8 @@ def _train_with_progress(plan: sweep_lib.SweepPlan, todo: list) -> None:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("training", total=len(todo))
-        for record in sweep_lib.execute(plan, todo):
+        task = progress.add_task("training", total=todo)
+        for record in sweep_lib.execute(plan, done, **engine_options):
             result = record.result
             progress.update(task, advance=1, description=f"last: {result.status} test_acc={_fmt(result.test_acc, 3)}")
 
@@ -107,26 +110,46 @@ def sweep(
     no_resume: bool = typer.Option(
         False, "--no-resume", help="Discard earlier results in the output folder instead of skipping finished runs."
     ),
+    engine: str = typer.Option(
+        "vectorized",
+        "--engine",
+        help="vectorized: runs sharing a compiled program train together (vmap, scan, sharded over devices); "
+        "sequential: one run at a time, a Python loop over jitted steps (the reference path).",
+    ),
+    chunk_size: Optional[int] = typer.Option(
+        None, "--chunk-size", min=1, help="Most runs vectorized at once [default: from a memory estimate]."
+    ),
+    devices: Optional[int] = typer.Option(
+        None, "--devices", min=1, help="Local devices to shard runs over [default: all; on CPU one per core]."
+    ),
+    shard: Optional[str] = typer.Option(
+        None, "--shard", help="Run only part i/n of the grid (e.g. a SLURM array task); combine with `bnbench merge`."
+    ),
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
     try:
         resolved = with_overrides(load_spec(spec), sets=set_, seeds=seeds)
-        plan = sweep_lib.plan(resolved, out or Path("results") / resolved.name, resume=not no_resume)
+        part = sweep_lib.Shard.parse(shard) if shard else None
+        default_out = Path("results") / (resolved.name + (f"-shard{part.index}of{part.count}" if part else ""))
+        plan = sweep_lib.plan(resolved, out or default_out, resume=not no_resume, shard=part)
+        if engine not in ENGINES:
+            raise EngineError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+        select_devices(devices)
     except BnbenchError as err:
         raise _fail(err) from None
     if dry_run:
         console.print(_dry_run_table(plan))
         return
     try:
-        todo, skipped = sweep_lib.pending_runs(plan)
+        done = sweep_lib.open_results(plan)
     except (BnbenchError, OSError) as err:
         raise _fail(err) from None
     console.print(
-        f"[bold]{plan.spec.name}[/]: {len(plan.runs)} runs, {skipped} already in {plan.store.out_dir}, "
-        f"{len(todo)} to run"
+        f"[bold]{plan.spec.name}[/]: {len(plan.runs)} runs, {len(done)} already in {plan.store.out_dir}, "
+        f"{len(plan.runs) - len(done)} to run"
     )
     try:
-        _train_with_progress(plan, todo)
+        _train_with_progress(plan, done, dict(engine=engine, chunk_size=chunk_size, devices=devices))
     except KeyboardInterrupt:
         typer.echo(
             f"interrupted: finished runs are saved in {plan.store.out_dir}; run the same command again to resume",
@@ -136,6 +159,19 @@ def sweep(
     runs = pd.read_csv(plan.store.runs_path)
     console.print(_summary_table(runs, list(plan.spec.grid), f"{plan.spec.name}: test accuracy by swept axes"))
     console.print(f"results: {plan.store.runs_path}, {plan.store.curves_path}")
+
+
+@app.command()
+def merge(
+    sources: list[Path] = typer.Argument(..., help="Result folders of one spec, e.g. its --shard parts."),
+    out: Path = typer.Option(..., "--out", help="New folder for the combined results."),
+) -> None:
+    """Combine the runs.csv/curves.csv of several folders of one spec, each run once, in grid order."""
+    try:
+        summary_ = results.merge(sources, out)
+    except BnbenchError as err:
+        raise _fail(err) from None
+    console.print(f"merged {summary_.runs} runs into {out} ({summary_.duplicates} duplicate rows skipped)")
 
 
 @app.command()
@@ -162,3 +198,11 @@ def explain(
     for x, x_hat, y in zip(ex.x, ex.x_hat, ex.y):
         steps.add_row(*(f"{v:g}" for v in x), *(f"{v:+.4f}" for v in (*x_hat, *y)))
     console.print(steps)
+
+
+def main() -> None:
+    """The console script: on CPU, one JAX device per core, so the vectorized engine uses them all."""
+    flag = cpu_device_flag(os.environ)
+    if flag:
+        os.environ["XLA_FLAGS"] = flag
+    app()

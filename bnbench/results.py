@@ -1,7 +1,8 @@
 """A sweep's output folder: append-only CSV files that survive interruption, and resume.
 
 Layout of ``<out>/``: ``runs.csv``, ``curves.csv`` (columns in :mod:`bnbench.schema`), ``spec.toml``
-(the resolved spec) and ``meta.json`` (versions, backend, device, start and end time).
+(the resolved spec) and ``meta.json`` (versions, backend, device, engine, start and end time).
+:func:`merge` combines the folders of one spec's shards.
 
 Each finished run is appended with one ``write`` per file (curves first, then the run's row), so a
 run listed in ``runs.csv`` has all its curve rows; curve rows of a run that never reached
@@ -15,11 +16,11 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from bnbench.errors import BnbenchError
 from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
-from bnbench.spec import Spec
+from bnbench.spec import Spec, load_spec
 
 
 class ResultsError(BnbenchError):
@@ -107,3 +108,52 @@ class ResultsStore:
 
     def write_meta(self, meta: dict) -> None:
         _write_atomic(self.meta_path, json.dumps(meta, indent=2) + "\n")
+
+
+class MergeSummary(NamedTuple):
+    runs: int  # runs in the merged folder
+    duplicates: int  # rows skipped because an earlier folder already held that run
+
+
+def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
+    """Combines the results of sweeps of one spec (e.g. its ``--shard`` parts) into ``out_dir``.
+
+    Each run appears once (the first folder holding it wins, with its curve rows); runs are ordered
+    as the spec's grid orders them. Raises :class:`ResultsError`, writing nothing, if a folder is not a
+    sweep's, the folders come from different specs, or ``out_dir`` already holds results.
+    """
+    stores = [ResultsStore(s) for s in sources]
+    for store in stores:
+        if not store.runs_path.is_file() or not store.spec_path.is_file():
+            raise ResultsError(f"{store.out_dir}: not a sweep folder (needs runs.csv and spec.toml)")
+    spec_texts = {store.spec_path.read_text(encoding="utf-8") for store in stores}
+    if len(spec_texts) != 1:
+        raise ResultsError("the folders hold results of different specs (their spec.toml differ); merge one spec's")
+    target = ResultsStore(out_dir)
+    if target.out_dir.exists() and not target.out_dir.is_dir():
+        raise ResultsError(f"{target.out_dir}: output path exists and is not a folder")
+    if target.runs_path.exists():
+        raise ResultsError(f"{target.out_dir}: already holds runs.csv; merge into a new folder")
+    spec = load_spec(stores[0].spec_path)
+    order = {run.run_id: i for i, run in enumerate(spec.expand())}
+    runs: dict[str, dict] = {}
+    curves: list[dict] = []
+    duplicates = 0
+    for store in stores:
+        fresh = set()
+        for row in _read_rows(store.runs_path):
+            if row["run_id"] in runs:
+                duplicates += 1
+            else:
+                runs[row["run_id"]] = row
+                fresh.add(row["run_id"])
+        curves += [row for row in _read_rows(store.curves_path) if row["run_id"] in fresh]
+    ranked = sorted(runs.values(), key=lambda row: order.get(row["run_id"], len(order)))
+    rank = {row["run_id"]: i for i, row in enumerate(ranked)}
+    curves.sort(key=lambda row: rank[row["run_id"]])
+    target.out_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target.spec_path, spec_texts.pop())
+    _write_atomic(target.curves_path, _csv_text(CURVE_COLUMNS, curves, header=True))
+    _write_atomic(target.runs_path, _csv_text(RUN_COLUMNS, ranked, header=True))
+    target.write_meta({"spec": spec.name, "spec_hash": spec.spec_hash, "merged_from": [str(s) for s in sources]})
+    return MergeSummary(len(ranked), duplicates)

@@ -40,7 +40,8 @@ RUN_COLUMNS: dict[str, str] = {
     "final_train_loss": "mean minibatch training loss over the last evaluation interval",
     "test_loss": "cross-entropy on the test split after the last step, BN in eval mode (running statistics)",
     "test_acc": "accuracy on the test split after the last step, BN in eval mode",
-    "wall_s": "seconds the run took, including compilation for the first run of each compiled signature",
+    "wall_s": "seconds the run took, including compilation for the first run of each compiled signature; "
+    "vectorized engine: its chunk's time divided by the runs in the chunk",
     "backend": "JAX backend (cpu, gpu, tpu)",
 }
 

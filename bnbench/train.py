@@ -1,10 +1,10 @@
-"""Training: one jit-compiled program per compiled signature, scalars as traced arguments.
+"""The training program: init, train step, evaluation, and a whole run as one ``lax.scan``.
 
-A run is ``init -> steps x train_step -> evaluate every eval_every steps``. Everything that changes
+A run is ``init -> steps x train step -> evaluate every eval_every steps``. Everything that changes
 array shapes or the traced program (the :class:`Signature`) is static; the seed and the scalar
-hyperparameters (:class:`HParams`) are traced arguments, so every run of a sweep that shares a
-signature reuses one XLA compilation. The whole run, steps and evaluations, executes inside one
-jitted call (``lax.scan`` over steps, batches gathered by index from device-resident data).
+hyperparameters (:class:`HParams`) are traced arguments, so every run that shares a signature can
+share one XLA compilation. Batches are gathered by index from device-resident data; each epoch is a
+fresh permutation of the training split drawn from the run's seed.
 
 The training loss of an evaluation point is the mean minibatch loss over the steps since the
 previous one. A run whose minibatch loss becomes NaN/inf is ``diverged`` at that step.
@@ -12,10 +12,8 @@ previous one. A run whose minibatch loss becomes NaN/inf is ``diverged`` at that
 
 from __future__ import annotations
 
-import functools
 import math
-import time
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -137,8 +135,37 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def make_run_fn(sig: Signature):
-    """The pure function ``(seed, hparams, x_train, y_train, x_test, y_test) -> RunOutput`` for ``sig``."""
+class TrainState(NamedTuple):
+    params: Any
+    bn_state: Any
+    opt_state: Any
+
+
+class Program(NamedTuple):
+    """The pure functions of one signature's training program (none of them jitted).
+
+    ``init(seed, hp) -> TrainState``; ``batch_indices(seed, start, length) -> (length, batch)`` (``length``
+    static); ``step(state, idx, hp, x_train, y_train) -> (state, loss)``; ``evaluate(state, hp, x_test,
+    y_test) -> (loss, accuracy)``; ``run(seed, hp, x_train, y_train, x_test, y_test) -> RunOutput`` runs
+    every step and evaluation with ``lax.scan``. The engines in :mod:`bnbench.engine` drive either
+    ``run`` (vectorized) or the other four from a Python loop (sequential): the same math.
+    """
+
+    init: Callable
+    batch_indices: Callable
+    step: Callable
+    evaluate: Callable
+    run: Callable
+
+
+def _keys(seed) -> tuple[jax.Array, jax.Array]:
+    """The (initialization, data order) keys of a seed."""
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+    return init_key, data_key
+
+
+def make_program(sig: Signature) -> Program:
+    """Builds the training program of ``sig``."""
     model = make_model(
         sig.model,
         input_shape=sig.input_shape,
@@ -147,55 +174,52 @@ def make_run_fn(sig: Signature):
         activation=sig.activation,
         placement=sig.placement,
     )
-    num_segments, remainder = divmod(sig.steps, sig.eval_every)
+
+    def init(seed, hp: HParams) -> TrainState:
+        params, bn_state = model.init(_keys(seed)[0])
+        return TrainState(params, bn_state, make_optimizer(sig.optimizer, hp).init(params))
+
+    def indices(seed, start, length: int):
+        return batch_indices(_keys(seed)[1], start, length, sig.num_train, sig.batch_size)
+
+    def step(state: TrainState, idx, hp: HParams, x_train, y_train):
+        def loss_fn(params):
+            logits, bn_state = model.apply(
+                params, state.bn_state, x_train[idx], train=True, momentum=hp.momentum, epsilon=hp.epsilon
+            )
+            return cross_entropy(logits, y_train[idx]), bn_state
+
+        (loss, bn_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = make_optimizer(sig.optimizer, hp).update(grads, state.opt_state, state.params)
+        return TrainState(optax.apply_updates(state.params, updates), bn_state, opt_state), loss
+
+    def evaluate(state: TrainState, hp: HParams, x_test, y_test):
+        logits, _ = model.apply(
+            state.params, state.bn_state, x_test, train=False, momentum=hp.momentum, epsilon=hp.epsilon
+        )
+        return cross_entropy(logits, y_test), jnp.mean(jnp.argmax(logits, -1) == y_test)
 
     def run(seed, hp: HParams, x_train, y_train, x_test, y_test) -> RunOutput:
-        init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
-        params, bn_state = model.init(init_key)
-        optimizer = make_optimizer(sig.optimizer, hp)
-        carry = (params, bn_state, optimizer.init(params))
+        def segment(state, start, length):
+            state, losses = jax.lax.scan(
+                lambda st, idx: step(st, idx, hp, x_train, y_train), state, indices(seed, start, length)
+            )
+            return state, (losses, *evaluate(state, hp, x_test, y_test))
 
-        def train_step(carry, idx):
-            params, bn_state, opt_state = carry
-
-            def loss_fn(p):
-                logits, new_bn = model.apply(
-                    p, bn_state, x_train[idx], train=True, momentum=hp.momentum, epsilon=hp.epsilon
-                )
-                return cross_entropy(logits, y_train[idx]), new_bn
-
-            (loss, bn_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), bn_state, opt_state), loss
-
-        def evaluate(carry):
-            params, bn_state, _ = carry
-            logits, _ = model.apply(params, bn_state, x_test, train=False, momentum=hp.momentum, epsilon=hp.epsilon)
-            return cross_entropy(logits, y_test), jnp.mean(jnp.argmax(logits, -1) == y_test)
-
-        def segment(carry, start, length):
-            idx = batch_indices(data_key, start, length, sig.num_train, sig.batch_size)
-            carry, losses = jax.lax.scan(train_step, carry, idx)
-            return carry, (losses, *evaluate(carry))
-
-        carry, (losses, test_loss, test_acc) = jax.lax.scan(
-            lambda c, start: segment(c, start, sig.eval_every), carry, jnp.arange(num_segments) * sig.eval_every
+        num_segments, remainder = divmod(sig.steps, sig.eval_every)
+        starts = jnp.arange(num_segments) * sig.eval_every
+        state, (losses, test_loss, test_acc) = jax.lax.scan(
+            lambda st, start: segment(st, start, sig.eval_every), init(seed, hp), starts
         )
         losses = losses.reshape(-1)
         if remainder:
-            _, (last_losses, last_loss, last_acc) = segment(carry, num_segments * sig.eval_every, remainder)
+            _, (last_losses, last_loss, last_acc) = segment(state, num_segments * sig.eval_every, remainder)
             losses = jnp.concatenate([losses, last_losses])
             test_loss = jnp.append(test_loss, last_loss)
             test_acc = jnp.append(test_acc, last_acc)
         return RunOutput(losses, test_loss, test_acc)
 
-    return run
-
-
-@functools.lru_cache(maxsize=64)
-def compiled_run(sig: Signature):
-    """The jitted run function for ``sig``; one XLA compilation per signature and argument shapes."""
-    return jax.jit(make_run_fn(sig))
+    return Program(init, indices, step, evaluate, run)
 
 
 def device_data(data: Dataset) -> tuple[jax.Array, ...]:
@@ -227,15 +251,3 @@ def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunRes
         return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s)
     last = curve[-1]
     return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s)
-
-
-def train_run(config: RunConfig, data: Dataset, arrays: tuple[jax.Array, ...] | None = None) -> RunResult:
-    """Trains one run and returns its result. ``arrays``: ``device_data(data)``, to reuse across runs.
-
-    ``wall_s`` includes the compilation when this is the first run of its signature.
-    """
-    sig = Signature.of(config, data)
-    arrays = device_data(data) if arrays is None else arrays
-    start = time.perf_counter()
-    output = jax.block_until_ready(compiled_run(sig)(np.uint32(config.seed), HParams.of(config), *arrays))
-    return summarize_output(sig, output, time.perf_counter() - start)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bnbench import data, train
+from bnbench.engine import train_run
 from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
 from bnbench.spec import RunConfig, load_spec
 
@@ -87,13 +87,12 @@ def synthetic_run(**overrides) -> RunConfig:
 
 
 def test_training_learns_and_is_deterministic():
-    dataset = data.load("synthetic", 1200)
-    first = train.train_run(synthetic_run(), dataset)
-    again = train.train_run(synthetic_run(), dataset)
+    first = train_run(synthetic_run())
+    again = train_run(synthetic_run())
     assert first.status == "ok" and first.test_acc > 0.6  # 4 classes: chance is 0.25
     assert first.curve[-1].train_loss < first.curve[0].train_loss
     assert first.curve == again.curve
-    other_seed = train.train_run(synthetic_run(seed=1), dataset)
+    other_seed = train_run(synthetic_run(seed=1))
     assert other_seed.curve != first.curve
 
 

@@ -1,0 +1,212 @@
+"""Engines that execute runs: ``vectorized`` (default) and ``sequential`` (the plain reference path).
+
+Both drive the same :class:`bnbench.train.Program`, so they compute the same math.
+
+* ``vectorized``: runs are grouped by compiled signature (:class:`bnbench.train.Signature` plus the
+  data set); each group trains all its runs at once with ``jax.vmap`` over a leading run axis (seeds
+  and scalar hyperparameters are traced, so a group compiles once), the steps between evaluations in
+  one ``lax.scan``, and the run axis sharded over the local devices. Groups too large for memory are
+  cut into chunks of equal size (the last one padded), so the chunk shape, and the compilation, stay
+  the same. Runs are independent under ``vmap``: a run that diverges does not touch its neighbours.
+* ``sequential``: one run after another, a Python loop calling a jitted train step per batch, for
+  debugging and as the reference the vectorized engine is tested against.
+
+On CPU every local device is a host "device"; the CLI exposes one per core (see
+:func:`cpu_device_flag`) so the vectorized engine spreads runs over the cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from typing import Iterator, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bnbench import data
+from bnbench.errors import BnbenchError
+from bnbench.spec import RunConfig
+from bnbench.train import HParams, RunOutput, RunResult, Signature, device_data, make_program, summarize_output
+
+ENGINES = ("vectorized", "sequential")
+MAX_CHUNK = 512
+_DEFAULT_MEMORY = 8 << 30  # bytes, assumed where the device does not report its memory (CPU)
+
+
+class EngineError(BnbenchError):
+    """The engine cannot run as asked (e.g. more devices requested than exist)."""
+
+
+class Group(NamedTuple):
+    """Runs sharing one compiled program and one data set."""
+
+    signature: Signature
+    dataset: data.Dataset
+    configs: list[RunConfig]
+
+
+def group_runs(configs: list[RunConfig]) -> list[Group]:
+    """Groups runs by (signature, data set), keeping the order in which groups first appear."""
+    groups: dict[tuple, Group] = {}
+    for config in configs:
+        dataset = data.load(config.dataset, config.num_samples)
+        key = (Signature.of(config, dataset), config.dataset, config.num_samples)
+        groups.setdefault(key, Group(key[0], dataset, []))
+        groups[key].configs.append(config)
+    return list(groups.values())
+
+
+def cpu_device_flag(environ: dict[str, str]) -> str | None:
+    """The XLA flag exposing one host device per CPU core, or None if ``environ`` already sets a count.
+
+    Must be applied before JAX initializes its backends.
+    """
+    flags = environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return None
+    return f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+
+
+def select_devices(count: int | None) -> list[jax.Device]:
+    """The first ``count`` local devices of the default backend (all of them if ``None``)."""
+    devices = jax.local_devices()
+    if count is None:
+        return devices
+    if not 1 <= count <= len(devices):
+        raise EngineError(f"--devices: {count} requested, {len(devices)} available ({devices[0].platform})")
+    return devices[:count]
+
+
+def default_chunk_size(sig: Signature, num_test: int, device: jax.Device) -> int:
+    """Runs per vectorized chunk: an upper-bound memory estimate per run against a quarter of memory.
+
+    Per run, in float32: parameters with gradients and optimizer moments (x8 for temporaries), hidden
+    activations of a training batch (x4: forward and backward) and of the test split at evaluation
+    (x2), and the epoch permutations of one evaluation interval. For a CNN, every hidden layer is
+    counted at full input resolution and every kernel at 25 taps: an overestimate, never an under-.
+    """
+    in_features = math.prod(sig.input_shape)
+    positions, taps = (in_features, 25) if sig.model == "cnn" else (1, 1)
+    sizes = (in_features, *sig.widths, sig.num_classes)
+    num_params = taps * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    activations = positions * sum(sig.widths)
+    epochs = sig.eval_every // max(1, sig.num_train // sig.batch_size) + 2
+    per_run = 4 * (8 * num_params + (4 * sig.batch_size + 2 * num_test) * activations + epochs * sig.num_train)
+    memory = (device.memory_stats() or {}).get("bytes_limit", _DEFAULT_MEMORY)
+    return max(1, min(MAX_CHUNK, memory // 4 // per_run))
+
+
+@functools.lru_cache(maxsize=64)
+def _vectorized_fn(sig: Signature, devices: tuple[jax.Device, ...]):
+    run = jax.vmap(make_program(sig).run, in_axes=(0, 0, None, None, None, None))
+    if len(devices) == 1:
+        return jax.jit(run)
+    mesh = Mesh(np.array(devices), ("runs",))
+    runs, replicated = NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
+    return jax.jit(run, in_shardings=(runs, runs, *(replicated,) * 4), out_shardings=runs)
+
+
+@functools.lru_cache(maxsize=64)
+def _sequential_fns(sig: Signature):
+    program = make_program(sig)
+    return (
+        jax.jit(program.init),
+        jax.jit(program.batch_indices, static_argnums=2),
+        jax.jit(program.step, donate_argnums=0),
+        jax.jit(program.evaluate),
+    )
+
+
+def _stack_hparams(configs: list[RunConfig]) -> HParams:
+    return HParams(*(np.asarray(v, np.float32) for v in zip(*(HParams.of(c) for c in configs))))
+
+
+def _seeds(configs: list[RunConfig]) -> np.ndarray:
+    return np.asarray([c.seed for c in configs], np.uint32)
+
+
+def run_vectorized(
+    group: Group,
+    *,
+    chunk_size: int | None = None,
+    devices: tuple[jax.Device, ...],
+    done: frozenset[str] = frozenset(),
+) -> Iterator[tuple[RunConfig, RunResult]]:
+    """Trains the group's runs not in ``done``, in chunks of one fixed size.
+
+    The chunk size is ``chunk_size`` (default: :func:`default_chunk_size`), at most the whole group
+    and rounded up to a multiple of the devices. It depends on the group, not on which of its runs
+    are left, so a resumed sweep runs the same program on the same shapes and gets bitwise the same
+    results. Short chunks are padded with copies of their last run. Yields ``(config, result)`` per
+    run; ``wall_s`` is the chunk's time divided by its runs (compilation included for the first).
+    """
+    sig = group.signature
+    size = chunk_size or default_chunk_size(sig, len(group.dataset.y_test), devices[0])
+    size = -(-min(size, len(group.configs)) // len(devices)) * len(devices)
+    fn = _vectorized_fn(sig, devices)
+    arrays = device_data(group.dataset)
+    pending = [c for c in group.configs if c.run_id not in done]
+    for start in range(0, len(pending), size):
+        chunk = pending[start : start + size]
+        padded = chunk + [chunk[-1]] * (size - len(chunk))
+        begin = time.perf_counter()
+        output = jax.device_get(fn(_seeds(padded), _stack_hparams(padded), *arrays))
+        wall = (time.perf_counter() - begin) / len(chunk)
+        for i, config in enumerate(chunk):
+            yield config, summarize_output(sig, RunOutput(*(a[i] for a in output)), wall)
+
+
+def run_sequential(group: Group, *, done: frozenset[str] = frozenset()) -> Iterator[tuple[RunConfig, RunResult]]:
+    """Trains the group's runs not in ``done`` one at a time, a Python loop over jitted steps."""
+    sig = group.signature
+    init, indices, step, evaluate = _sequential_fns(sig)
+    x_train, y_train, x_test, y_test = device_data(group.dataset)
+    for config in (c for c in group.configs if c.run_id not in done):
+        begin = time.perf_counter()
+        seed, hp = np.uint32(config.seed), HParams.of(config)
+        state = init(seed, hp)
+        losses, test_loss, test_acc = [], [], []
+        start = 0
+        for end in sig.eval_steps:
+            for idx in np.asarray(indices(seed, start, end - start)):
+                state, loss = step(state, idx, hp, x_train, y_train)
+                losses.append(loss)
+            loss, acc = evaluate(state, hp, x_test, y_test)
+            test_loss.append(loss)
+            test_acc.append(acc)
+            start = end
+        output = RunOutput(*(np.stack(jax.device_get(v)) for v in (losses, test_loss, test_acc)))
+        yield config, summarize_output(sig, output, time.perf_counter() - begin)
+
+
+def run_all(
+    configs: list[RunConfig],
+    *,
+    engine: str = "vectorized",
+    chunk_size: int | None = None,
+    devices: int | None = None,
+    done: frozenset[str] = frozenset(),
+) -> Iterator[tuple[RunConfig, RunResult]]:
+    """Trains every run of ``configs`` whose id is not in ``done``, group by group.
+
+    ``configs`` is the whole grid even when resuming: the vectorized engine sizes its chunks by it.
+    Yields ``(config, result)`` as runs finish.
+    """
+    if engine not in ENGINES:
+        raise EngineError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    selected = tuple(select_devices(devices))
+    for group in group_runs(configs):
+        if engine == "sequential":
+            yield from run_sequential(group, done=done)
+        else:
+            yield from run_vectorized(group, chunk_size=chunk_size, devices=selected, done=done)
+
+
+def train_run(config: RunConfig, engine: str = "sequential") -> RunResult:
+    """Trains one run and returns its result."""
+    ((_, result),) = run_all([config], engine=engine)
+    return result

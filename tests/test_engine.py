@@ -1,0 +1,146 @@
+"""The vectorized engine against the sequential reference: same numbers, one compilation per group."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from bnbench import engine
+from bnbench.spec import RunConfig, load_spec
+
+BASE = dict(dataset="synthetic", num_samples=1200, steps=30, eval_every=10)
+
+
+def mixed_grid(widths=(12,)):
+    """Three compiled signatures (placement, batch size, optimizer), each with 4 scalar settings x 2 seeds."""
+    return [
+        RunConfig(**BASE, widths=widths, placement=p, batch_size=b, optimizer=o, epsilon=e, momentum=m, lr=lr, seed=s)
+        for p, b, o in (("pre", 16, "sgd"), ("post", 32, "adam"), ("none", 16, "adam"))
+        for e, m in ((1e-5, 0.99), (1e-2, 0.9))
+        for lr in (0.01, 0.003)
+        for s in (0, 1)
+    ]
+
+
+def by_id(pairs):
+    return {config.run_id: result for config, result in pairs}
+
+
+def test_vectorized_and_sequential_engines_agree_on_a_mixed_grid():
+    grid = mixed_grid()
+    vectorized = by_id(engine.run_all(grid, engine="vectorized"))
+    sequential = by_id(engine.run_all(grid, engine="sequential"))
+    assert len(vectorized) == len(sequential) == len(grid) == 24
+    for run_id, ref in sequential.items():
+        got = vectorized[run_id]
+        assert got.status == ref.status == "ok"
+        assert abs(got.test_acc - ref.test_acc) <= 1e-5
+        assert abs(got.final_train_loss - ref.final_train_loss) <= 1e-5
+        np.testing.assert_allclose([p.test_loss for p in got.curve], [p.test_loss for p in ref.curve], atol=1e-5)
+
+
+def test_one_compilation_per_group():
+    grid = mixed_grid(widths=(11,))  # widths no other test compiles
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        results = list(engine.run_all(grid, engine="vectorized"))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    groups = engine.group_runs(grid)
+    assert len(groups) == 3  # eps, momentum, lr and seed are traced, not compiled in
+    assert len(results) == len(grid)
+    assert len(compiles) == len(groups)
+
+
+def test_a_diverging_run_leaves_its_neighbours_unchanged():
+    runs = [RunConfig(**BASE, widths=(12,), placement="none", optimizer="sgd", lr=lr) for lr in (0.01, 1e9, 0.05)]
+    together = by_id(engine.run_all(runs, engine="vectorized"))
+    blown = together[runs[1].run_id]
+    assert blown.status == "diverged" and blown.diverged_step is not None
+    for run in (runs[0], runs[2]):
+        (alone,) = by_id(engine.run_all([run], engine="vectorized")).values()
+        assert together[run.run_id].status == "ok"
+        assert together[run.run_id].curve == alone.curve
+
+
+def test_resumed_chunk_gives_bitwise_the_same_results():
+    grid = [RunConfig(**BASE, widths=(12,), seed=s) for s in range(5)]
+    full = by_id(engine.run_all(grid, chunk_size=2))
+    done = frozenset(r.run_id for r in grid[:3])
+    rest = by_id(engine.run_all(grid, chunk_size=2, done=done))
+    assert set(rest) == {r.run_id for r in grid[3:]}
+    for run_id, result in rest.items():
+        assert result.curve == full[run_id].curve
+
+
+def test_default_chunk_size_fits_small_models_and_shrinks_for_big_ones():
+    device = jax.devices()[0]
+    small = RunConfig(dataset="mnist1d", num_samples=5000, batch_size=32, steps=2000, eval_every=200)
+    big = RunConfig(
+        dataset="mnist1d", num_samples=5000, model="cnn", widths=(512, 512, 512), batch_size=4000, steps=10, eval_every=10
+    )
+    (g_small,), (g_big,) = engine.group_runs([small]), engine.group_runs([big])
+    assert engine.default_chunk_size(g_small.signature, 1000, device) >= 24
+    assert engine.default_chunk_size(g_big.signature, 1000, device) < 8
+
+
+def test_unknown_engine_and_too_many_devices_are_errors():
+    with pytest.raises(engine.EngineError, match="--engine"):
+        list(engine.run_all(mixed_grid()[:1], engine="turbo"))
+    with pytest.raises(engine.EngineError, match="--devices"):
+        engine.select_devices(len(jax.local_devices()) + 1)
+
+
+def run_cli(args, workdir, device_count):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={device_count}"}
+    subprocess.run([sys.executable, "-m", "bnbench", *args], cwd=workdir, env=env, check=True, capture_output=True)
+
+
+METRICS = ["run_id", "status", "final_train_loss", "test_loss", "test_acc"]
+
+
+def test_four_forced_cpu_devices_give_the_results_of_one(tiny_spec, workdir):
+    run_cli(["sweep", tiny_spec, "--out", "four"], workdir, 4)
+    run_cli(["sweep", tiny_spec, "--out", "one"], workdir, 1)
+    four = pd.read_csv(workdir / "four" / "runs.csv")
+    one = pd.read_csv(workdir / "one" / "runs.csv")
+    assert len(four) == 8
+    pd.testing.assert_frame_equal(four[METRICS], one[METRICS], check_exact=False, atol=1e-6, rtol=0)
+
+
+def test_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir, cli):
+    assert cli("sweep", tiny_spec, "--out", "whole").exit_code == 0
+    assert cli("sweep", tiny_spec, "--shard", "0/2").exit_code == 0
+    assert cli("sweep", tiny_spec, "--shard", "1/2").exit_code == 0
+    assert len(pd.read_csv(workdir / "results" / "tiny-shard0of2" / "runs.csv")) == 4
+    result = cli("merge", "results/tiny-shard0of2", "results/tiny-shard1of2", "whole", "--out", "merged")
+    assert result.exit_code == 0 and "8 duplicate rows skipped" in result.stdout
+    whole = pd.read_csv(workdir / "whole" / "runs.csv")
+    merged = pd.read_csv(workdir / "merged" / "runs.csv")
+    assert list(merged["run_id"]) == [r.run_id for r in load_spec(tiny_spec).expand()]
+    pd.testing.assert_frame_equal(merged[METRICS], whole[METRICS], check_exact=False, atol=1e-6, rtol=0)
+    curves = pd.read_csv(workdir / "merged" / "curves.csv")
+    assert len(curves) == 8 * 3 and not curves.duplicated(["run_id", "step"]).any()
+
+
+def test_merge_refuses_folders_of_different_specs(tiny_spec, workdir, cli):
+    assert cli("sweep", tiny_spec, "--out", "a").exit_code == 0
+    assert cli("sweep", tiny_spec, "--out", "b", "--set", "lr=0.01").exit_code == 0
+    result = cli("merge", "a", "b", "--out", "m")
+    assert result.exit_code == 2 and "different specs" in result.stderr and not (workdir / "m").exists()
+
+
+def test_bad_shard_is_a_one_line_error(tiny_spec, workdir, cli):
+    result = cli("sweep", tiny_spec, "--shard", "2/2")
+    assert result.exit_code == 2 and result.stderr.strip().startswith("error: --shard")
+    assert not (workdir / "results").exists()
