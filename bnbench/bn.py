@@ -18,7 +18,9 @@ Conventions
   has the input's dtype. The variance is computed in two passes (mean first, then the mean of
   squared deviations) after subtracting one sample per channel, which does not cancel
   catastrophically when the mean is large relative to the standard deviation, unlike
-  ``E[x^2] - E[x]^2``, and leaves a constant channel exactly at ``offset``.
+  ``E[x^2] - E[x]^2``, and leaves a constant channel exactly at ``offset``. In float32 the variance
+  overflows when a channel's standard deviation exceeds about 1e19: the running variance becomes
+  ``inf`` and outputs collapse to ``offset`` (never NaN).
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -29,9 +32,30 @@ app = typer.Typer(
 console = Console()
 
 
-def _fail(err: Exception) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(code=2)
+def _fail(err: Exception, code: int = 2) -> typer.Exit:
+    """Reports ``err`` in one line on stderr; exit code 2 for bad input, 1 for a failure while running."""
+    # User text quoted in a message may hold line breaks or control characters: escape them.
+    message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(err))
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=code)
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop: threading.Event):
+    """The first Ctrl-C sets ``stop`` (the sweep ends once the runs in progress are saved); a second
+    one interrupts at once."""
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        typer.echo("stopping after the runs in progress are saved (Ctrl-C again to abort now)", err=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -75,7 +99,9 @@ def _dry_run_table(plan: sweep_lib.SweepPlan) -> Table:
     return table
 
 
-def _train_with_progress(plan: sweep_lib.SweepPlan, done: frozenset[str], engine_options: dict) -> None:
+def _train_with_progress(
+    plan: sweep_lib.SweepPlan, done: frozenset[str], stop: threading.Event, engine_options: dict
+) -> None:
     todo = len(plan.runs) - len(done)
     if not todo:
         return
@@ -89,7 +115,7 @@ def _train_with_progress(plan: sweep_lib.SweepPlan, done: frozenset[str], engine
     )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("training", total=todo)
-        for record in sweep_lib.execute(plan, done, **engine_options):
+        for record in sweep_lib.execute(plan, done, stop, **engine_options):
             result = record.result
             progress.update(task, advance=1, description=f"last: {result.status} test_acc={_fmt(result.test_acc, 3)}")
 
@@ -125,13 +151,19 @@ def sweep(
     shard: Optional[str] = typer.Option(
         None, "--shard", help="Run only part i/n of the grid (e.g. a SLURM array task); combine with `bnbench merge`."
     ),
+    max_runs: int = typer.Option(
+        sweep_lib.DEFAULT_MAX_RUNS, "--max-runs", min=1, help="Refuse grids with more runs than this, unless --yes."
+    ),
+    yes: bool = typer.Option(False, "--yes", help="Run the grid whatever its size."),
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
     try:
         resolved = with_overrides(load_spec(spec), sets=set_, seeds=seeds)
         part = sweep_lib.Shard.parse(shard) if shard else None
         default_out = Path("results") / (resolved.name + (f"-shard{part.index}of{part.count}" if part else ""))
-        plan = sweep_lib.plan(resolved, out or default_out, resume=not no_resume, shard=part)
+        plan = sweep_lib.plan(
+            resolved, out or default_out, resume=not no_resume, shard=part, max_runs=None if yes else max_runs
+        )
         if engine not in ENGINES:
             raise EngineError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
         select_devices(devices)
@@ -148,14 +180,19 @@ def sweep(
         f"[bold]{plan.spec.name}[/]: {len(plan.runs)} runs, {len(done)} already in {plan.store.out_dir}, "
         f"{len(plan.runs) - len(done)} to run"
     )
+    stop = threading.Event()
+    resume_hint = f"finished runs are saved in {plan.store.out_dir}; run the same command again to resume"
     try:
-        _train_with_progress(plan, done, dict(engine=engine, chunk_size=chunk_size, devices=devices))
+        with _stop_on_interrupt(stop):
+            _train_with_progress(plan, done, stop, dict(engine=engine, chunk_size=chunk_size, devices=devices))
     except KeyboardInterrupt:
-        typer.echo(
-            f"interrupted: finished runs are saved in {plan.store.out_dir}; run the same command again to resume",
-            err=True,
-        )
+        typer.echo(f"interrupted: {resume_hint}", err=True)
         raise typer.Exit(code=130) from None
+    except BnbenchError as err:
+        raise _fail(err, code=1) from None
+    if stop.is_set():
+        typer.echo(f"stopped: {resume_hint}", err=True)
+        raise typer.Exit(code=130)
     runs = pd.read_csv(plan.store.runs_path)
     console.print(_summary_table(runs, list(plan.spec.grid), f"{plan.spec.name}: test accuracy by swept axes"))
     console.print(f"results: {plan.store.runs_path}, {plan.store.curves_path}")

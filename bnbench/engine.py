@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 import time
 from typing import Iterator, NamedTuple
 
@@ -129,20 +130,27 @@ def _seeds(configs: list[RunConfig]) -> np.ndarray:
     return np.asarray([c.seed for c in configs], np.uint32)
 
 
+def _out_of_memory(err: Exception) -> bool:
+    return isinstance(err, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(err)
+
+
 def run_vectorized(
     group: Group,
     *,
     chunk_size: int | None = None,
     devices: tuple[jax.Device, ...],
     done: frozenset[str] = frozenset(),
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[RunConfig, RunResult]]:
     """Trains the group's runs not in ``done``, in chunks of one fixed size.
 
     The chunk size is ``chunk_size`` (default: :func:`default_chunk_size`), at most the whole group
     and rounded up to a multiple of the devices. It depends on the group, not on which of its runs
     are left, so a resumed sweep runs the same program on the same shapes and gets bitwise the same
-    results. Short chunks are padded with copies of their last run. Yields ``(config, result)`` per
-    run; ``wall_s`` is the chunk's time divided by its runs (compilation included for the first).
+    results. Short chunks are padded with copies of their last run. A chunk that runs out of device
+    memory is retried at half the size. No new chunk starts once ``stop`` is set. Yields
+    ``(config, result)`` per run; ``wall_s`` is the chunk's time divided by its runs (compilation
+    included for the first).
     """
     sig = group.signature
     size = chunk_size or default_chunk_size(sig, len(group.dataset.y_test), devices[0])
@@ -150,22 +158,36 @@ def run_vectorized(
     fn = _vectorized_fn(sig, devices)
     arrays = device_data(group.dataset)
     pending = [c for c in group.configs if c.run_id not in done]
-    for start in range(0, len(pending), size):
-        chunk = pending[start : start + size]
+    while pending and not (stop and stop.is_set()):
+        chunk = pending[:size]
         padded = chunk + [chunk[-1]] * (size - len(chunk))
         begin = time.perf_counter()
-        output = jax.device_get(fn(_seeds(padded), _stack_hparams(padded), *arrays))
+        try:
+            output = jax.device_get(fn(_seeds(padded), _stack_hparams(padded), *arrays))
+        except Exception as err:
+            if not _out_of_memory(err) or size == len(devices):
+                raise
+            size = max(len(devices), size // 2 // len(devices) * len(devices))
+            continue
         wall = (time.perf_counter() - begin) / len(chunk)
         for i, config in enumerate(chunk):
             yield config, summarize_output(sig, RunOutput(*(a[i] for a in output)), wall)
+        pending = pending[size:]
 
 
-def run_sequential(group: Group, *, done: frozenset[str] = frozenset()) -> Iterator[tuple[RunConfig, RunResult]]:
-    """Trains the group's runs not in ``done`` one at a time, a Python loop over jitted steps."""
+def run_sequential(
+    group: Group, *, done: frozenset[str] = frozenset(), stop: threading.Event | None = None
+) -> Iterator[tuple[RunConfig, RunResult]]:
+    """Trains the group's runs not in ``done`` one at a time, a Python loop over jitted steps.
+
+    No new run starts once ``stop`` is set.
+    """
     sig = group.signature
     init, indices, step, evaluate = _sequential_fns(sig)
     x_train, y_train, x_test, y_test = device_data(group.dataset)
     for config in (c for c in group.configs if c.run_id not in done):
+        if stop and stop.is_set():
+            return
         begin = time.perf_counter()
         seed, hp = np.uint32(config.seed), HParams.of(config)
         state = init(seed, hp)
@@ -190,20 +212,21 @@ def run_all(
     chunk_size: int | None = None,
     devices: int | None = None,
     done: frozenset[str] = frozenset(),
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[RunConfig, RunResult]]:
     """Trains every run of ``configs`` whose id is not in ``done``, group by group.
 
     ``configs`` is the whole grid even when resuming: the vectorized engine sizes its chunks by it.
-    Yields ``(config, result)`` as runs finish.
+    Once ``stop`` is set no new run or chunk starts. Yields ``(config, result)`` as runs finish.
     """
     if engine not in ENGINES:
         raise EngineError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
     selected = tuple(select_devices(devices))
     for group in group_runs(configs):
         if engine == "sequential":
-            yield from run_sequential(group, done=done)
+            yield from run_sequential(group, done=done, stop=stop)
         else:
-            yield from run_vectorized(group, chunk_size=chunk_size, devices=selected, done=done)
+            yield from run_vectorized(group, chunk_size=chunk_size, devices=selected, done=done, stop=stop)
 
 
 def train_run(config: RunConfig, engine: str = "sequential") -> RunResult:

@@ -12,9 +12,11 @@ run listed in ``runs.csv`` has all its curve rows; curve rows of a run that neve
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
@@ -43,13 +45,40 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _append(path: Path, text: str) -> None:
-    # One write() on an O_APPEND descriptor: a killed process leaves whole rows or none.
+    """Appends ``text`` whole or not at all.
+
+    One ``write()`` on an ``O_APPEND`` descriptor, so a killed process leaves whole rows; if the write
+    fails or is cut short (a full disk), the file is truncated back to its previous length.
+    """
+    data = text.encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        except OSError as err:
+            os.ftruncate(fd, size)
+            raise ResultsError(f"{path}: cannot write results ({err.strerror}); every run saved before is kept") from None
     finally:
         os.close(fd)
+
+
+def _check_writable(folder: Path) -> None:
+    """Raises :class:`ResultsError` unless a file can be created in ``folder`` or, if it does not exist
+    yet, in its nearest existing ancestor (probed with a temporary file, removed at once)."""
+    probe_dir = folder
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise ResultsError(f"{folder}: cannot create the output folder: {probe_dir} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as err:
+        raise ResultsError(f"{folder}: output location is not writable ({err.strerror})") from None
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -73,13 +102,16 @@ class ResultsStore:
         """Raises :class:`ResultsError` if the folder cannot take this sweep; creates nothing."""
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ResultsError(f"{self.out_dir}: output path exists and is not a folder")
-        if resume and self.spec_path.exists():
-            previous = self.spec_path.read_text(encoding="utf-8")
-            if previous != spec.to_toml():
-                raise ResultsError(
-                    f"{self.out_dir}: holds results of a different spec; pass --no-resume to replace them "
-                    "or --out to write elsewhere"
-                )
+        _check_writable(self.out_dir)
+        if not resume:
+            return
+        other_spec = self.spec_path.exists() and self.spec_path.read_text(encoding="utf-8") != spec.to_toml()
+        other_rows = any(row.get("spec_hash") != spec.spec_hash for row in _read_rows(self.runs_path))
+        if other_spec or other_rows:
+            raise ResultsError(
+                f"{self.out_dir}: holds results of a different spec; pass --no-resume to replace them "
+                "or --out to write elsewhere"
+            )
 
     def open(self, spec: Spec, *, resume: bool) -> set[str]:
         """Prepares the folder for ``spec`` and returns the run ids already finished in it.

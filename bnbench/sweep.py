@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import os
+import platform
+import subprocess
+import threading
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -56,14 +60,34 @@ class ShardError(BnbenchError):
     """A malformed ``--shard``."""
 
 
-def plan(spec: Spec, out_dir: str | Path, *, resume: bool = True, shard: Shard | None = None) -> SweepPlan:
-    """Expands ``spec`` (this shard's part of it) and checks its data sets and output folder.
+DEFAULT_MAX_RUNS = 1000
 
-    Raises a :class:`bnbench.errors.BnbenchError` on any problem; writes nothing.
+
+class GridTooLarge(BnbenchError):
+    """A grid with more runs than the caller allowed."""
+
+
+def plan(
+    spec: Spec,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    shard: Shard | None = None,
+    max_runs: int | None = DEFAULT_MAX_RUNS,
+) -> SweepPlan:
+    """Expands ``spec`` (this shard's part of it) and checks its size, data sets and output folder.
+
+    Raises a :class:`bnbench.errors.BnbenchError` on any problem (a grid of more than ``max_runs``
+    runs among them; ``None`` for no limit); writes nothing.
     """
     runs = spec.expand()
     if shard is not None:
         runs = runs[shard.index :: shard.count]
+    if max_runs is not None and len(runs) > max_runs:
+        raise GridTooLarge(
+            f"{spec.source}: grid: {len(runs)} runs exceed the limit of {max_runs}; pass --yes to run them all "
+            "or --max-runs to change the limit"
+        )
     for dataset, num_samples in {(r.dataset, r.num_samples) for r in runs}:
         data.load(dataset, num_samples)
     store = ResultsStore(out_dir)
@@ -71,15 +95,34 @@ def plan(spec: Spec, out_dir: str | Path, *, resume: bool = True, shard: Shard |
     return SweepPlan(spec, runs, store, resume)
 
 
+def _git_commit() -> str | None:
+    """The commit of the bnbench source checkout (``+dirty`` if modified), or None outside git."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=source, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def environment() -> dict:
-    """Versions, backend and device of this process, as recorded in ``meta.json``."""
+    """What a row needs to be reproduced, besides its spec: versions, commit, backend, devices, flags."""
     device = jax.devices()[0]
-    versions = {p: importlib.metadata.version(p) for p in ("bnbench", "jax", "jaxlib", "optax")}
+    versions = {p: importlib.metadata.version(p) for p in ("bnbench", "jax", "jaxlib", "optax", "numpy")}
     return {
         "versions": versions,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "platform": platform.platform(),
     }
 
 
@@ -93,15 +136,23 @@ def open_results(plan: SweepPlan) -> frozenset[str]:
     return frozenset(r.run_id for r in plan.runs if r.run_id in done)
 
 
-def execute(plan: SweepPlan, done: frozenset[str], **engine_options) -> Iterator[RunRecord]:
-    """Trains the plan's runs not in ``done`` (see :func:`bnbench.engine.run_all` for the options),
-    appends each finished run to the results and yields it."""
+def execute(
+    plan: SweepPlan, done: frozenset[str], stop: threading.Event | None = None, **engine_options
+) -> Iterator[RunRecord]:
+    """Trains the plan's runs not in ``done``, appends each finished run to the results and yields it.
+
+    ``engine_options`` go to :func:`bnbench.engine.run_all`. Setting ``stop`` ends the sweep once the
+    runs in progress are saved. ``meta.json`` records ``finished`` only when every run is done.
+    """
     meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "started": _now()}
     meta.update(engine_options, finished=None)
     plan.store.write_meta(meta)
-    for config, result in engine.run_all(plan.runs, done=done, **engine_options):
+    finished = len(done)
+    for config, result in engine.run_all(plan.runs, done=done, stop=stop, **engine_options):
         row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash, backend=meta["backend"])
         plan.store.append(row, schema.curve_rows(config, result))
+        finished += 1
         yield RunRecord(config, result, row)
-    meta["finished"] = _now()
-    plan.store.write_meta(meta)
+    if finished == len(plan.runs):
+        meta["finished"] = _now()
+        plan.store.write_meta(meta)

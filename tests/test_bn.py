@@ -196,3 +196,28 @@ def test_axis_name_averages_statistics_across_the_named_axis():
     y_full, state_full = bn.batch_norm(x, params, state, train=True, momentum=0.5)
     np.testing.assert_allclose(y.reshape(32, 3), y_full, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(new_state.var[0], state_full.var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("magnitude", [1e-30, 1e-15, 1e15])
+def test_huge_and_tiny_magnitudes_match_the_float64_reference(magnitude):
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(64, 3)) * magnitude).astype(np.float32)
+    params, state = bn.init(3)
+    y, new_state = bn.batch_norm(x, params, state, train=True, momentum=0.0)
+    y_ref, _, var_ref = reference_bn(x, 1.0, 0.0, 1e-5)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(new_state.var, var_ref, rtol=1e-4, atol=1e-44)
+    y_eval, _ = bn.batch_norm(x, params, new_state, train=False)
+    assert np.isfinite(np.asarray(y_eval)).all()
+
+
+def test_variance_beyond_float32_range_gives_no_nan():
+    """std 1e30: the variance (1e60) overflows float32. bnbench documents the limit (std < ~1e19):
+    the running variance becomes inf and outputs collapse to offset, but nothing turns NaN."""
+    x = (np.random.default_rng(12).normal(size=(64, 3)) * 1e30).astype(np.float32)
+    params = bn.BNParams(scale=jnp.ones(3), offset=jnp.full((3,), 0.5))
+    _, state = bn.init(3)
+    y, new_state = bn.batch_norm(x, params, state, train=True)
+    y_eval, _ = bn.batch_norm(x, params, new_state, train=False)
+    assert not np.isnan(np.asarray(y)).any() and not np.isnan(np.asarray(y_eval)).any()
+    assert np.isinf(np.asarray(new_state.var)).all()
