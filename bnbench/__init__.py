@@ -9,7 +9,9 @@ Public surface:
 * :mod:`bnbench.train`: the training program (init, train step, evaluation, a whole run as a scan).
 * :mod:`bnbench.engine`: ``run_all``, ``train_run`` (vectorized and sequential engines).
 * :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema).
-* :mod:`bnbench.summary`: ``summarize`` (mean and std over seeds).
+* :mod:`bnbench.summary`: ``summarize``, ``compare`` (mean, std, 95% CI over seeds; paired differences).
+* :mod:`bnbench.frames`: ``load_runs``, ``load_curves``, ``load_activations`` (typed DataFrames).
+* :mod:`bnbench.plots`: ``write_plots`` (PNG figures of a sweep).
 """
 
 from bnbench.bn import BNParams, BNState, batch_norm, init
@@ -18,7 +20,8 @@ from bnbench.errors import BnbenchError
 from bnbench.models import Model, make_model
 from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
 from bnbench.spec import RunConfig, Spec, load_spec
-from bnbench.summary import summarize
+from bnbench.frames import load_activations, load_curves, load_runs
+from bnbench.summary import compare, summarize
 from bnbench.engine import run_all, train_run
 from bnbench.train import RunResult
 
@@ -34,8 +37,12 @@ __all__ = [
     "RunResult",
     "Spec",
     "batch_norm",
+    "compare",
     "init",
+    "load_activations",
+    "load_curves",
     "load_dataset",
+    "load_runs",
     "load_spec",
     "make_model",
     "run_all",

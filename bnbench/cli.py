@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bnbench import explain as explain_lib
-from bnbench import results, schema, summary
+from bnbench import frames, results, schema, summary
+from bnbench import plots as plot_lib
 from bnbench import sweep as sweep_lib
 from bnbench.engine import ENGINES, EngineError, cpu_device_flag, select_devices
 from bnbench.errors import BnbenchError
@@ -63,29 +64,110 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 
 def _mean_std(mean: float, std: float) -> str:
-    if isinstance(mean, float) and math.isnan(mean):
+    if math.isnan(mean):
         return "—"
     return _fmt(mean) if math.isnan(std) else f"{_fmt(mean)} ± {_fmt(std)}"
 
 
-def _summary_table(runs: pd.DataFrame, by: list[str], title: str) -> Table:
-    table_data = summary.summarize(runs, by)
-    best = table_data["test_acc_mean"].idxmax() if table_data["test_acc_mean"].notna().any() else None
-    table = Table(title=title, caption="mean ± std over seeds; best test accuracy in bold green")
-    for column in by:
-        table.add_column(column)
-    for column in ("n", "diverged"):
-        table.add_column(column, justify="right")
-    table.add_column("test acc", justify="right")
-    table.add_column("final train loss", justify="right")
-    for i, row in table_data.iterrows():
-        cells = [str(row[c]) for c in by] + [str(row["n"]), str(row["diverged"])]
-        cells += [
-            _mean_std(row["test_acc_mean"], row["test_acc_std"]),
-            _mean_std(row["final_train_loss_mean"], row["final_train_loss_std"]),
+def _interval(low: float, high: float) -> str:
+    return "—" if math.isnan(low) else f"[{_fmt(low)}, {_fmt(high)}]"
+
+
+def _summary_cells(table: pd.DataFrame, by: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = [*by, "n", "diverged", "mean ± std", "95% CI"]
+    rows = [
+        [
+            *(str(row[c]) for c in by),
+            str(row["n"]),
+            str(row["diverged"]),
+            _mean_std(row["mean"], row["std"]),
+            _interval(row["ci_low"], row["ci_high"]),
         ]
-        table.add_row(*cells, style="bold green" if i == best else None)
-    return table
+        for _, row in table.iterrows()
+    ]
+    return header, rows
+
+
+def _compare_cells(table: pd.DataFrame, by: list[str], axis: str, a: str, b: str) -> tuple[list[str], list[list[str]]]:
+    header = [*by, "pairs", f"mean {a} − {b}", "95% CI (bootstrap)", "verdict"]
+    rows = []
+    for _, row in table.iterrows():
+        if row["pairs"] < 2:
+            verdict = "too few pairs"
+        elif row["ci_includes_zero"]:
+            verdict = "no evidence of a difference (CI includes 0)"
+        else:
+            verdict = f"{axis}={a} {'higher' if row['mean_diff'] > 0 else 'lower'}"
+        rows.append(
+            [
+                *(str(row[c]) for c in by),
+                str(row["pairs"]),
+                _fmt(row["mean_diff"]),
+                _interval(row["ci_low"], row["ci_high"]),
+                verdict,
+            ]
+        )
+    return header, rows
+
+
+def _print_table(header: list[str], rows: list[list[str]], title: str, fmt: str, highlight: int | None = None) -> None:
+    if fmt == "markdown":
+        for cells in ([f"**{title}**"], [], header, ["---"] * len(header), *rows):
+            console.print("| " + " | ".join(cells) + " |" if cells and len(cells) > 1 else "".join(cells),
+                          markup=False, soft_wrap=True)
+        console.print()
+        return
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column)
+    for i, cells in enumerate(rows):
+        table.add_row(*cells, style="bold green" if i == highlight else None)
+    console.print(table)
+
+
+def _best_row(table: pd.DataFrame, metric: str) -> int | None:
+    """The row with the best mean: highest for accuracies, lowest for losses."""
+    if not table["mean"].notna().any():
+        return None
+    return int(table["mean"].idxmax() if "acc" in metric else table["mean"].idxmin())
+
+
+def _report(
+    out_dir: Path,
+    *,
+    by: list[str] | None = None,
+    metric: str = "test_acc",
+    comparison: tuple[str, str, str] | None = None,
+    fmt: str = "table",
+    plots: bool = True,
+) -> None:
+    """Prints the summary (and a paired comparison) of a results folder and writes its plots."""
+    runs = frames.load_runs(out_dir)
+    for column in [*(by or []), metric, *(comparison[:1] if comparison else [])]:
+        if column not in runs:
+            raise frames.LoadError(f"{out_dir}: no column {column!r} in runs.csv")
+    by = summary.swept_axes(runs) if by is None else by
+    table = summary.summarize(runs, by, metric)
+    if fmt == "csv":
+        typer.echo(table.to_csv(index=False), nl=False)
+    else:
+        header, rows = _summary_cells(table, by)
+        name = ", ".join(runs["spec"].astype(str).unique()) or out_dir.name
+        title = f"{name}: {metric} over seeds ({len(runs)} runs; best in bold green)"
+        _print_table(header, rows, title, fmt, highlight=_best_row(table, metric))
+    if comparison:
+        axis, a, b = comparison
+        paired = summary.compare(runs, axis, a, b, metric=metric)
+        if fmt == "csv":
+            typer.echo(paired.to_csv(index=False), nl=False)
+        else:
+            group_by = [c for c in summary.swept_axes(runs) if c != axis]
+            header, rows = _compare_cells(paired, group_by, axis, a, b)
+            _print_table(header, rows, f"paired difference in {metric}: {axis}={a} minus {axis}={b}", fmt)
+    if plots:
+        curves, activations = frames.load_curves(out_dir), frames.load_activations(out_dir)
+        for path in plot_lib.write_plots(out_dir, runs, curves, activations, metric):
+            console.print(f"plot: {path}")
 
 
 def _dry_run_table(plan: sweep_lib.SweepPlan) -> Table:
@@ -155,6 +237,7 @@ def sweep(
         sweep_lib.DEFAULT_MAX_RUNS, "--max-runs", min=1, help="Refuse grids with more runs than this, unless --yes."
     ),
     yes: bool = typer.Option(False, "--yes", help="Run the grid whatever its size."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots beside the CSVs."),
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
     try:
@@ -193,9 +276,38 @@ def sweep(
     if stop.is_set():
         typer.echo(f"stopped: {resume_hint}", err=True)
         raise typer.Exit(code=130)
-    runs = pd.read_csv(plan.store.runs_path)
-    console.print(_summary_table(runs, list(plan.spec.grid), f"{plan.spec.name}: test accuracy by swept axes"))
-    console.print(f"results: {plan.store.runs_path}, {plan.store.curves_path}")
+    console.print(f"results: {plan.store.out_dir}/ (runs.csv, curves.csv; columns in results/README.md)")
+    try:
+        _report(plan.store.out_dir, plots=not no_plots)
+    except BnbenchError as err:
+        raise _fail(err, code=1) from None
+
+
+@app.command()
+def report(
+    results_dir: Path = typer.Argument(..., help="A folder written by `bnbench sweep` (finished, interrupted or merged)."),
+    by: Optional[list[str]] = typer.Option(None, "--by", help="Group by these columns [default: the swept axes]."),
+    metric: str = typer.Option("test_acc", "--metric", help="runs.csv column to summarize."),
+    compare: Optional[str] = typer.Option(
+        None, "--compare", help="AXIS=A,B: paired difference A − B over runs equal in everything else (seed too)."
+    ),
+    fmt: str = typer.Option("table", "--format", help="table, markdown (paste into a paper) or csv."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots."),
+) -> None:
+    """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots."""
+    try:
+        if fmt not in ("table", "markdown", "csv"):
+            raise frames.LoadError(f"--format: must be table, markdown or csv, got {fmt!r}")
+        comparison = None
+        if compare:
+            axis, _, values = compare.partition("=")
+            pair = values.split(",")
+            if not axis or len(pair) != 2 or not all(pair):
+                raise frames.LoadError(f"--compare: expected AXIS=A,B, got {compare!r}")
+            comparison = (axis, pair[0], pair[1])
+        _report(results_dir, by=by, metric=metric, comparison=comparison, fmt=fmt, plots=not no_plots)
+    except BnbenchError as err:
+        raise _fail(err) from None
 
 
 @app.command()

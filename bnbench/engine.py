@@ -191,17 +191,15 @@ def run_sequential(
         begin = time.perf_counter()
         seed, hp = np.uint32(config.seed), HParams.of(config)
         state = init(seed, hp)
-        losses, test_loss, test_acc = [], [], []
+        losses, evaluations = [], []
         start = 0
         for end in sig.eval_steps:
             for idx in np.asarray(indices(seed, start, end - start)):
                 state, loss = step(state, idx, hp, x_train, y_train)
                 losses.append(loss)
-            loss, acc = evaluate(state, hp, x_test, y_test)
-            test_loss.append(loss)
-            test_acc.append(acc)
+            evaluations.append(evaluate(state, hp, x_test, y_test))
             start = end
-        output = RunOutput(*(np.stack(jax.device_get(v)) for v in (losses, test_loss, test_acc)))
+        output = RunOutput(np.stack(jax.device_get(losses)), *(np.stack(v) for v in zip(*jax.device_get(evaluations))))
         yield config, summarize_output(sig, output, time.perf_counter() - begin)
 
 

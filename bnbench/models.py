@@ -35,29 +35,31 @@ _CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
 
 class Model(NamedTuple):
-    """A model as two pure functions.
+    """A model as pure functions.
 
     ``init(key) -> (params, state)``.
     ``apply(params, state, x, *, train, momentum=0.99, epsilon=1e-5) -> (logits, new_state)``, where
     ``momentum`` and ``epsilon`` are BN's (see :mod:`bnbench.bn`) and may be traced scalars.
+    ``preactivations(params, state, x, *, momentum=0.99, epsilon=1e-5) -> [array, ...]``: the input
+    to each hidden layer's nonlinearity, in evaluation mode (BN with running statistics).
     """
 
     init: Callable
     apply: Callable
+    preactivations: Callable
 
 
 def _hidden_block(h, transform, bn_params, bn_state, *, activation, placement, train, momentum, epsilon):
+    """One hidden block; returns ``(output, bn_state, input to the nonlinearity)``."""
     act = ACTIVATIONS[activation]
-    h = transform(h)
+    pre = transform(h)
     if placement == "pre":
-        h, bn_state = bn.batch_norm(h, bn_params, bn_state, train=train, momentum=momentum, epsilon=epsilon)
-        h = act(h)
-    elif placement == "post":
-        h = act(h)
-        h, bn_state = bn.batch_norm(h, bn_params, bn_state, train=train, momentum=momentum, epsilon=epsilon)
-    else:
-        h = act(h)
-    return h, bn_state
+        pre, bn_state = bn.batch_norm(pre, bn_params, bn_state, train=train, momentum=momentum, epsilon=epsilon)
+        return act(pre), bn_state, pre
+    if placement == "post":
+        h, bn_state = bn.batch_norm(act(pre), bn_params, bn_state, train=train, momentum=momentum, epsilon=epsilon)
+        return h, bn_state, pre
+    return act(pre), bn_state, pre
 
 
 class _LayerKind(NamedTuple):
@@ -99,11 +101,11 @@ def _stack(kind: _LayerKind, widths: Sequence[int], num_classes: int, activation
         bn_params, bn_state = [p for p, _ in bn_pairs], [s for _, s in bn_pairs]
         return {"layers": layers[:-1], "bn": bn_params, "head": layers[-1]}, bn_state
 
-    def apply(params, state, x, *, train, momentum=bn.DEFAULT_MOMENTUM, epsilon=bn.DEFAULT_EPSILON):
+    def forward(params, state, x, train, momentum, epsilon):
         h = kind.prepare(x)
-        new_state = []
+        new_state, preacts = [], []
         for i, layer in enumerate(params["layers"]):
-            h, s = _hidden_block(
+            h, s, pre = _hidden_block(
                 h,
                 lambda z, layer=layer: kind.apply(layer, z),
                 params["bn"][i] if use_bn else None,
@@ -114,12 +116,20 @@ def _stack(kind: _LayerKind, widths: Sequence[int], num_classes: int, activation
                 momentum=momentum,
                 epsilon=epsilon,
             )
+            preacts.append(pre)
             if use_bn:
                 new_state.append(s)
         logits = kind.flatten(h) @ params["head"]["w"] + params["head"]["b"]
+        return logits, new_state, preacts
+
+    def apply(params, state, x, *, train, momentum=bn.DEFAULT_MOMENTUM, epsilon=bn.DEFAULT_EPSILON):
+        logits, new_state, _ = forward(params, state, x, train, momentum, epsilon)
         return logits, new_state
 
-    return Model(init=init, apply=apply)
+    def preactivations(params, state, x, *, momentum=bn.DEFAULT_MOMENTUM, epsilon=bn.DEFAULT_EPSILON):
+        return forward(params, state, x, False, momentum, epsilon)[2]
+
+    return Model(init=init, apply=apply, preactivations=preactivations)
 
 
 def mlp(

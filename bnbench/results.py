@@ -1,12 +1,13 @@
 """A sweep's output folder: append-only CSV files that survive interruption, and resume.
 
-Layout of ``<out>/``: ``runs.csv``, ``curves.csv`` (columns in :mod:`bnbench.schema`), ``spec.toml``
+Layout of ``<out>/``: ``runs.csv``, ``curves.csv``, ``activations.csv`` when a spec tracks
+activations (columns in :mod:`bnbench.schema`), ``spec.toml``
 (the resolved spec) and ``meta.json`` (versions, backend, device, engine, start and end time).
 :func:`merge` combines the folders of one spec's shards.
 
-Each finished run is appended with one ``write`` per file (curves first, then the run's row), so a
-run listed in ``runs.csv`` has all its curve rows; curve rows of a run that never reached
-``runs.csv`` are dropped when the sweep resumes.
+Each finished run is appended with one ``write`` per file (curves and activations first, then the
+run's row), so a run listed in ``runs.csv`` has all its detail rows; detail rows of a run that never
+reached ``runs.csv`` are dropped when the sweep resumes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from bnbench.errors import BnbenchError
-from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
+from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS
 from bnbench.spec import Spec, load_spec
 
 
@@ -95,8 +96,14 @@ class ResultsStore:
         self.out_dir = Path(out_dir)
         self.runs_path = self.out_dir / "runs.csv"
         self.curves_path = self.out_dir / "curves.csv"
+        self.activations_path = self.out_dir / "activations.csv"
         self.spec_path = self.out_dir / "spec.toml"
         self.meta_path = self.out_dir / "meta.json"
+
+    @property
+    def detail_files(self) -> dict[Path, tuple[str, ...]]:
+        """The per-run detail files (curves, activation statistics) and their columns."""
+        return {self.curves_path: tuple(CURVE_COLUMNS), self.activations_path: tuple(ACTIVATION_COLUMNS)}
 
     def check_usable(self, spec: Spec, *, resume: bool) -> None:
         """Raises :class:`ResultsError` if the folder cannot take this sweep; creates nothing."""
@@ -116,26 +123,36 @@ class ResultsStore:
     def open(self, spec: Spec, *, resume: bool) -> set[str]:
         """Prepares the folder for ``spec`` and returns the run ids already finished in it.
 
-        With ``resume=False`` earlier results in the folder are removed first.
+        With ``resume=False`` earlier results in the folder are removed first. Detail rows of runs
+        that never reached ``runs.csv`` (a sweep killed between two writes) are dropped.
         """
         self.check_usable(spec, resume=resume)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            for path in (self.runs_path, self.curves_path, self.meta_path):
+            for path in (self.runs_path, self.meta_path, *self.detail_files):
                 path.unlink(missing_ok=True)
         _write_atomic(self.spec_path, spec.to_toml())
         done = {row["run_id"] for row in _read_rows(self.runs_path)}
-        curves = _read_rows(self.curves_path)
-        if not self.curves_path.exists() or any(row["run_id"] not in done for row in curves):
-            kept = [row for row in curves if row["run_id"] in done]
-            _write_atomic(self.curves_path, _csv_text(CURVE_COLUMNS, kept, header=True))
+        for path, columns in self.detail_files.items():
+            rows = _read_rows(path)
+            if any(row["run_id"] not in done for row in rows):
+                _write_atomic(path, _csv_text(columns, [row for row in rows if row["run_id"] in done], header=True))
+        if not self.curves_path.exists():
+            _write_atomic(self.curves_path, _csv_text(CURVE_COLUMNS, [], header=True))
         if not self.runs_path.exists():
             _write_atomic(self.runs_path, _csv_text(RUN_COLUMNS, [], header=True))
         return done
 
-    def append(self, run_row: dict, curve_rows: list[dict]) -> None:
-        """Records one finished run: its curve rows, then its row in ``runs.csv``."""
-        _append(self.curves_path, _csv_text(CURVE_COLUMNS, curve_rows, header=False))
+    def append(self, run_row: dict, details: dict[Path, list[dict]]) -> None:
+        """Records one finished run: its rows in each detail file (created on first use), then its row
+        in ``runs.csv``."""
+        for path, rows in details.items():
+            if not rows:
+                continue
+            columns = self.detail_files[path]
+            if not path.exists():
+                _write_atomic(path, _csv_text(columns, [], header=True))
+            _append(path, _csv_text(columns, rows, header=False))
         _append(self.runs_path, _csv_text(RUN_COLUMNS, [run_row], header=False))
 
     def write_meta(self, meta: dict) -> None:
@@ -169,7 +186,7 @@ def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
     spec = load_spec(stores[0].spec_path)
     order = {run.run_id: i for i, run in enumerate(spec.expand())}
     runs: dict[str, dict] = {}
-    curves: list[dict] = []
+    details: dict[str, list[dict]] = {path.name: [] for path in target.detail_files}
     duplicates = 0
     for store in stores:
         fresh = set()
@@ -179,13 +196,16 @@ def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
             else:
                 runs[row["run_id"]] = row
                 fresh.add(row["run_id"])
-        curves += [row for row in _read_rows(store.curves_path) if row["run_id"] in fresh]
+        for path in store.detail_files:
+            details[path.name] += [row for row in _read_rows(path) if row["run_id"] in fresh]
     ranked = sorted(runs.values(), key=lambda row: order.get(row["run_id"], len(order)))
     rank = {row["run_id"]: i for i, row in enumerate(ranked)}
-    curves.sort(key=lambda row: rank[row["run_id"]])
     target.out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(target.spec_path, spec_texts.pop())
-    _write_atomic(target.curves_path, _csv_text(CURVE_COLUMNS, curves, header=True))
+    for path, columns in target.detail_files.items():
+        rows = sorted(details[path.name], key=lambda row: rank[row["run_id"]])
+        if rows or path == target.curves_path:
+            _write_atomic(path, _csv_text(columns, rows, header=True))
     _write_atomic(target.runs_path, _csv_text(RUN_COLUMNS, ranked, header=True))
     target.write_meta({"spec": spec.name, "spec_hash": spec.spec_hash, "merged_from": [str(s) for s in sources]})
     return MergeSummary(len(ranked), duplicates)

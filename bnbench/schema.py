@@ -1,6 +1,7 @@
 """The CSV schema of a sweep's result files: column names, their meaning, and row builders.
 
-``runs.csv`` has one row per run, ``curves.csv`` one row per run per evaluation point. Both are plain
+``runs.csv`` has one row per run, ``curves.csv`` one row per run per evaluation point,
+``activations.csv`` one row per run per evaluation point per hidden layer. All are plain
 comma-separated files with a header that ``pandas.read_csv`` loads as they are; a diverged run's
 metrics are written as ``nan``. ``results/README.md`` documents the same columns.
 """
@@ -34,6 +35,7 @@ RUN_COLUMNS: dict[str, str] = {
     "weight_decay": "weight decay (L2 for sgd, decoupled for adam)",
     "steps": "training steps",
     "eval_every": "steps between evaluations",
+    "track_activations": "whether activations.csv holds this run's activation statistics",
     "seed": "seed of initialization and data order",
     "status": "ok or diverged",
     "diverged_step": "first step whose training loss was NaN/inf (empty if ok)",
@@ -51,6 +53,18 @@ CURVE_COLUMNS: dict[str, str] = {
     "train_loss": "mean minibatch training loss since the previous evaluation",
     "test_loss": "test-split cross-entropy, BN in eval mode",
     "test_acc": "test-split accuracy, BN in eval mode",
+}
+
+
+ACTIVATION_COLUMNS: dict[str, str] = {
+    "run_id": "the run (runs.csv)",
+    "step": "training steps completed",
+    "layer": "hidden layer, 1 = closest to the input",
+    "p15": "15th percentile of the layer's input to its nonlinearity (all units, fixed evaluation batch)",
+    "p50": "median of the same values",
+    "p85": "85th percentile of the same values",
+    "mean": "mean of the same values",
+    "std": "standard deviation (ddof=0) of the same values",
 }
 
 
@@ -81,3 +95,8 @@ def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str, 
 def curve_rows(config: RunConfig, result: RunResult) -> list[dict]:
     """The ``curves.csv`` rows of one finished run, keyed by :data:`CURVE_COLUMNS`."""
     return [{"run_id": config.run_id, **point._asdict()} for point in result.curve]
+
+
+def activation_rows(config: RunConfig, result: RunResult) -> list[dict]:
+    """The ``activations.csv`` rows of one finished run (none unless it tracked activations)."""
+    return [{"run_id": config.run_id, **point._asdict()} for point in result.activations]

@@ -29,6 +29,8 @@ optimizer_momentum   0.9          SGD's momentum, in [0, 1) (unused by adam)
 weight_decay         0.0          weight decay, >= 0, on every parameter
 steps                1000         training steps, >= 1
 eval_every           steps // 10  steps between evaluations on the test split, 1 .. steps
+track_activations    false        record percentiles of each hidden layer's input to its nonlinearity
+                                  at every evaluation (activations.csv)
 ==================== ============ ===================================================================
 """
 
@@ -70,6 +72,7 @@ class RunConfig:
     weight_decay: float = 0.0
     steps: int = 1000
     eval_every: int | None = None
+    track_activations: bool = False
     seed: int = 0
 
     @property
@@ -137,6 +140,16 @@ def _widths_check(v):
     return None
 
 
+def _boolean_check(v):
+    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+
+
+def _parse_boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.lower() == "true"
+
+
 def _parse_widths(text: str) -> list[int]:
     # On the command line a list of widths is written with dashes, as in the CSV: 100-100-100.
     return [int(w) for w in text.split("-")]
@@ -158,6 +171,7 @@ RULES: dict[str, _Rule] = {
     "weight_decay": _real(0.0, None, lo_open=False),
     "steps": _integer(1),
     "eval_every": _integer(1),
+    "track_activations": _Rule(_boolean_check, _parse_boolean),
 }
 TOP_LEVEL_KEYS = ("name", "seeds", "grid", *RUN_FIELDS)
 

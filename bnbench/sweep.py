@@ -150,7 +150,11 @@ def execute(
     finished = len(done)
     for config, result in engine.run_all(plan.runs, done=done, stop=stop, **engine_options):
         row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash, backend=meta["backend"])
-        plan.store.append(row, schema.curve_rows(config, result))
+        details = {
+            plan.store.curves_path: schema.curve_rows(config, result),
+            plan.store.activations_path: schema.activation_rows(config, result),
+        }
+        plan.store.append(row, details)
         finished += 1
         yield RunRecord(config, result, row)
     if finished == len(plan.runs):

@@ -50,6 +50,7 @@ class Signature(NamedTuple):
     optimizer: str
     steps: int
     eval_every: int
+    track_activations: bool
     input_shape: tuple[int, ...]
     num_classes: int
     num_train: int
@@ -65,6 +66,7 @@ class Signature(NamedTuple):
             config.optimizer,
             config.steps,
             config.eval_every,
+            config.track_activations,
             data.input_shape,
             data.num_classes,
             len(data.y_train),
@@ -79,12 +81,17 @@ class Signature(NamedTuple):
         return tuple(points)
 
 
+ACTIVATION_EXAMPLES = 512  # the fixed evaluation batch of activation statistics: the first test examples
+ACTIVATION_STATS = ("p15", "p50", "p85", "mean", "std")
+
+
 class RunOutput(NamedTuple):
     """Arrays one compiled run returns: per-step minibatch losses and per-eval-point test metrics."""
 
     train_losses: jax.Array  # (steps,)
     test_loss: jax.Array  # (num_evals,)
     test_acc: jax.Array  # (num_evals,)
+    activations: jax.Array  # (num_evals, hidden layers, 5) if tracked, else (num_evals, 0, 5)
 
 
 class CurvePoint(NamedTuple):
@@ -92,6 +99,18 @@ class CurvePoint(NamedTuple):
     train_loss: float
     test_loss: float
     test_acc: float
+
+
+class ActivationPoint(NamedTuple):
+    """Statistics of one hidden layer's input to its nonlinearity at one evaluation point."""
+
+    step: int
+    layer: int  # 1-based
+    p15: float
+    p50: float
+    p85: float
+    mean: float
+    std: float
 
 
 class RunResult(NamedTuple):
@@ -104,6 +123,7 @@ class RunResult(NamedTuple):
     test_acc: float
     curve: tuple[CurvePoint, ...]
     wall_s: float
+    activations: tuple[ActivationPoint, ...] = ()
 
 
 def make_optimizer(kind: str, hp: HParams) -> optax.GradientTransformation:
@@ -146,7 +166,7 @@ class Program(NamedTuple):
 
     ``init(seed, hp) -> TrainState``; ``batch_indices(seed, start, length) -> (length, batch)`` (``length``
     static); ``step(state, idx, hp, x_train, y_train) -> (state, loss)``; ``evaluate(state, hp, x_test,
-    y_test) -> (loss, accuracy)``; ``run(seed, hp, x_train, y_train, x_test, y_test) -> RunOutput`` runs
+    y_test) -> (loss, accuracy, activation statistics)``; ``run(seed, hp, x_train, y_train, x_test, y_test) -> RunOutput`` runs
     every step and evaluation with ``lax.scan``. The engines in :mod:`bnbench.engine` drive either
     ``run`` (vectorized) or the other four from a Python loop (sequential): the same math.
     """
@@ -193,11 +213,25 @@ def make_program(sig: Signature) -> Program:
         updates, opt_state = make_optimizer(sig.optimizer, hp).update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), bn_state, opt_state), loss
 
+    def activation_stats(state: TrainState, hp: HParams, x_test):
+        if not sig.track_activations:
+            return jnp.zeros((0, len(ACTIVATION_STATS)), jnp.float32)
+        preacts = model.preactivations(
+            state.params, state.bn_state, x_test[:ACTIVATION_EXAMPLES], momentum=hp.momentum, epsilon=hp.epsilon
+        )
+        return jnp.stack(
+            [
+                jnp.concatenate([jnp.percentile(a, jnp.array([15.0, 50.0, 85.0])), jnp.stack([a.mean(), a.std()])])
+                for a in preacts
+            ]
+        )
+
     def evaluate(state: TrainState, hp: HParams, x_test, y_test):
         logits, _ = model.apply(
             state.params, state.bn_state, x_test, train=False, momentum=hp.momentum, epsilon=hp.epsilon
         )
-        return cross_entropy(logits, y_test), jnp.mean(jnp.argmax(logits, -1) == y_test)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == y_test)
+        return cross_entropy(logits, y_test), accuracy, activation_stats(state, hp, x_test)
 
     def run(seed, hp: HParams, x_train, y_train, x_test, y_test) -> RunOutput:
         def segment(state, start, length):
@@ -208,16 +242,15 @@ def make_program(sig: Signature) -> Program:
 
         num_segments, remainder = divmod(sig.steps, sig.eval_every)
         starts = jnp.arange(num_segments) * sig.eval_every
-        state, (losses, test_loss, test_acc) = jax.lax.scan(
+        state, (losses, *evaluations) = jax.lax.scan(
             lambda st, start: segment(st, start, sig.eval_every), init(seed, hp), starts
         )
         losses = losses.reshape(-1)
         if remainder:
-            _, (last_losses, last_loss, last_acc) = segment(state, num_segments * sig.eval_every, remainder)
+            _, (last_losses, *last) = segment(state, num_segments * sig.eval_every, remainder)
             losses = jnp.concatenate([losses, last_losses])
-            test_loss = jnp.append(test_loss, last_loss)
-            test_acc = jnp.append(test_acc, last_acc)
-        return RunOutput(losses, test_loss, test_acc)
+            evaluations = [jnp.concatenate([e, x[None]]) for e, x in zip(evaluations, last)]
+        return RunOutput(losses, *evaluations)
 
     return Program(init, indices, step, evaluate, run)
 
@@ -247,7 +280,13 @@ def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunRes
         CurvePoint(end, _shortest(losses[start:end].mean()), _shortest(test_loss[i]), _shortest(test_acc[i]))
         for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]))
     )
+    stats = np.asarray(output.activations, np.float32)
+    activations = tuple(
+        ActivationPoint(step, layer + 1, *(_shortest(v) for v in stats[i, layer]))
+        for i, step in enumerate(sig.eval_steps)
+        for layer in range(stats.shape[1])
+    )
     if diverged_step is not None:
-        return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s)
+        return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s, activations)
     last = curve[-1]
-    return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s)
+    return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s, activations)

@@ -34,7 +34,10 @@ def test_sweep_writes_csvs_matching_the_expanded_grid(tiny_spec, workdir, cli):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["backend"] == "cpu" and meta["finished"] and meta["versions"]["jax"]
     assert load_spec(out / "spec.toml").spec_hash == runs["spec_hash"].iloc[0]
-    assert "test acc" in result.stdout and "n" in result.stdout
+    assert "tiny: test_acc over seeds (8 runs" in result.stdout and "95% CI" in result.stdout
+    report = cli("report", out, "--no-plots")
+    summary_table = report.stdout[report.stdout.index("tiny: test_acc") :]
+    assert summary_table in result.stdout  # sweep ends with the same summary as report
 
 
 def test_rerun_skips_every_finished_run(tiny_spec, workdir, cli):

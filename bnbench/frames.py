@@ -1,0 +1,68 @@
+"""Loading a sweep's CSV files as typed pandas DataFrames.
+
+``pandas.read_csv`` reads the raw files as they are; these loaders add the documented dtypes:
+strings of the configuration (data set, model, widths, activation, placement, optimizer, ...) and
+``status`` as ``category``, ``run_id`` as ``string``, numbers as numbers (``diverged_step`` as the
+nullable ``Int64``), ``track_activations`` as ``bool``. Columns: :mod:`bnbench.schema`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bnbench.errors import BnbenchError
+from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS
+
+CATEGORICAL = (
+    "spec",
+    "spec_hash",
+    "dataset",
+    "model",
+    "widths",
+    "activation",
+    "placement",
+    "momentum_convention",
+    "optimizer",
+    "status",
+    "backend",
+)
+
+
+class LoadError(BnbenchError):
+    """A results folder or file that cannot be read."""
+
+
+def _read(path: Path, columns, dtypes: dict) -> pd.DataFrame:
+    if not path.is_file():
+        raise LoadError(f"{path}: no such file; expected a folder written by `bnbench sweep`")
+    frame = pd.read_csv(path, dtype=dtypes)
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise LoadError(f"{path}: missing columns {', '.join(missing)}")
+    return frame
+
+
+def load_runs(results_dir: str | Path) -> pd.DataFrame:
+    """``runs.csv`` of a results folder, typed as documented in this module."""
+    dtypes = {c: "category" for c in CATEGORICAL} | {"run_id": "string", "widths": "category"}
+    frame = _read(Path(results_dir) / "runs.csv", RUN_COLUMNS, dtypes)
+    frame["diverged_step"] = frame["diverged_step"].astype("Int64")
+    frame["track_activations"] = frame["track_activations"].astype(bool)
+    return frame
+
+
+def load_curves(results_dir: str | Path) -> pd.DataFrame:
+    """``curves.csv`` of a results folder: ``run_id`` string, ``step`` int, losses and accuracy float."""
+    return _read(Path(results_dir) / "curves.csv", CURVE_COLUMNS, {"run_id": "string"})
+
+
+def load_activations(results_dir: str | Path) -> pd.DataFrame:
+    """``activations.csv`` of a results folder (empty if no run tracked activations)."""
+    path = Path(results_dir) / "activations.csv"
+    if not path.exists() and (Path(results_dir) / "runs.csv").exists():
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in ACTIVATION_COLUMNS}).astype(
+            {"run_id": "string", "step": "int64", "layer": "int64"}
+        )
+    return _read(path, ACTIVATION_COLUMNS, {"run_id": "string"})
