@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test bench-sweep clean
+.PHONY: sweep test bench-sweep bench-profile clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(VENV)/.installed-test
 
 bench-sweep: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_sweep.py --recompiling
+
+bench-profile: $(VENV)/.installed
+	$(BIN)/bnbench profile --shape 128,56,56,64 --dtype float32 --mode train,grad,infer --out results/bench-profile.csv
 
 clean:
 	rm -rf $(VENV) results/*/

@@ -12,6 +12,7 @@ from typing import Optional
 
 import pandas as pd
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -19,8 +20,9 @@ from rich.table import Table
 from bnbench import explain as explain_lib
 from bnbench import frames, results, schema, summary
 from bnbench import plots as plot_lib
+from bnbench import profile as profile_lib
 from bnbench import sweep as sweep_lib
-from bnbench.engine import ENGINES, EngineError, cpu_device_flag, select_devices
+from bnbench import engine as engine_lib
 from bnbench.errors import BnbenchError
 from bnbench.spec import RUN_FIELDS, load_spec, with_overrides
 
@@ -112,10 +114,8 @@ def _compare_cells(table: pd.DataFrame, by: list[str], axis: str, a: str, b: str
 
 def _print_table(header: list[str], rows: list[list[str]], title: str, fmt: str, highlight: int | None = None) -> None:
     if fmt == "markdown":
-        for cells in ([f"**{title}**"], [], header, ["---"] * len(header), *rows):
-            console.print("| " + " | ".join(cells) + " |" if cells and len(cells) > 1 else "".join(cells),
-                          markup=False, soft_wrap=True)
-        console.print()
+        lines = [f"**{title}**", ""] + ["| " + " | ".join(cells) + " |" for cells in (header, ["---"] * len(header), *rows)]
+        console.print("\n".join(lines) + "\n", markup=False, soft_wrap=True)
         return
     table = Table(title=title)
     for column in header:
@@ -247,9 +247,7 @@ def sweep(
         plan = sweep_lib.plan(
             resolved, out or default_out, resume=not no_resume, shard=part, max_runs=None if yes else max_runs
         )
-        if engine not in ENGINES:
-            raise EngineError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
-        select_devices(devices)
+        engine_lib.validate(engine, devices)
     except BnbenchError as err:
         raise _fail(err) from None
     if dry_run:
@@ -297,17 +295,98 @@ def report(
     """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots."""
     try:
         if fmt not in ("table", "markdown", "csv"):
-            raise frames.LoadError(f"--format: must be table, markdown or csv, got {fmt!r}")
+            raise BnbenchError(f"--format: must be table, markdown or csv, got {fmt!r}")
         comparison = None
         if compare:
             axis, _, values = compare.partition("=")
             pair = values.split(",")
             if not axis or len(pair) != 2 or not all(pair):
-                raise frames.LoadError(f"--compare: expected AXIS=A,B, got {compare!r}")
+                raise BnbenchError(f"--compare: expected AXIS=A,B, got {compare!r}")
             comparison = (axis, pair[0], pair[1])
         _report(results_dir, by=by, metric=metric, comparison=comparison, fmt=fmt, plots=not no_plots)
     except BnbenchError as err:
         raise _fail(err) from None
+
+
+def _profile_tables(rows: list, notes: list[str]) -> None:
+    for shape, dtype in dict.fromkeys((r.shape, r.dtype) for r in rows):
+        group_rows = [r for r in rows if (r.shape, r.dtype) == (shape, dtype)]
+        table = Table(title=f"BN kernels, {shape} {dtype} ({rows[0].device_kind}, {rows[0].backend})",
+                      box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+        for column in ("mode", "impl", "ms", "spread", "GB/s", "%copy", "×ew", "var", "out"):
+            table.add_column(column, justify="left" if column in ("mode", "impl") else "right", no_wrap=True)
+        for mode in dict.fromkeys(r.mode for r in group_rows):
+            group = [r for r in group_rows if r.mode == mode]
+            fastest = min(group, key=lambda r: r.median_ms)
+            for r in group:
+                table.add_row(
+                    r.mode, r.impl, f"{r.median_ms:.3g}", f"{100 * (r.p90_ms - r.p10_ms) / r.median_ms:.0f}%", f"{r.gbps:.3g}",
+                    f"{r.pct_copy_bw:.0f}%", f"{r.rel_to_elementwise:.3g}", _error_text(r.var_rel_err),
+                    _error_text(r.out_rel_err), style="bold green" if r is fastest else None,
+                )
+            table.add_section()
+        console.print(table)
+        console.print(_profile_verdict(group_rows))
+    console.print("ms: median time per kernel call; spread: (p90 - p10) / median; %copy: GB/s of minimum traffic over the"
+                  " copy's GB/s; ×ew: time over x*a+b's; var, out: relative error of the variance and the output against float64 at"
+                  " mean/std = 3000 (train mode)")
+    for note in notes:
+        console.print(f"note: {note}")
+
+
+def _error_text(error: float) -> str:
+    return "" if math.isnan(error) else f"{error:.0e}"
+
+
+def _profile_verdict(rows: list) -> str:
+    """The fastest accurate implementation in training mode, and where bnbench stands."""
+    train = [r for r in rows if r.mode == "train"]
+    if not train:
+        return "verdict: no train rows"
+    accurate = [r for r in train if r.var_rel_err <= 1e-5] or train
+    best = min(accurate, key=lambda r: r.median_ms)
+    fastest = min(train, key=lambda r: r.median_ms)
+    ours = next((r for r in train if r.impl == "bnbench"), None)
+    text = f"verdict: train, fastest with variance error ≤ 1e-5: {best.impl} ({best.median_ms:.3g} ms, {best.pct_copy_bw:.0f}% of copy)"
+    if fastest is not best:
+        text += f"; {fastest.impl} is faster ({fastest.median_ms:.3g} ms) but off by {fastest.var_rel_err:.0e} in variance"
+    if ours is not None and ours is not best:
+        text += f"; bnbench {ours.median_ms:.3g} ms ({ours.median_ms / best.median_ms:.2f}x)"
+    return text
+
+
+@app.command()
+def profile(
+    shape: Optional[list[str]] = typer.Option(
+        None, "--shape", help="N,H,W,C or N,C, repeatable [default: ResNet-like NHWC shapes and (N, 4096)]."
+    ),
+    dtype: str = typer.Option(",".join(profile_lib.DEFAULT_DTYPES), "--dtype", help="Comma-separated dtypes."),
+    mode: str = typer.Option(",".join(profile_lib.MODES), "--mode", help="Comma-separated: train, grad, infer, fold."),
+    impl: str = typer.Option(
+        ",".join(profile_lib.implementations()), "--impl", help="Comma-separated implementations; missing peers are skipped."
+    ),
+    repeat: int = typer.Option(15, "--repeat", min=3, help="Timed repeats per row, interleaved round-robin."),
+    out: Path = typer.Option(Path("results") / "profile.csv", "--out", help="CSV file for the rows."),
+) -> None:
+    """Time BN kernels (train, grad, infer, fold) against peers and the device's copy bandwidth."""
+    try:
+        shapes = [tuple(int(d) for d in s.split(",")) for s in shape] if shape else list(profile_lib.DEFAULT_SHAPES)
+    except ValueError:
+        raise _fail(BnbenchError(f"--shape: expected comma-separated integers such as 32,56,56,64, got {shape}")) from None
+    if any(len(s) not in (2, 4) or min(s) < 1 for s in shapes):
+        raise _fail(BnbenchError(f"--shape: each shape is N,C or N,H,W,C with sizes >= 1, got {shape}"))
+    try:
+        results.ResultsStore(out.parent).check_writable()
+        with console.status("profiling") as status:
+            rows, notes = profile_lib.profile(
+                shapes, dtype.split(","), mode.split(","), impl.split(","), repeat=repeat,
+                on_case=lambda c, i, n: status.update(f"profiling {i + 1}/{n}: {c.shape} {c.dtype} {c.mode}"),
+            )
+        results.write_csv(out, profile_lib.Row._fields, [r._asdict() for r in rows])
+    except BnbenchError as err:
+        raise _fail(err) from None
+    _profile_tables(rows, [f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", *notes])
+    console.print(f"rows: {out}")
 
 
 @app.command()
@@ -351,7 +430,7 @@ def explain(
 
 def main() -> None:
     """The console script: on CPU, one JAX device per core, so the vectorized engine uses them all."""
-    flag = cpu_device_flag(os.environ)
+    flag = engine_lib.cpu_device_flag(os.environ)
     if flag:
         os.environ["XLA_FLAGS"] = flag
     app()

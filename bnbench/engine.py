@@ -72,6 +72,13 @@ def cpu_device_flag(environ: dict[str, str]) -> str | None:
     return f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
 
 
+def validate(engine: str, devices: int | None) -> tuple[jax.Device, ...]:
+    """Checks the engine options; returns the devices to use. Raises :class:`EngineError`."""
+    if engine not in ENGINES:
+        raise EngineError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return tuple(select_devices(devices))
+
+
 def select_devices(count: int | None) -> list[jax.Device]:
     """The first ``count`` local devices of the default backend (all of them if ``None``)."""
     devices = jax.local_devices()
@@ -217,9 +224,7 @@ def run_all(
     ``configs`` is the whole grid even when resuming: the vectorized engine sizes its chunks by it.
     Once ``stop`` is set no new run or chunk starts. Yields ``(config, result)`` as runs finish.
     """
-    if engine not in ENGINES:
-        raise EngineError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
-    selected = tuple(select_devices(devices))
+    selected = validate(engine, devices)
     for group in group_runs(configs):
         if engine == "sequential":
             yield from run_sequential(group, done=done, stop=stop)

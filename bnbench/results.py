@@ -89,6 +89,12 @@ def _read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
+    """Writes a whole CSV file atomically (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, _csv_text(columns, rows, header=True))
+
+
 class ResultsStore:
     """The files of one sweep's output folder."""
 
@@ -107,9 +113,7 @@ class ResultsStore:
 
     def check_usable(self, spec: Spec, *, resume: bool) -> None:
         """Raises :class:`ResultsError` if the folder cannot take this sweep; creates nothing."""
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ResultsError(f"{self.out_dir}: output path exists and is not a folder")
-        _check_writable(self.out_dir)
+        self.check_writable()
         if not resume:
             return
         other_spec = self.spec_path.exists() and self.spec_path.read_text(encoding="utf-8") != spec.to_toml()
@@ -119,6 +123,12 @@ class ResultsStore:
                 f"{self.out_dir}: holds results of a different spec; pass --no-resume to replace them "
                 "or --out to write elsewhere"
             )
+
+    def check_writable(self) -> None:
+        """Raises :class:`ResultsError` unless the folder is, or can be created as, a writable folder."""
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ResultsError(f"{self.out_dir}: output path exists and is not a folder")
+        _check_writable(self.out_dir)
 
     def open(self, spec: Spec, *, resume: bool) -> set[str]:
         """Prepares the folder for ``spec`` and returns the run ids already finished in it.
@@ -179,8 +189,7 @@ def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
     if len(spec_texts) != 1:
         raise ResultsError("the folders hold results of different specs (their spec.toml differ); merge one spec's")
     target = ResultsStore(out_dir)
-    if target.out_dir.exists() and not target.out_dir.is_dir():
-        raise ResultsError(f"{target.out_dir}: output path exists and is not a folder")
+    target.check_writable()
     if target.runs_path.exists():
         raise ResultsError(f"{target.out_dir}: already holds runs.csv; merge into a new folder")
     spec = load_spec(stores[0].spec_path)

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS
+from bnbench.profile import Row
 from bnbench.spec import RunConfig
 
 README = Path(__file__).resolve().parents[1] / "results" / "README.md"
@@ -23,3 +24,4 @@ def test_results_readme_documents_exactly_the_columns():
     assert documented_columns("runs.csv") == list(RUN_COLUMNS)
     assert documented_columns("curves.csv") == list(CURVE_COLUMNS)
     assert documented_columns("activations.csv") == list(ACTIVATION_COLUMNS)
+    assert documented_columns("profile.csv") == list(Row._fields)

@@ -1,0 +1,575 @@
+"""Timing BN kernels against peer implementations and the device's memory bandwidth.
+
+How rows are measured (``bnbench profile``):
+
+* Every JAX implementation runs inside one jitted ``fori_loop``: each iteration applies the kernel
+  to each of ``buffers`` input arrays, meant to total four times the last-level cache so inputs
+  come from memory ("cold"; at most 16 buffers, so small tensors stay cached and the ``cold``
+  column says so). Output buffers are allocated once per loop, so the time is the kernel's, not
+  the allocator's (see :func:`allocator_overhead`).
+* Repeats go round-robin over the implementations, in an order rotated every round. In the same
+  loop, with the same harness, two references: the out-of-place elementwise ``x*a+b`` on the same
+  buffers, and a copy (out-of-place negation, which XLA cannot elide) of a buffer of
+  ``max(T, 4 x cache)`` bytes. Bandwidth drifts over minutes, so every ratio uses references timed
+  in the same loop.
+* Bytes count the minimum traffic in units of the tensor's size T: ``train`` 3T (read x for the
+  statistics, read x again, write y), ``grad`` 8T (the forward's 3T plus 5T backward: read dy and x
+  for the two reductions, read them again, write dx), ``infer`` 2T, ``fold`` 2T (read x, write y;
+  weights not counted).
+* PyTorch (``torch.nn.functional.batch_norm`` on channels_last tensors) is timed per call, its
+  allocator included: PyTorch has no jitted loop to hide it in.
+
+A row's accuracy columns compare the batch variance and the output of training mode against
+float64 on an input with mean/std = 3000.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bnbench import bn
+from bnbench.errors import BnbenchError
+
+MODES = ("train", "grad", "infer", "fold")
+TRAFFIC = {"train": 3, "grad": 8, "infer": 2, "fold": 2}  # bytes moved, in units of the tensor's size
+DEFAULT_SHAPES = (
+    (32, 56, 56, 64),
+    (32, 28, 28, 128),
+    (32, 14, 14, 256),
+    (32, 7, 7, 512),
+    (128, 56, 56, 64),
+    (256, 4096),
+    (2048, 4096),
+)
+DEFAULT_DTYPES = ("float32", "bfloat16")
+EPSILON = 1e-5
+MEAN_OVER_STD = 3000.0
+ACCURACY_ELEMENTS = 1 << 22  # accuracy is checked on the first samples of the shape, at most this many values
+_ASSUMED_CACHE = 64 << 20  # bytes, where the last-level cache size cannot be read (accelerators)
+ALLOCATOR_CHECK_BYTES = 16 << 20  # below this, per-call overhead is dispatch, not page faults
+
+
+class ProfileError(BnbenchError):
+    """A profile request that cannot be run."""
+
+
+class Case(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: str
+    mode: str
+
+    @property
+    def tensor_bytes(self) -> int:
+        return math.prod(self.shape) * jnp.dtype(self.dtype).itemsize
+
+
+class Row(NamedTuple):
+    """One line of the profile table and CSV."""
+
+    device_kind: str
+    backend: str
+    shape: str
+    dtype: str
+    mode: str
+    impl: str
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    gbps: float
+    pct_copy_bw: float
+    rel_to_elementwise: float
+    var_rel_err: float
+    out_rel_err: float
+    elementwise_ms: float
+    copy_gbps: float
+    buffers: int
+    cold: bool
+    timing: str  # "in-loop" or "per-call"
+
+
+# --- implementations ---------------------------------------------------------------------------
+
+
+def _params_state(channels: int):
+    rng = np.random.default_rng(0)
+    params = bn.BNParams(
+        jnp.asarray(rng.uniform(0.5, 1.5, channels), jnp.float32), jnp.asarray(rng.normal(size=channels), jnp.float32)
+    )
+    state = bn.BNState(
+        jnp.asarray(rng.normal(size=channels), jnp.float32),
+        jnp.asarray(rng.uniform(0.5, 1.5, channels), jnp.float32),
+        jnp.zeros((), jnp.int32),
+    )
+    return params, state
+
+
+def _reference_forward(one_pass: bool):
+    """Plain BN forwards for comparison: two-pass, or E[x^2] - E[x]^2."""
+
+    def forward(x, params, state):
+        xf = x.astype(jnp.float32)
+        axes = tuple(range(x.ndim - 1))
+        mean = xf.mean(axes)
+        var = (xf * xf).mean(axes) - mean * mean if one_pass else jnp.square(xf - mean).mean(axes)
+        y = (xf - mean) * (params.scale * jax.lax.rsqrt(var + EPSILON)) + params.offset
+        return y.astype(x.dtype), bn.BNState(mean, var, state.count + 1)
+
+    return forward
+
+
+def _bnbench_forward(x, params, state):
+    return bn.batch_norm(x, params, state, train=True, momentum=0.0, epsilon=EPSILON)
+
+
+def _flax_forward(fast: bool):
+    import flax.linen as nn
+
+    def forward(x, params, state):
+        # dtype=x.dtype: flax would otherwise return float32 for bfloat16 inputs.
+        module = nn.BatchNorm(
+            use_running_average=False, momentum=0.0, epsilon=EPSILON, use_fast_variance=fast, dtype=x.dtype
+        )
+        variables = {
+            "params": {"scale": params.scale, "bias": params.offset},
+            "batch_stats": {"mean": state.mean, "var": state.var},
+        }
+        y, updated = module.apply(variables, x, mutable=["batch_stats"])
+        return y, bn.BNState(updated["batch_stats"]["mean"], updated["batch_stats"]["var"], state.count + 1)
+
+    return forward
+
+
+def _flax_infer(x, params, state):
+    import flax.linen as nn
+
+    variables = {
+        "params": {"scale": params.scale, "bias": params.offset},
+        "batch_stats": {"mean": state.mean, "var": state.var},
+    }
+    return nn.BatchNorm(use_running_average=True, epsilon=EPSILON, dtype=x.dtype).apply(variables, x)
+
+
+def _jax_kernel(forward, infer=None) -> Callable[[Case], Callable | None]:
+    """Kernels ``op(x, cotangent)`` of one JAX implementation for each mode."""
+
+    def build(case: Case):
+        params, state = _params_state(case.shape[-1])
+        if case.mode == "train":
+            return lambda x, g: forward(x, params, state)
+        if case.mode == "grad":
+
+            def grad(x, g):
+                y, vjp = jax.vjp(lambda x, s, o: forward(x, bn.BNParams(s, o), state)[0], x, params.scale, params.offset)
+                return vjp(g)
+
+            return grad
+        if case.mode == "infer" and infer is not None:
+            return lambda x, g: infer(x, params, state)
+        return None
+
+    return build
+
+
+def _bnbench_infer(x, params, state):
+    return bn.batch_norm(x, params, state, train=False, epsilon=EPSILON)[0]
+
+
+def _bnbench_kernel(case: Case):
+    if case.mode == "fold":
+        return _fold_kernel(False)(case)
+    return _jax_kernel(_bnbench_forward, _bnbench_infer)(case)
+
+
+def _layer(case: Case):
+    """The 1x1 conv / dense layer (C -> C) that ``fold`` mode puts before BN, and its parameters."""
+    channels = case.shape[-1]
+    rng = np.random.default_rng(1)
+    weight = jnp.asarray(rng.normal(size=(channels, channels)) / math.sqrt(channels), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=channels), jnp.float32)
+
+    def apply(x, w, b):
+        return (jnp.einsum("...i,io->...o", x.astype(jnp.float32), w) + b).astype(x.dtype)
+
+    return apply, weight, bias
+
+
+def _fold_kernel(folded: bool) -> Callable[[Case], Callable | None]:
+    def build(case: Case):
+        if case.mode != "fold":
+            return None
+        params, state = _params_state(case.shape[-1])
+        apply, weight, bias = _layer(case)
+        if folded:
+            w, b = bn.fold(params, state, weight, bias, epsilon=EPSILON)
+            return lambda x, g: apply(x, w, b)
+        return lambda x, g: bn.batch_norm(apply(x, weight, bias), params, state, train=False, epsilon=EPSILON)[0]
+
+    return build
+
+
+class Impl(NamedTuple):
+    name: str
+    description: str
+    requires: str | None  # an optional package; the row is skipped without it
+    build: Callable[[Case], Callable | None]  # None where the implementation has no such mode
+    forward: Callable | None  # training-mode forward (x, params, state) -> (y, state), for accuracy
+
+
+def implementations() -> dict[str, Impl]:
+    """Every implementation the profile knows, by name."""
+    two_pass, one_pass = _reference_forward(False), _reference_forward(True)
+    return {
+        "bnbench": Impl("bnbench", "bnbench.batch_norm (fold mode: the layer, then BN)", None, _bnbench_kernel,
+                        _bnbench_forward),
+        "bnbench_folded": Impl("bnbench_folded", "BN folded into the layer (bnbench.bn.fold)", None, _fold_kernel(True), None),
+        "two_pass": Impl("two_pass", "plain two-pass reference", None, _jax_kernel(two_pass), two_pass),
+        "one_pass": Impl("one_pass", "E[x^2] - E[x]^2", None, _jax_kernel(one_pass), one_pass),
+        "flax_fast": Impl("flax_fast", "flax.linen.BatchNorm(use_fast_variance=True)", "flax",
+                          _jax_kernel(_flax_forward(True), _flax_infer) if _has("flax") else lambda c: None,
+                          _flax_forward(True) if _has("flax") else None),
+        "flax_exact": Impl("flax_exact", "flax.linen.BatchNorm(use_fast_variance=False)", "flax",
+                           _jax_kernel(_flax_forward(False)) if _has("flax") else lambda c: None,
+                           _flax_forward(False) if _has("flax") else None),
+        "torch": Impl("torch", "torch.nn.functional.batch_norm, channels_last, per call", "torch", _torch_kernel, None),
+    }
+
+
+def _has(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+# --- PyTorch -------------------------------------------------------------------------------------
+
+
+def _to_torch(x: np.ndarray, dtype: str):
+    import torch
+
+    tensor = torch.from_numpy(np.array(x, dtype=np.float32)).to(_torch_dtype(dtype))
+    # NHWC memory seen as NCHW: PyTorch's channels_last layout, without a copy.
+    return tensor.permute(0, 3, 1, 2) if tensor.ndim == 4 else tensor
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def _torch_kernel(case: Case):
+    if case.mode == "fold" or not _has("torch"):
+        return None
+    import torch
+    import torch.nn.functional as F
+
+    params, state = _params_state(case.shape[-1])
+    weight, bias = (torch.from_numpy(np.array(a)) for a in params)
+    mean, var = (torch.from_numpy(np.array(a)) for a in state[:2])
+
+    def run(x, g):
+        if case.mode == "infer":
+            with torch.no_grad():
+                return F.batch_norm(x, mean, var, weight, bias, training=False, eps=EPSILON)
+        if case.mode == "train":
+            with torch.no_grad():
+                return F.batch_norm(x, mean.clone(), var.clone(), weight, bias, training=True, momentum=1.0, eps=EPSILON)
+        leaf = x.detach().requires_grad_()
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        F.batch_norm(leaf, None, None, w, b, training=True, eps=EPSILON).backward(g)
+        return leaf.grad
+
+    return run
+
+
+def _torch_accuracy(x: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    import torch.nn.functional as F
+
+    tensor = _to_torch(x, dtype)
+    channels = x.shape[-1]
+    running_var = torch.zeros(channels, dtype=torch.float32)
+    with torch.no_grad():
+        y = F.batch_norm(tensor, torch.zeros(channels), running_var, training=True, momentum=1.0, eps=EPSILON)
+    n = x.size // channels
+    biased = running_var.double().numpy() * (n - 1) / n  # PyTorch stores the unbiased variance
+    y = y.permute(0, 2, 3, 1) if y.ndim == 4 else y
+    return biased, y.double().numpy()
+
+
+# --- accuracy ------------------------------------------------------------------------------------
+
+
+def large_mean_input(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The accuracy input: N(3000, 1) per element, at most ACCURACY_ELEMENTS values, in ``dtype``."""
+    per_sample = math.prod(shape[1:])
+    samples = max(2, min(shape[0], ACCURACY_ELEMENTS // per_sample))
+    x = MEAN_OVER_STD + np.random.default_rng(2).standard_normal((samples, *shape[1:]), dtype=np.float32)
+    return np.asarray(jnp.asarray(x, dtype))
+
+
+def accuracy(impl: Impl, shape: tuple[int, ...], dtype: str) -> tuple[float, float]:
+    """Relative error of the batch variance (max over channels) and of the output (max abs over the
+    reference's std) against float64, on :func:`large_mean_input`."""
+    x = large_mean_input(shape, dtype)
+    x64 = x.astype(np.float64).reshape(-1, shape[-1])
+    var_ref = x64.var(axis=0)
+    y_ref = (x64 - x64.mean(axis=0)) / np.sqrt(var_ref + EPSILON)
+    if impl.name == "torch":
+        var, y = _torch_accuracy(x, dtype)
+    else:
+        identity = bn.BNParams(jnp.ones(shape[-1]), jnp.zeros(shape[-1]))
+        _, state = bn.init(shape[-1])
+        y, new_state = jax.jit(impl.forward)(jnp.asarray(x), identity, state)
+        var, y = np.asarray(new_state.var, np.float64), np.asarray(y, np.float64)
+    var_err = float(np.max(np.abs(var - var_ref) / var_ref))
+    out_err = float(np.max(np.abs(y.reshape(-1, shape[-1]) - y_ref)))
+    # A NaN anywhere (a negative variance under rsqrt) is a failure: report it as an infinite error.
+    return (var_err if math.isfinite(var_err) else math.inf), (out_err if math.isfinite(out_err) else math.inf)
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+
+def last_level_cache_bytes() -> tuple[int, bool]:
+    """The CPU's last-level cache size from sysfs, and whether it was read (else an assumed 64 MiB)."""
+    if jax.default_backend() == "cpu":
+        sizes = []
+        for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+            text = path.read_text().strip()
+            sizes.append(int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1) if text[-1].isalpha() else int(text))
+        if sizes:
+            return max(sizes), True
+    return _ASSUMED_CACHE, False
+
+
+def buffer_count(tensor_bytes: int, cache_bytes: int, *, max_buffers: int = 16, memory_cap: int = 4 << 30) -> int:
+    """Input buffers to rotate: enough for 4 x the cache, at least 2, at most ``max_buffers`` and
+    within ``memory_cap`` bytes."""
+    wanted = max(2, math.ceil(4 * cache_bytes / tensor_bytes))
+    return max(1, min(wanted, max_buffers, memory_cap // tensor_bytes))
+
+
+def _in_loop(op: Callable, iterations: int) -> Callable:
+    """``(buffers, g) -> outputs``: ``iterations`` x (op on every buffer), jitted, outputs allocated once."""
+
+    def run(buffers, g):
+        def body(i, carry):
+            # The barrier ties the inputs to the iteration, so XLA cannot hoist the work out of the loop.
+            xs, _ = jax.lax.optimization_barrier((buffers, i))
+            return tuple(op(x, g) for x in xs)
+
+        first = tuple(op(x, g) for x in buffers)
+        return jax.lax.fori_loop(1, iterations, body, first)
+
+    return jax.jit(run)
+
+
+def _timed(fn: Callable, *args) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def allocator_overhead(shape: tuple[int, ...], dtype: str, repeats: int = 5) -> float:
+    """Per-call time of ``x*a+b`` (a fresh output each call) over its in-loop time, same inputs.
+
+    Well above 1 on Linux CPUs for large tensors: glibc serves each fresh output buffer with new pages
+    (mmap), and the page faults cost more than the kernel.
+    """
+    x = jnp.ones(shape, dtype)
+    per_call = jax.jit(lambda x: x * 1.5 + 0.5)
+    in_loop = _in_loop(lambda x, g: x * 1.5 + 0.5, 4)
+    per_call(x).block_until_ready()
+    in_loop((x,), None)
+    call = np.median([_timed(per_call, x) for _ in range(repeats)])
+    loop = np.median([_timed(in_loop, (x,), None) for _ in range(repeats)]) / 4
+    return float(call / loop)
+
+
+class Measurement(NamedTuple):
+    median: float
+    p10: float
+    p90: float
+
+
+def _summarize(samples: list[float]) -> Measurement:
+    return Measurement(*(float(v) for v in np.percentile(samples, [50, 10, 90])))
+
+
+def measure_case(
+    case: Case, impls: list[Impl], *, repeat: int, cache_bytes: int, iterations: int = 2
+) -> tuple[dict[str, Measurement], Measurement, Measurement, int, int]:
+    """Times every implementation of ``case`` with the two references, interleaved round-robin.
+
+    Returns per-kernel-call measurements (seconds) by implementation name, the elementwise and copy
+    measurements, the number of input buffers, and the copy buffer's size in bytes.
+    """
+    dtype = jnp.dtype(case.dtype)
+    count = buffer_count(case.tensor_bytes, cache_bytes)
+    keys = jax.random.split(jax.random.PRNGKey(0), count + 1)
+    buffers = tuple(jax.random.normal(k, case.shape, dtype) for k in keys[:-1])
+    cotangent = jax.random.normal(keys[-1], case.shape, dtype)
+    copy_elements = max(math.prod(case.shape), 4 * cache_bytes // 4)
+    copy_buffer = (jnp.ones((copy_elements,), jnp.float32),)
+    torch_inputs = [_to_torch(b, case.dtype) for b in buffers] if any(i.name == "torch" for i in impls) else []
+    torch_cotangent = _to_torch(cotangent, case.dtype) if torch_inputs else None
+
+    timers: dict[str, Callable[[], float]] = {}
+    for impl in impls:
+        op = impl.build(case)
+        if impl.name == "torch":
+            state = {"i": 0}
+
+            def torch_timer(op=op, state=state):
+                x = torch_inputs[state["i"] % len(torch_inputs)]
+                state["i"] += 1
+                start = time.perf_counter()
+                op(x, torch_cotangent)
+                return time.perf_counter() - start
+
+            timers[impl.name] = torch_timer
+        else:
+            loop = _in_loop(op, iterations)
+            timers[impl.name] = lambda loop=loop: _timed(loop, buffers, cotangent) / (iterations * count)
+    elementwise = _in_loop(lambda x, g: x * 1.5 + 0.5, iterations)
+    copy = _in_loop(lambda x, g: -x, iterations)
+    timers["_elementwise"] = lambda: _timed(elementwise, buffers, cotangent) / (iterations * count)
+
+    def copy_timer():
+        return _timed(copy, copy_buffer, cotangent) / iterations
+
+    for timer in [*timers.values(), copy_timer]:  # compile and warm up
+        timer()
+        timer()
+    samples: dict[str, list[float]] = {name: [] for name in [*timers, "_copy"]}
+    names = list(timers)
+    for round_ in range(repeat):
+        # Rotating the order spreads what a kernel inherits from its predecessor over all of them.
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+            samples[name].append(timers[name]())
+        samples["_copy"].append(copy_timer())
+        # The copy evicts the inputs from the caches; touch them again, untimed, so the next round's
+        # first kernel finds them as every other kernel does.
+        timers["_elementwise"]()
+    results = {name: _summarize(s) for name, s in samples.items()}
+    return (
+        {i.name: results[i.name] for i in impls},
+        results["_elementwise"],
+        results["_copy"],
+        count,
+        copy_elements * 4,
+    )
+
+
+def rates(case: Case, kernel: Measurement, elementwise: Measurement, copy: Measurement, copy_bytes: int):
+    """``(GB/s, % of copy bandwidth, time relative to the elementwise op)`` of one kernel."""
+    gbps = TRAFFIC[case.mode] * case.tensor_bytes / kernel.median / 1e9
+    copy_gbps = 2 * copy_bytes / copy.median / 1e9
+    return gbps, 100 * gbps / copy_gbps, kernel.median / elementwise.median
+
+
+def profile(
+    shapes: list[tuple[int, ...]],
+    dtypes: list[str],
+    modes: list[str],
+    impl_names: list[str],
+    *,
+    repeat: int = 15,
+    on_case: Callable[[Case, int, int], None] | None = None,
+) -> tuple[list[Row], list[str]]:
+    """Profiles every (shape, dtype, mode) with the named implementations.
+
+    Returns the rows and notes (skipped implementations, allocator overhead, the cache size used).
+    ``on_case(case, index, total)`` is called before each case (progress).
+    """
+    known = implementations()
+    unknown = [n for n in impl_names if n not in known]
+    if unknown:
+        raise ProfileError(f"--impl: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    bad_modes = [m for m in modes if m not in MODES]
+    if bad_modes:
+        raise ProfileError(f"--mode: unknown {', '.join(bad_modes)}; known: {', '.join(MODES)}")
+    bad_dtypes = [d for d in dtypes if d not in DEFAULT_DTYPES]
+    if bad_dtypes:
+        raise ProfileError(f"--dtype: unknown {', '.join(bad_dtypes)}; known: {', '.join(DEFAULT_DTYPES)}")
+    cache_bytes, measured = last_level_cache_bytes()
+    notes = [f"last-level cache {cache_bytes >> 20} MiB ({'read from sysfs' if measured else 'assumed'}); "
+             "inputs rotate among buffers totalling up to 4x that"]
+    impls = []
+    for name in impl_names:
+        impl = known[name]
+        if impl.requires and not _has(impl.requires):
+            notes.append(f"{name}: skipped, {impl.requires} is not installed (pip install 'bnbench[peers]')")
+        else:
+            impls.append(impl)
+    device = jax.devices()[0]
+    cases = [Case(tuple(shape), dtype, mode) for shape in shapes for dtype in dtypes for mode in modes]
+    cases = [c for c in cases if any(i.build(c) is not None for i in impls)]
+    rows: list[Row] = []
+    accuracy_cache: dict[tuple, tuple[float, float]] = {}
+    for index, case in enumerate(cases):
+        if on_case:
+            on_case(case, index, len(cases))
+        if index == 0 or (cases[index - 1].shape, cases[index - 1].dtype) != (case.shape, case.dtype):
+            notes.extend(_allocator_note(case))
+        runnable = [i for i in impls if i.build(case) is not None]
+        kernels, elementwise, copy, count, copy_bytes = measure_case(case, runnable, repeat=repeat, cache_bytes=cache_bytes)
+        shape, dtype, mode = case
+        for impl in runnable:
+            errors = (math.nan, math.nan)
+            if mode in ("train", "grad") and (impl.forward is not None or impl.name == "torch"):
+                key = (impl.name, shape, dtype)
+                if key not in accuracy_cache:
+                    accuracy_cache[key] = accuracy(impl, shape, dtype)
+                errors = accuracy_cache[key]
+            kernel = kernels[impl.name]
+            gbps, pct, rel = rates(case, kernel, elementwise, copy, copy_bytes)
+            rows.append(
+                Row(
+                    device.device_kind,
+                    jax.default_backend(),
+                    _shape_text(shape),
+                    dtype,
+                    mode,
+                    impl.name,
+                    kernel.median * 1e3,
+                    kernel.p10 * 1e3,
+                    kernel.p90 * 1e3,
+                    gbps,
+                    pct,
+                    rel,
+                    *errors,
+                    elementwise.median * 1e3,
+                    2 * copy_bytes / copy.median / 1e9,
+                    count,
+                    count * case.tensor_bytes >= 4 * cache_bytes,
+                    "per-call" if impl.name == "torch" else "in-loop",
+                )
+            )
+    return rows, notes
+
+
+def _allocator_note(case: Case) -> list[str]:
+    """A note when fresh large outputs cost the allocator more than the kernel (CPU only)."""
+    if jax.default_backend() != "cpu" or case.tensor_bytes < ALLOCATOR_CHECK_BYTES:
+        return []
+    overhead = allocator_overhead(case.shape, case.dtype)
+    if overhead <= 1.5:
+        return []
+    return [
+        f"{_shape_text(case.shape)} {case.dtype}: one call of x*a+b with a fresh output took {overhead:.1f}x its in-loop "
+        "time: the allocator maps new pages for every large output and page-faults on first touch. The times here "
+        "are in-loop kernel times, not allocator time. On Linux, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (with "
+        "transparent huge pages in madvise or always mode) cuts that cost for code that calls kernels one at a time."
+    ]
+
+
+def _shape_text(shape) -> str:
+    return "x".join(str(d) for d in shape)
