@@ -2,15 +2,15 @@
 
 How rows are measured (``bnbench profile``):
 
-* Every JAX implementation runs inside one jitted ``fori_loop``: each iteration applies the kernel
-  to each of ``buffers`` input arrays, meant to total four times the last-level cache so inputs
-  come from memory ("cold"; at most 16 buffers, so small tensors stay cached and the ``cold``
-  column says so). Output buffers are allocated once per loop, so the time is the kernel's, not
-  the allocator's (see :func:`allocator_overhead`).
+* Every JAX implementation runs inside one jitted ``fori_loop`` of at least 8 kernel calls, cycling
+  through ``buffers`` input arrays meant to total four times the last-level cache so inputs come
+  from memory ("cold"; at most 16 buffers, so small tensors stay cached and the ``cold`` column
+  says so). Output buffers are allocated once per loop, so the allocator's page faults (see
+  :func:`allocator_overhead`) are spread over the calls instead of paid by each.
 * Repeats go round-robin over the implementations, in an order rotated every round. In the same
   loop, with the same harness, two references: the out-of-place elementwise ``x*a+b`` on the same
-  buffers, and a copy (out-of-place negation, which XLA cannot elide) of a buffer of
-  ``max(T, 4 x cache)`` bytes. Bandwidth drifts over minutes, so every ratio uses references timed
+  buffers, and a copy (out-of-place negation, which XLA cannot elide) alternating between two
+  buffers of ``max(T, 2 x cache)`` bytes. Bandwidth drifts over minutes, so every ratio uses references timed
   in the same loop.
 * Bytes count the minimum traffic in units of the tensor's size T: ``train`` 3T (read x for the
   statistics, read x again, write y), ``grad`` 8T (the forward's 3T plus 5T backward: read dy and x
@@ -350,23 +350,26 @@ def last_level_cache_bytes() -> tuple[int, bool]:
 
 
 def buffer_count(tensor_bytes: int, cache_bytes: int, *, max_buffers: int = 16, memory_cap: int = 4 << 30) -> int:
-    """Input buffers to rotate: enough for 4 x the cache, at least 2, at most ``max_buffers`` and
-    within ``memory_cap`` bytes."""
-    wanted = max(2, math.ceil(4 * cache_bytes / tensor_bytes))
-    return max(1, min(wanted, max_buffers, memory_cap // tensor_bytes))
+    """Input buffers to rotate: enough for 4 x the cache, at most ``max_buffers`` and within
+    ``memory_cap`` bytes, but always at least 2 (XLA hoists a loop over one buffer)."""
+    wanted = math.ceil(4 * cache_bytes / tensor_bytes)
+    return max(2, min(wanted, max_buffers, memory_cap // tensor_bytes))
 
 
-def _in_loop(op: Callable, iterations: int) -> Callable:
-    """``(buffers, g) -> outputs``: ``iterations`` x (op on every buffer), jitted, outputs allocated once."""
+def _in_loop(op: Callable, calls: int) -> Callable:
+    """``(buffers, g) -> output``: ``calls`` applications of ``op``, cycling through the buffers, jitted.
+
+    Each iteration picks its buffer with ``lax.switch`` on the iteration number: the work depends on
+    the loop variable, so XLA cannot hoist it out of the loop (it does hoist a body that only reads
+    loop-invariant inputs, even through ``optimization_barrier``). Outputs and temporaries are
+    allocated once per call, so their page faults are spread over ``calls`` kernels.
+    """
 
     def run(buffers, g):
-        def body(i, carry):
-            # The barrier ties the inputs to the iteration, so XLA cannot hoist the work out of the loop.
-            xs, _ = jax.lax.optimization_barrier((buffers, i))
-            return tuple(op(x, g) for x in xs)
-
-        first = tuple(op(x, g) for x in buffers)
-        return jax.lax.fori_loop(1, iterations, body, first)
+        branches = [lambda g, x=x: op(x, g) for x in buffers]
+        return jax.lax.fori_loop(
+            1, calls, lambda i, _: jax.lax.switch(i % len(buffers), branches, g), op(buffers[0], g)
+        )
 
     return jax.jit(run)
 
@@ -383,13 +386,13 @@ def allocator_overhead(shape: tuple[int, ...], dtype: str, repeats: int = 5) -> 
     Well above 1 on Linux CPUs for large tensors: glibc serves each fresh output buffer with new pages
     (mmap), and the page faults cost more than the kernel.
     """
-    x = jnp.ones(shape, dtype)
+    buffers = (jnp.ones(shape, dtype), jnp.full(shape, 2, dtype))
     per_call = jax.jit(lambda x: x * 1.5 + 0.5)
-    in_loop = _in_loop(lambda x, g: x * 1.5 + 0.5, 4)
-    per_call(x).block_until_ready()
-    in_loop((x,), None)
-    call = np.median([_timed(per_call, x) for _ in range(repeats)])
-    loop = np.median([_timed(in_loop, (x,), None) for _ in range(repeats)]) / 4
+    in_loop = _in_loop(lambda x, g: x * 1.5 + 0.5, 8)
+    per_call(buffers[0]).block_until_ready()
+    in_loop(buffers, None)
+    call = np.median([_timed(per_call, buffers[i % 2]) for i in range(repeats)])
+    loop = np.median([_timed(in_loop, buffers, None) for _ in range(repeats)]) / 8
     return float(call / loop)
 
 
@@ -404,7 +407,7 @@ def _summarize(samples: list[float]) -> Measurement:
 
 
 def measure_case(
-    case: Case, impls: list[Impl], *, repeat: int, cache_bytes: int, iterations: int = 2
+    case: Case, impls: list[Impl], *, repeat: int, cache_bytes: int, min_calls: int = 8
 ) -> tuple[dict[str, Measurement], Measurement, Measurement, int, int]:
     """Times every implementation of ``case`` with the two references, interleaved round-robin.
 
@@ -413,11 +416,12 @@ def measure_case(
     """
     dtype = jnp.dtype(case.dtype)
     count = buffer_count(case.tensor_bytes, cache_bytes)
+    calls = max(min_calls, 2 * count)  # kernel calls per timed sample: every buffer at least twice
     keys = jax.random.split(jax.random.PRNGKey(0), count + 1)
     buffers = tuple(jax.random.normal(k, case.shape, dtype) for k in keys[:-1])
     cotangent = jax.random.normal(keys[-1], case.shape, dtype)
-    copy_elements = max(math.prod(case.shape), 4 * cache_bytes // 4)
-    copy_buffer = (jnp.ones((copy_elements,), jnp.float32),)
+    copy_elements = max(math.prod(case.shape), 2 * cache_bytes // 4)  # two of them: >= 4 x cache in all
+    copy_buffers = (jnp.ones((copy_elements,), jnp.float32), jnp.full((copy_elements,), 2.0, jnp.float32))
     torch_inputs = [_to_torch(b, case.dtype) for b in buffers] if any(i.name == "torch" for i in impls) else []
     torch_cotangent = _to_torch(cotangent, case.dtype) if torch_inputs else None
 
@@ -436,14 +440,14 @@ def measure_case(
 
             timers[impl.name] = torch_timer
         else:
-            loop = _in_loop(op, iterations)
-            timers[impl.name] = lambda loop=loop: _timed(loop, buffers, cotangent) / (iterations * count)
-    elementwise = _in_loop(lambda x, g: x * 1.5 + 0.5, iterations)
-    copy = _in_loop(lambda x, g: -x, iterations)
-    timers["_elementwise"] = lambda: _timed(elementwise, buffers, cotangent) / (iterations * count)
+            loop = _in_loop(op, calls)
+            timers[impl.name] = lambda loop=loop: _timed(loop, buffers, cotangent) / calls
+    elementwise = _in_loop(lambda x, g: x * 1.5 + 0.5, calls)
+    copy = _in_loop(lambda x, g: -x, min_calls)
+    timers["_elementwise"] = lambda: _timed(elementwise, buffers, cotangent) / calls
 
     def copy_timer():
-        return _timed(copy, copy_buffer, cotangent) / iterations
+        return _timed(copy, copy_buffers, cotangent) / min_calls
 
     for timer in [*timers.values(), copy_timer]:  # compile and warm up
         timer()

@@ -30,7 +30,8 @@ def test_buffer_count_covers_four_caches_within_limits():
     assert P.buffer_count(100 * mib, 32 * mib) == 2  # already > cache: two buffers to alternate
     assert P.buffer_count(16 * mib, 32 * mib) == 8  # 8 x 16 MiB = 4 x cache
     assert P.buffer_count(mib, 32 * mib) == 16  # capped
-    assert P.buffer_count(3 << 30, 32 * mib) == 1  # capped by memory
+    assert P.buffer_count(512 * mib, 32 * mib, memory_cap=1 << 30) == 2  # never fewer than two
+    assert P.buffer_count(mib, 32 * mib, memory_cap=8 * mib) == 8  # capped by memory
 
 
 WELL_CONDITIONED = (16, 6, 6, 8)
