@@ -67,21 +67,6 @@ def _append(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def _check_writable(folder: Path) -> None:
-    """Raises :class:`ResultsError` unless a file can be created in ``folder`` or, if it does not exist
-    yet, in its nearest existing ancestor (probed with a temporary file, removed at once)."""
-    probe_dir = folder
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise ResultsError(f"{folder}: cannot create the output folder: {probe_dir} is not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=probe_dir):
-            pass
-    except OSError as err:
-        raise ResultsError(f"{folder}: output location is not writable ({err.strerror})") from None
-
-
 def _read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -125,10 +110,22 @@ class ResultsStore:
             )
 
     def check_writable(self) -> None:
-        """Raises :class:`ResultsError` unless the folder is, or can be created as, a writable folder."""
+        """Raises :class:`ResultsError` unless the folder is, or can be created as, a writable folder.
+
+        Probes the folder, or its nearest existing ancestor, with a temporary file removed at once.
+        """
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ResultsError(f"{self.out_dir}: output path exists and is not a folder")
-        _check_writable(self.out_dir)
+        probe_dir = self.out_dir
+        while not probe_dir.exists():
+            probe_dir = probe_dir.parent
+        if not probe_dir.is_dir():
+            raise ResultsError(f"{self.out_dir}: cannot create the output folder: {probe_dir} is not a folder")
+        try:
+            with tempfile.TemporaryFile(dir=probe_dir):
+                pass
+        except OSError as err:
+            raise ResultsError(f"{self.out_dir}: output location is not writable ({err.strerror})") from None
 
     def open(self, spec: Spec, *, resume: bool) -> set[str]:
         """Prepares the folder for ``spec`` and returns the run ids already finished in it.
@@ -146,11 +143,11 @@ class ResultsStore:
         for path, columns in self.detail_files.items():
             rows = _read_rows(path)
             if any(row["run_id"] not in done for row in rows):
-                _write_atomic(path, _csv_text(columns, [row for row in rows if row["run_id"] in done], header=True))
+                write_csv(path, columns, [row for row in rows if row["run_id"] in done])
         if not self.curves_path.exists():
-            _write_atomic(self.curves_path, _csv_text(CURVE_COLUMNS, [], header=True))
+            write_csv(self.curves_path, CURVE_COLUMNS, [])
         if not self.runs_path.exists():
-            _write_atomic(self.runs_path, _csv_text(RUN_COLUMNS, [], header=True))
+            write_csv(self.runs_path, RUN_COLUMNS, [])
         return done
 
     def append(self, run_row: dict, details: dict[Path, list[dict]]) -> None:
@@ -161,7 +158,7 @@ class ResultsStore:
                 continue
             columns = self.detail_files[path]
             if not path.exists():
-                _write_atomic(path, _csv_text(columns, [], header=True))
+                write_csv(path, columns, [])
             _append(path, _csv_text(columns, rows, header=False))
         _append(self.runs_path, _csv_text(RUN_COLUMNS, [run_row], header=False))
 
@@ -214,7 +211,7 @@ def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
     for path, columns in target.detail_files.items():
         rows = sorted(details[path.name], key=lambda row: rank[row["run_id"]])
         if rows or path == target.curves_path:
-            _write_atomic(path, _csv_text(columns, rows, header=True))
-    _write_atomic(target.runs_path, _csv_text(RUN_COLUMNS, ranked, header=True))
+            write_csv(path, columns, rows)
+    write_csv(target.runs_path, RUN_COLUMNS, ranked)
     target.write_meta({"spec": spec.name, "spec_hash": spec.spec_hash, "merged_from": [str(s) for s in sources]})
     return MergeSummary(len(ranked), duplicates)
