@@ -204,7 +204,7 @@ def run_sequential(
             for idx in np.asarray(indices(seed, start, end - start)):
                 state, loss = step(state, idx, hp, x_train, y_train)
                 losses.append(loss)
-            evaluations.append(evaluate(state, hp, x_test, y_test))
+            evaluations.append(evaluate(state, seed, hp, x_train, x_test, y_test))
             start = end
         output = RunOutput(np.stack(jax.device_get(losses)), *(np.stack(v) for v in zip(*jax.device_get(evaluations))))
         yield config, summarize_output(sig, output, time.perf_counter() - begin)

@@ -3,7 +3,7 @@
 ``pandas.read_csv`` reads the raw files as they are; these loaders add the documented dtypes:
 strings of the configuration (data set, model, widths, activation, placement, optimizer, ...) and
 ``status`` as ``category``, ``run_id`` as ``string``, numbers as numbers (``diverged_step`` as the
-nullable ``Int64``), ``track_activations`` as ``bool``. Columns: :mod:`bnbench.schema`.
+nullable ``Int64``), ``renorm``, ``bn_weight_decay`` and ``track_activations`` as ``bool``. Columns: :mod:`bnbench.schema`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ CATEGORICAL = (
     "widths",
     "activation",
     "placement",
+    "norm",
+    "running_var",
+    "eval_stats",
     "momentum_convention",
     "optimizer",
     "status",
@@ -49,7 +52,8 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
     dtypes = {c: "category" for c in CATEGORICAL} | {"run_id": "string", "widths": "category"}
     frame = _read(Path(results_dir) / "runs.csv", RUN_COLUMNS, dtypes)
     frame["diverged_step"] = frame["diverged_step"].astype("Int64")
-    frame["track_activations"] = frame["track_activations"].astype(bool)
+    for column in ("renorm", "bn_weight_decay", "track_activations"):
+        frame[column] = frame[column].astype(bool)
     return frame
 
 

@@ -2,13 +2,15 @@
 
 Every hidden block is one of (``placement``)::
 
-    "pre":  linear/conv -> BN -> activation
-    "post": linear/conv -> activation -> BN
-    "none": linear/conv -> activation           (the no-BN baseline)
+    "pre":  linear/conv -> norm -> activation
+    "post": linear/conv -> activation -> norm
+    "none": linear/conv -> activation           (the no-normalization baseline)
 
-followed at the end by a linear classification head. Parameters and BN state are pytrees; the
-weights of a given seed do not depend on ``placement`` (BN adds parameters but consumes no random
-numbers), so runs that differ only in placement start from the same weights. Weights are normal with
+followed at the end by a linear classification head. The norm layer is BN by default, or one of its
+variants or replacements (:class:`Normalization`); ``norm="none"`` is the same as ``placement="none"``.
+Parameters and normalization state are pytrees; the weights of a given seed do not depend on
+``placement`` or the norm (they add parameters but consume no random numbers), so runs that differ
+only in those start from the same weights. Weights are normal with
 variance ``gain / fan_in`` (He for ReLU hidden layers, LeCun otherwise); biases start at zero.
 """
 
@@ -20,7 +22,7 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from bnbench import bn
+from bnbench import bn, norms
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -28,20 +30,42 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
 }
 PLACEMENTS = ("pre", "post", "none")
+NORMS = ("batch", "group", "layer", "none")
+EVAL_STATS = ("running", "batch")  # "precise" is "running" with recomputed state (bnbench.train)
 
 # Spatial kernel size by number of spatial dimensions: 1-D signals (MNIST-1D) and 2-D images.
 _KERNEL_SIZE = {1: 5, 2: 3}
 _CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
 
+class Normalization(NamedTuple):
+    """The norm layer of every hidden block; static (part of the compiled program).
+
+    ``kind``: ``"batch"`` (:func:`bnbench.bn.batch_norm`), ``"group"`` (:func:`bnbench.norms.group_norm`
+    with ``groups``), ``"layer"`` (:func:`bnbench.norms.layer_norm`) or ``"none"``. For BN,
+    ``ghost_batch_size`` (``None``: the whole batch), ``renorm`` and ``running_var`` are passed to
+    :func:`bnbench.bn.batch_norm`.
+    """
+
+    kind: str = "batch"
+    groups: int = 4
+    ghost_batch_size: int | None = None
+    renorm: bool = False
+    running_var: str = "biased"
+
+
 class Model(NamedTuple):
     """A model as pure functions.
 
-    ``init(key) -> (params, state)``.
-    ``apply(params, state, x, *, train, momentum=0.99, epsilon=1e-5) -> (logits, new_state)``, where
-    ``momentum`` and ``epsilon`` are BN's (see :mod:`bnbench.bn`) and may be traced scalars.
-    ``preactivations(params, state, x, *, momentum=0.99, epsilon=1e-5) -> [array, ...]``: the input
-    to each hidden layer's nonlinearity, in evaluation mode (BN with running statistics).
+    ``init(key) -> (params, state)``; ``state`` holds one :class:`bnbench.bn.BNState` per hidden block
+    for BN and is empty otherwise.
+    ``apply(params, state, x, *, train, eval_stats="running", momentum=0.99, epsilon=1e-5,
+    renorm_rmax=3.0, renorm_dmax=5.0) -> (logits, new_state)``: ``momentum``, ``epsilon`` and the
+    renorm bounds are BN's (see :mod:`bnbench.bn`) and may be traced scalars. In evaluation
+    (``train=False``) BN normalizes with the running statistics (``eval_stats="running"``) or with the
+    statistics of the batch ``x`` itself (``"batch"``; plain BN, state unchanged).
+    ``preactivations(params, state, x, **same keywords) -> [array, ...]``: the input to each hidden
+    layer's nonlinearity, in evaluation mode.
     """
 
     init: Callable
@@ -49,17 +73,49 @@ class Model(NamedTuple):
     preactivations: Callable
 
 
-def _hidden_block(h, transform, bn_params, bn_state, *, activation, placement, train, momentum, epsilon):
-    """One hidden block; returns ``(output, bn_state, input to the nonlinearity)``."""
+class _Scalars(NamedTuple):
+    """The traced scalars of the norm layers."""
+
+    momentum: float | jax.Array = bn.DEFAULT_MOMENTUM
+    epsilon: float | jax.Array = bn.DEFAULT_EPSILON
+    renorm_rmax: float | jax.Array = bn.DEFAULT_RENORM_RMAX
+    renorm_dmax: float | jax.Array = bn.DEFAULT_RENORM_DMAX
+
+
+def _normalize(h, params, state, norm: Normalization, *, train: bool, eval_stats: str, scalars: _Scalars):
+    """The norm layer; returns ``(output, new state)``."""
+    if norm.kind == "group":
+        return norms.group_norm(h, params, groups=norm.groups, epsilon=scalars.epsilon), state
+    if norm.kind == "layer":
+        return norms.layer_norm(h, params, epsilon=scalars.epsilon), state
+    if not train and eval_stats == "batch":
+        return bn.batch_norm(h, params, state, train=True, epsilon=scalars.epsilon)[0], state
+    return bn.batch_norm(
+        h,
+        params,
+        state,
+        train=train,
+        momentum=scalars.momentum,
+        epsilon=scalars.epsilon,
+        ghost_batch_size=norm.ghost_batch_size,
+        renorm=norm.renorm,
+        renorm_rmax=scalars.renorm_rmax,
+        renorm_dmax=scalars.renorm_dmax,
+        running_var=norm.running_var,
+    )
+
+
+def _hidden_block(h, transform, normalize, *, activation, placement):
+    """One hidden block; ``normalize(h) -> (h, state)``; returns ``(output, state, input to the nonlinearity)``."""
     act = ACTIVATIONS[activation]
     pre = transform(h)
     if placement == "pre":
-        pre, bn_state = bn.batch_norm(pre, bn_params, bn_state, train=train, momentum=momentum, epsilon=epsilon)
-        return act(pre), bn_state, pre
+        pre, state = normalize(pre)
+        return act(pre), state, pre
     if placement == "post":
-        h, bn_state = bn.batch_norm(act(pre), bn_params, bn_state, train=train, momentum=momentum, epsilon=epsilon)
-        return h, bn_state, pre
-    return act(pre), bn_state, pre
+        h, state = normalize(act(pre))
+        return h, state, pre
+    return act(pre), None, pre
 
 
 class _LayerKind(NamedTuple):
@@ -73,13 +129,18 @@ class _LayerKind(NamedTuple):
     head_features: Callable[[int], int]  # last width -> number of features the head sees
 
 
-def _stack(kind: _LayerKind, widths: Sequence[int], num_classes: int, activation: str, placement: str) -> Model:
+def _stack(
+    kind: _LayerKind, widths: Sequence[int], num_classes: int, activation: str, placement: str, norm: Normalization
+) -> Model:
     """Builds a model of ``len(widths)`` hidden blocks of one layer kind and a linear head."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}")
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}")
-    use_bn = placement != "none"
+    if norm.kind not in NORMS:
+        raise ValueError(f"unknown norm {norm.kind!r}")
+    use_norm = placement != "none" and norm.kind != "none"
+    has_state = use_norm and norm.kind == "batch"
 
     def init(key):
         shapes, c = [], kind.channels_in
@@ -97,43 +158,54 @@ def _stack(kind: _LayerKind, widths: Sequence[int], num_classes: int, activation
             weights.append(noise[offset : offset + math.prod(shape)].reshape(shape) * math.sqrt(gain / fan_in))
             offset += math.prod(shape)
         layers = [{"w": w, "b": jnp.zeros((w.shape[-1],), jnp.float32)} for w in weights]
-        bn_pairs = [bn.init(width) for width in widths] if use_bn else []
-        bn_params, bn_state = [p for p, _ in bn_pairs], [s for _, s in bn_pairs]
-        return {"layers": layers[:-1], "bn": bn_params, "head": layers[-1]}, bn_state
+        norm_pairs = [bn.init(width) for width in widths] if use_norm else []
+        norm_params = [p for p, _ in norm_pairs]
+        state = [s for _, s in norm_pairs] if has_state else []
+        return {"layers": layers[:-1], "norm": norm_params, "head": layers[-1]}, state
 
-    def forward(params, state, x, train, momentum, epsilon):
+    def forward(params, state, x, train, eval_stats, scalars):
         h = kind.prepare(x)
         new_state, preacts = [], []
         for i, layer in enumerate(params["layers"]):
             h, s, pre = _hidden_block(
                 h,
                 lambda z, layer=layer: kind.apply(layer, z),
-                params["bn"][i] if use_bn else None,
-                state[i] if use_bn else None,
+                lambda z, i=i: _normalize(
+                    z,
+                    params["norm"][i],
+                    state[i] if has_state else None,
+                    norm,
+                    train=train,
+                    eval_stats=eval_stats,
+                    scalars=scalars,
+                ),
                 activation=activation,
                 placement=placement,
-                train=train,
-                momentum=momentum,
-                epsilon=epsilon,
             )
             preacts.append(pre)
-            if use_bn:
+            if has_state:
                 new_state.append(s)
         logits = kind.flatten(h) @ params["head"]["w"] + params["head"]["b"]
         return logits, new_state, preacts
 
-    def apply(params, state, x, *, train, momentum=bn.DEFAULT_MOMENTUM, epsilon=bn.DEFAULT_EPSILON):
-        logits, new_state, _ = forward(params, state, x, train, momentum, epsilon)
+    def apply(params, state, x, *, train, eval_stats="running", **scalars):
+        logits, new_state, _ = forward(params, state, x, train, eval_stats, _Scalars(**scalars))
         return logits, new_state
 
-    def preactivations(params, state, x, *, momentum=bn.DEFAULT_MOMENTUM, epsilon=bn.DEFAULT_EPSILON):
-        return forward(params, state, x, False, momentum, epsilon)[2]
+    def preactivations(params, state, x, *, eval_stats="running", **scalars):
+        return forward(params, state, x, False, eval_stats, _Scalars(**scalars))[2]
 
     return Model(init=init, apply=apply, preactivations=preactivations)
 
 
 def mlp(
-    *, input_shape: tuple[int, ...], widths: Sequence[int], num_classes: int, activation: str, placement: str
+    *,
+    input_shape: tuple[int, ...],
+    widths: Sequence[int],
+    num_classes: int,
+    activation: str,
+    placement: str,
+    norm: Normalization = Normalization(),
 ) -> Model:
     """Fully connected network; inputs of any shape are flattened per example."""
     in_features = math.prod(input_shape)
@@ -149,11 +221,17 @@ def mlp(
         channels_in=in_features,
         head_features=lambda c: c,
     )
-    return _stack(kind, widths, num_classes, activation, placement)
+    return _stack(kind, widths, num_classes, activation, placement, norm)
 
 
 def cnn(
-    *, input_shape: tuple[int, ...], widths: Sequence[int], num_classes: int, activation: str, placement: str
+    *,
+    input_shape: tuple[int, ...],
+    widths: Sequence[int],
+    num_classes: int,
+    activation: str,
+    placement: str,
+    norm: Normalization = Normalization(),
 ) -> Model:
     """Convolutional network: one stride-2 'SAME' convolution per width, then flatten and a linear head.
 
@@ -188,14 +266,21 @@ def cnn(
         channels_in=input_shape[-1],
         head_features=lambda c: c * math.prod(out_spatial),
     )
-    return _stack(kind, widths, num_classes, activation, placement)
+    return _stack(kind, widths, num_classes, activation, placement, norm)
 
 
 MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "cnn": cnn}
 
 
 def make_model(
-    name: str, *, input_shape: tuple[int, ...], widths: Sequence[int], num_classes: int, activation: str, placement: str
+    name: str,
+    *,
+    input_shape: tuple[int, ...],
+    widths: Sequence[int],
+    num_classes: int,
+    activation: str,
+    placement: str,
+    norm: Normalization = Normalization(),
 ) -> Model:
     """Looks up a model family by name (``"mlp"`` or ``"cnn"``) and builds it."""
     if name not in MODELS:
@@ -206,4 +291,5 @@ def make_model(
         num_classes=num_classes,
         activation=activation,
         placement=placement,
+        norm=norm,
     )

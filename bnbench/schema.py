@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnbench.spec import RunConfig
+from bnbench.spec import EVAL_STATS, RunConfig
 from bnbench.train import RunResult
 
 MOMENTUM_CONVENTION = "running=momentum*running+(1-momentum)*batch"
@@ -24,24 +24,40 @@ RUN_COLUMNS: dict[str, str] = {
     "model": "mlp or cnn",
     "widths": "hidden widths / channels, dash-separated (100-100-100)",
     "activation": "relu, sigmoid or tanh",
-    "placement": "pre (BN before the activation), post (after) or none (no BN)",
+    "placement": "pre (norm layer before the activation), post (after) or none (no norm layer)",
+    "norm": "batch (BN), group (GroupNorm), layer (LayerNorm) or none",
+    "groups": "GroupNorm's number of groups (used by norm=group only)",
+    "ghost_batch_size": "BN statistics over sub-batches of this size; 0: the whole batch",
+    "renorm": "whether BN is Batch Renormalization",
+    "renorm_rmax": "renorm's bound on r (used by renorm only)",
+    "renorm_dmax": "renorm's bound on d (used by renorm only)",
+    "running_var": "biased or unbiased: the batch variance averaged into BN's running variance",
     "batch_size": "examples per training step",
-    "epsilon": "BN epsilon",
+    "epsilon": "epsilon of the norm layer",
     "momentum": "BN running-statistics decay; see momentum_convention",
     "momentum_convention": f"always {MOMENTUM_CONVENTION!r} (flax/keras; PyTorch momentum = 1 - this)",
+    "eval_stats": "statistics BN was evaluated with, dash-separated; the first gives test_loss and test_acc",
+    "precise_batches": "training batches of the precise statistics (used by eval_stats precise only)",
     "optimizer": "sgd or adam",
-    "lr": "learning rate",
+    "lr": "learning rate as written in the spec",
+    "lr_scaling_batch_size": "0, or the batch size lr is for (the optimizer uses lr * batch_size / this)",
+    "effective_lr": "learning rate the optimizer used",
     "optimizer_momentum": "SGD momentum (unused by adam)",
     "weight_decay": "weight decay (L2 for sgd, decoupled for adam)",
+    "bn_weight_decay": "whether the norm layers' scale and offset got weight decay",
     "steps": "training steps",
+    "epochs": "0, or the epochs steps were derived from",
     "eval_every": "steps between evaluations",
     "track_activations": "whether activations.csv holds this run's activation statistics",
     "seed": "seed of initialization and data order",
     "status": "ok or diverged",
     "diverged_step": "first step whose training loss was NaN/inf (empty if ok)",
     "final_train_loss": "mean minibatch training loss over the last evaluation interval",
-    "test_loss": "cross-entropy on the test split after the last step, BN in eval mode (running statistics)",
-    "test_acc": "accuracy on the test split after the last step, BN in eval mode",
+    "test_loss": "cross-entropy on the test split after the last step, BN in eval mode (first eval_stats mode)",
+    "test_acc": "accuracy on the test split after the last step, BN in eval mode (first eval_stats mode)",
+    "test_acc_running": "test accuracy with BN's running statistics (empty unless in eval_stats)",
+    "test_acc_batch": "test accuracy with each test batch's own statistics (empty unless in eval_stats)",
+    "test_acc_precise": "test accuracy with precise population statistics (empty unless in eval_stats)",
     "wall_s": "seconds the run took, including compilation for the first run of each compiled signature; "
     "vectorized engine: its chunk's time divided by the runs in the chunk",
     "backend": "JAX backend (cpu, gpu, tpu)",
@@ -51,8 +67,8 @@ CURVE_COLUMNS: dict[str, str] = {
     "run_id": "the run (runs.csv)",
     "step": "training steps completed",
     "train_loss": "mean minibatch training loss since the previous evaluation",
-    "test_loss": "test-split cross-entropy, BN in eval mode",
-    "test_acc": "test-split accuracy, BN in eval mode",
+    "test_loss": "test-split cross-entropy, BN in eval mode (first eval_stats mode)",
+    "test_acc": "test-split accuracy, BN in eval mode (first eval_stats mode)",
 }
 
 
@@ -81,11 +97,13 @@ def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str, 
     row.update({k: csv_value(v) for k, v in dataclasses.asdict(config).items()})
     row.update(
         momentum_convention=MOMENTUM_CONVENTION,
+        effective_lr=config.effective_lr,
         status=result.status,
         diverged_step=result.diverged_step,
         final_train_loss=result.final_train_loss,
         test_loss=result.test_loss,
         test_acc=result.test_acc,
+        **{f"test_acc_{mode}": result.test_acc_by_stats.get(mode) for mode in EVAL_STATS},
         wall_s=round(result.wall_s, 4),
         backend=backend,
     )

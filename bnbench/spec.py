@@ -16,18 +16,37 @@ num_samples          data set's   examples generated in all (train + test); mnis
 model                "mlp"        "mlp" or "cnn"
 widths               [100,100,100] hidden widths (MLP) or channels (CNN), one per hidden block
 activation           "relu"       "relu", "sigmoid" or "tanh"
-placement            "pre"        BN before the activation ("pre"), after it ("post"), or no BN ("none")
+placement            "pre"        the norm layer before the activation ("pre"), after it ("post"), or
+                                  none ("none")
+norm                 "batch"      "batch" (BN), "group" (GroupNorm), "layer" (LayerNorm) or "none"
+groups               4            GroupNorm's groups; must divide every width (norm = "group" only)
+ghost_batch_size     0            BN statistics over consecutive sub-batches of this size (ghost BN);
+                                  must divide batch_size; 0: the whole batch (norm = "batch" only)
+renorm               false        Batch Renormalization (Ioffe 2017) (norm = "batch" only)
+renorm_rmax          3.0          renorm's bound on r, >= 1 (fixed, no ramp-up)
+renorm_dmax          5.0          renorm's bound on d, >= 0 (fixed, no ramp-up)
+running_var          "biased"     variance averaged into BN's running variance: "biased" or
+                                  "unbiased" (PyTorch's)
 batch_size           64           examples per training step, 1 .. training-split size
-epsilon              1e-5         BN's epsilon, > 0
+epsilon              1e-5         epsilon of the norm layer, > 0
 momentum             0.99         BN's running-statistics EMA decay, in [0, 1):
                                   running = momentum*running + (1-momentum)*batch (flax/keras;
                                   PyTorch's momentum=0.1 is 0.9 here)
+eval_stats           ["running"]  statistics BN evaluates with, one test accuracy each (the first is
+                                  test_acc): "running" (EMA), "batch" (each test batch's own, batches
+                                  of the size BN normalized in training) or "precise" (population
+                                  statistics of precise_batches training batches, weights frozen)
+precise_batches      100          training batches "precise" statistics are computed over, >= 1
 optimizer            "adam"       "sgd" (with momentum, L2 weight decay added to the gradient) or
                                   "adam" (AdamW: decoupled weight decay)
 lr                   1e-3         learning rate, > 0
+lr_scaling_batch_size 0           0: lr as given; B > 0: lr is for batch size B and scales linearly,
+                                  lr * batch_size / B (Goyal et al. 2017)
 optimizer_momentum   0.9          SGD's momentum, in [0, 1) (unused by adam)
-weight_decay         0.0          weight decay, >= 0, on every parameter
+weight_decay         0.0          weight decay, >= 0
+bn_weight_decay      true         whether the norm layers' scale and offset get weight decay
 steps                1000         training steps, >= 1
+epochs               0            0: train for steps; E > 0: steps = E * (training split // batch_size)
 eval_every           steps // 10  steps between evaluations on the test split, 1 .. steps
 track_activations    false        record percentiles of each hidden layer's input to its nonlinearity
                                   at every evaluation (activations.csv)
@@ -48,9 +67,11 @@ from typing import Any, Callable, NamedTuple
 
 from bnbench import data
 from bnbench.errors import BnbenchError
-from bnbench.models import ACTIVATIONS, MODELS, PLACEMENTS
+from bnbench.bn import RUNNING_VARIANCES
+from bnbench.models import ACTIVATIONS, MODELS, NORMS, PLACEMENTS
 
 OPTIMIZERS = ("sgd", "adam")
+EVAL_STATS = ("running", "batch", "precise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,17 +84,34 @@ class RunConfig:
     widths: tuple[int, ...] = (100, 100, 100)
     activation: str = "relu"
     placement: str = "pre"
+    norm: str = "batch"
+    groups: int = 4
+    ghost_batch_size: int = 0
+    renorm: bool = False
+    renorm_rmax: float = 3.0
+    renorm_dmax: float = 5.0
+    running_var: str = "biased"
     batch_size: int = 64
     epsilon: float = 1e-5
     momentum: float = 0.99
+    eval_stats: tuple[str, ...] = ("running",)
+    precise_batches: int = 100
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_scaling_batch_size: int = 0
     optimizer_momentum: float = 0.9
     weight_decay: float = 0.0
+    bn_weight_decay: bool = True
     steps: int = 1000
+    epochs: int = 0
     eval_every: int | None = None
     track_activations: bool = False
     seed: int = 0
+
+    @property
+    def effective_lr(self) -> float:
+        """The learning rate the optimizer uses: ``lr``, scaled linearly if ``lr_scaling_batch_size``."""
+        return self.lr * self.batch_size / self.lr_scaling_batch_size if self.lr_scaling_batch_size else self.lr
 
     @property
     def run_id(self) -> str:
@@ -140,6 +178,13 @@ def _widths_check(v):
     return None
 
 
+def _eval_stats_check(v):
+    allowed = ", ".join(repr(c) for c in EVAL_STATS)
+    if not isinstance(v, (list, tuple)) or not v or any(m not in EVAL_STATS for m in v):
+        return f"must be a non-empty list of {allowed}, got {v!r}"
+    return None if len(set(v)) == len(v) else f"lists a mode twice: {v!r}"
+
+
 def _boolean_check(v):
     return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
 
@@ -151,8 +196,12 @@ def _parse_boolean(text: str) -> bool:
 
 
 def _parse_widths(text: str) -> list[int]:
-    # On the command line a list of widths is written with dashes, as in the CSV: 100-100-100.
+    # On the command line a list is written with dashes, as in the CSV: 100-100-100, running-precise.
     return [int(w) for w in text.split("-")]
+
+
+def _parse_eval_stats(text: str) -> list[str]:
+    return text.split("-")
 
 
 RULES: dict[str, _Rule] = {
@@ -162,14 +211,26 @@ RULES: dict[str, _Rule] = {
     "widths": _Rule(_widths_check, _parse_widths),
     "activation": _choice(lambda: tuple(ACTIVATIONS)),
     "placement": _choice(lambda: PLACEMENTS),
+    "norm": _choice(lambda: NORMS),
+    "groups": _integer(1),
+    "ghost_batch_size": _integer(0),
+    "renorm": _Rule(_boolean_check, _parse_boolean),
+    "renorm_rmax": _real(1.0, None, lo_open=False),
+    "renorm_dmax": _real(0.0, None, lo_open=False),
+    "running_var": _choice(lambda: RUNNING_VARIANCES),
     "batch_size": _integer(1),
     "epsilon": _real(0.0, None, lo_open=True),
     "momentum": _real(0.0, 1.0, lo_open=False),
+    "eval_stats": _Rule(_eval_stats_check, _parse_eval_stats),
+    "precise_batches": _integer(1),
     "optimizer": _choice(lambda: OPTIMIZERS),
     "lr": _real(0.0, None, lo_open=True),
+    "lr_scaling_batch_size": _integer(0),
     "optimizer_momentum": _real(0.0, 1.0, lo_open=False),
     "weight_decay": _real(0.0, None, lo_open=False),
+    "bn_weight_decay": _Rule(_boolean_check, _parse_boolean),
     "steps": _integer(1),
+    "epochs": _integer(0),
     "eval_every": _integer(1),
     "track_activations": _Rule(_boolean_check, _parse_boolean),
 }
@@ -203,7 +264,9 @@ class Spec:
     def to_toml(self) -> str:
         """The spec as TOML, every field written out; loading it gives an equal spec."""
         lines = [f"name = {_toml_value(self.name)}", f"seeds = {_toml_value(list(self.seeds))}"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in self.values.items() if v is not None]
+        # With epochs, steps are derived: writing the default steps too would read back as setting both.
+        derived = {"steps"} if self.values["epochs"] or "epochs" in self.grid else set()
+        lines += [f"{k} = {_toml_value(v)}" for k, v in self.values.items() if v is not None and k not in derived]
         if self.grid:
             lines += ["", "[grid]"] + [f"{k} = {_toml_value(v)}" for k, v in self.grid.items()]
         return "\n".join(lines) + "\n"
@@ -229,21 +292,46 @@ def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
     if num_samples is None:
         num_samples = data.info(fields["dataset"]).default_num_samples
     train_size = data.info(fields["dataset"]).train_size(num_samples)
-    if fields["batch_size"] > train_size:
+    batch_size = fields["batch_size"]
+    if batch_size > train_size:
         raise SpecError(
             source,
             "batch_size",
-            f"{fields['batch_size']} is larger than the training split of {fields['dataset']!r} ({train_size} examples)",
+            f"{batch_size} is larger than the training split of {fields['dataset']!r} ({train_size} examples)",
         )
+    _check_norm_options(fields, source)
+    steps = fields["epochs"] * (train_size // batch_size) if fields["epochs"] else fields["steps"]
     eval_every = fields["eval_every"]
     if eval_every is None:
-        eval_every = max(1, fields["steps"] // 10)
-    elif eval_every > fields["steps"]:
-        raise SpecError(source, "eval_every", f"must be in [1, steps={fields['steps']}], got {eval_every}")
-    widths = tuple(fields["widths"])
+        eval_every = max(1, steps // 10)
+    elif eval_every > steps:
+        raise SpecError(source, "eval_every", f"must be in [1, steps={steps}], got {eval_every}")
     return RunConfig(
-        **{**fields, "num_samples": num_samples, "eval_every": eval_every, "widths": widths, "seed": seed}
+        **{
+            **fields,
+            "num_samples": num_samples,
+            "steps": steps,
+            "eval_every": eval_every,
+            "widths": tuple(fields["widths"]),
+            "eval_stats": tuple(fields["eval_stats"]),
+            "seed": seed,
+        }
     )
+
+
+def _check_norm_options(fields: dict[str, Any], source: str) -> None:
+    """Options of one norm layer set on another would be silently ignored: refuse them."""
+    norm, ghost = fields["norm"], fields["ghost_batch_size"]
+    if norm != "batch":
+        for option, default in (("ghost_batch_size", 0), ("renorm", False)):
+            if fields[option] != default:
+                raise SpecError(source, option, f"applies to norm = 'batch' only, not {norm!r}")
+    if norm == "group":
+        bad = [w for w in fields["widths"] if w % fields["groups"]]
+        if bad:
+            raise SpecError(source, "groups", f"{fields['groups']} does not divide the widths {bad}")
+    if ghost and fields["batch_size"] % ghost:
+        raise SpecError(source, "ghost_batch_size", f"{ghost} does not divide batch_size {fields['batch_size']}")
 
 
 def _unknown_key(source: str, key: str, valid: tuple[str, ...], where: str) -> SpecError:
@@ -286,7 +374,8 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
     for f in RUN_FIELDS:
         if f in raw:
             values[f] = _check(source, f, raw[f])
-    values["widths"] = list(values["widths"])
+    for key in ("widths", "eval_stats"):
+        values[key] = list(values[key])
     grid_raw = raw.get("grid", {})
     if not isinstance(grid_raw, dict):
         raise SpecError(source, "grid", "must be a table of field = [values, ...]")
@@ -298,9 +387,15 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
             raise _unknown_key(source, f"grid.{key}", RUN_FIELDS, "grid")
         grid[key] = _check_axis(source, key, axis)
     seeds = _check_seeds(source, raw.get("seeds", 1))
+    _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
     spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source)
     spec.expand()
     return spec
+
+
+def _check_steps_or_epochs(source: str, values: dict[str, Any], grid: dict[str, list], *, steps_written: bool) -> None:
+    if (values["epochs"] or "epochs" in grid) and (steps_written or "steps" in grid):
+        raise SpecError(source, "epochs", "set steps or epochs, not both")
 
 
 def _check_axis(source: str, key: str, axis: Any) -> list[Any]:
@@ -343,6 +438,7 @@ def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None
         except ValueError:
             raise SpecError("--set", key, f"cannot read {text!r} as {key} values") from None
         grid[key] = _check_axis("--set", key, axis)
+    _check_steps_or_epochs("--set", spec.values, grid, steps_written=False)
     new_seeds = spec.seeds if seeds is None else _check_seeds("--seeds", seeds)
     updated = dataclasses.replace(spec, grid=grid, seeds=new_seeds)
     updated.expand()

@@ -8,6 +8,14 @@ fresh permutation of the training split drawn from the run's seed.
 
 The training loss of an evaluation point is the mean minibatch loss over the steps since the
 previous one. A run whose minibatch loss becomes NaN/inf is ``diverged`` at that step.
+
+Every evaluation computes the test loss and accuracy once per requested ``eval_stats`` mode:
+``running`` (BN with its EMA statistics), ``batch`` (each test batch normalized with its own
+statistics; test batches have the size BN normalized over in training: ``ghost_batch_size`` or
+``batch_size``, the last one shorter) and ``precise`` (PreciseBN, Wu & Johnson 2021: with the weights
+frozen, the training-mode forward pass over ``precise_batches`` training batches, those that would
+follow the last step, gives each BN layer's population mean and variance: the mean of the batch means,
+and the mean of the batch variances plus the variance of the batch means).
 """
 
 from __future__ import annotations
@@ -20,23 +28,32 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bnbench import bn
 from bnbench.data import Dataset
-from bnbench.models import make_model
+from bnbench.models import Normalization, make_model
 from bnbench.spec import RunConfig
 
 
 class HParams(NamedTuple):
     """The traced scalar hyperparameters of a run (float32 scalars, or vectors under ``vmap``)."""
 
-    lr: jax.Array
+    lr: jax.Array  # the effective learning rate (after linear scaling with the batch size)
     weight_decay: jax.Array
     epsilon: jax.Array
     momentum: jax.Array
     optimizer_momentum: jax.Array
+    renorm_rmax: jax.Array
+    renorm_dmax: jax.Array
 
     @classmethod
     def of(cls, config: RunConfig) -> HParams:
-        return cls(*(np.float32(getattr(config, f)) for f in cls._fields))
+        values = {f: getattr(config, f) for f in cls._fields} | {"lr": config.effective_lr}
+        return cls(**{f: np.float32(v) for f, v in values.items()})
+
+    @property
+    def norm_scalars(self) -> dict[str, jax.Array]:
+        """The keyword arguments of the norm layers (``Model.apply``)."""
+        return dict(momentum=self.momentum, epsilon=self.epsilon, renorm_rmax=self.renorm_rmax, renorm_dmax=self.renorm_dmax)
 
 
 class Signature(NamedTuple):
@@ -46,8 +63,12 @@ class Signature(NamedTuple):
     widths: tuple[int, ...]
     activation: str
     placement: str
+    norm: Normalization
     batch_size: int
+    eval_stats: tuple[str, ...]
+    precise_batches: int
     optimizer: str
+    bn_weight_decay: bool
     steps: int
     eval_every: int
     track_activations: bool
@@ -57,13 +78,20 @@ class Signature(NamedTuple):
 
     @classmethod
     def of(cls, config: RunConfig, data: Dataset) -> Signature:
+        norm = Normalization(
+            config.norm, config.groups, config.ghost_batch_size or None, config.renorm, config.running_var
+        )
         return cls(
             config.model,
             config.widths,
             config.activation,
             config.placement,
+            norm,
             config.batch_size,
+            config.eval_stats,
+            config.precise_batches,
             config.optimizer,
+            config.bn_weight_decay,
             config.steps,
             config.eval_every,
             config.track_activations,
@@ -89,8 +117,8 @@ class RunOutput(NamedTuple):
     """Arrays one compiled run returns: per-step minibatch losses and per-eval-point test metrics."""
 
     train_losses: jax.Array  # (steps,)
-    test_loss: jax.Array  # (num_evals,)
-    test_acc: jax.Array  # (num_evals,)
+    test_loss: jax.Array  # (num_evals, eval_stats modes)
+    test_acc: jax.Array  # (num_evals, eval_stats modes)
     activations: jax.Array  # (num_evals, hidden layers, 5) if tracked, else (num_evals, 0, 5)
 
 
@@ -114,7 +142,9 @@ class ActivationPoint(NamedTuple):
 
 
 class RunResult(NamedTuple):
-    """What one run produced; metrics are NaN for a diverged run."""
+    """What one run produced; metrics are NaN for a diverged run. ``test_loss``, ``test_acc`` and the
+    curve's test metrics are those of the first ``eval_stats`` mode; ``test_acc_by_stats`` holds the
+    final test accuracy of each requested mode."""
 
     status: str  # "ok" or "diverged"
     diverged_step: int | None  # first step (1-based) whose minibatch loss was NaN/inf
@@ -124,14 +154,26 @@ class RunResult(NamedTuple):
     curve: tuple[CurvePoint, ...]
     wall_s: float
     activations: tuple[ActivationPoint, ...] = ()
+    test_acc_by_stats: dict[str, float] = {}
 
 
-def make_optimizer(kind: str, hp: HParams) -> optax.GradientTransformation:
-    """``sgd``: L2 weight decay added to the gradient, then SGD with momentum. ``adam``: AdamW."""
+def _all_but_norm_layers(params):
+    """The weight-decay mask that leaves the norm layers' scale and offset (``params["norm"]``) alone."""
+    return {k: jax.tree_util.tree_map(lambda _: k != "norm", v) for k, v in params.items()}
+
+
+def make_optimizer(kind: str, hp: HParams, bn_weight_decay: bool = True) -> optax.GradientTransformation:
+    """``sgd``: L2 weight decay added to the gradient, then SGD with momentum. ``adam``: AdamW.
+
+    With ``bn_weight_decay`` false, the norm layers' parameters (``params["norm"]``) get no decay.
+    """
+    mask = None if bn_weight_decay else _all_but_norm_layers
     if kind == "sgd":
-        return optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.sgd(hp.lr, hp.optimizer_momentum))
+        return optax.chain(
+            optax.add_decayed_weights(hp.weight_decay, mask=mask), optax.sgd(hp.lr, hp.optimizer_momentum)
+        )
     if kind == "adam":
-        return optax.adamw(hp.lr, weight_decay=hp.weight_decay)
+        return optax.adamw(hp.lr, weight_decay=hp.weight_decay, mask=mask)
     raise ValueError(f"unknown optimizer {kind!r}")
 
 
@@ -175,6 +217,7 @@ class Program(NamedTuple):
     batch_indices: Callable
     step: Callable
     evaluate: Callable
+    precise_bn_state: Callable
     run: Callable
 
 
@@ -193,32 +236,32 @@ def make_program(sig: Signature) -> Program:
         num_classes=sig.num_classes,
         activation=sig.activation,
         placement=sig.placement,
+        norm=sig.norm,
     )
+
+    def optimizer(hp: HParams) -> optax.GradientTransformation:
+        return make_optimizer(sig.optimizer, hp, sig.bn_weight_decay)
 
     def init(seed, hp: HParams) -> TrainState:
         params, bn_state = model.init(_keys(seed)[0])
-        return TrainState(params, bn_state, make_optimizer(sig.optimizer, hp).init(params))
+        return TrainState(params, bn_state, optimizer(hp).init(params))
 
     def indices(seed, start, length: int):
         return batch_indices(_keys(seed)[1], start, length, sig.num_train, sig.batch_size)
 
     def step(state: TrainState, idx, hp: HParams, x_train, y_train):
         def loss_fn(params):
-            logits, bn_state = model.apply(
-                params, state.bn_state, x_train[idx], train=True, momentum=hp.momentum, epsilon=hp.epsilon
-            )
+            logits, bn_state = model.apply(params, state.bn_state, x_train[idx], train=True, **hp.norm_scalars)
             return cross_entropy(logits, y_train[idx]), bn_state
 
         (loss, bn_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = make_optimizer(sig.optimizer, hp).update(grads, state.opt_state, state.params)
+        updates, opt_state = optimizer(hp).update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), bn_state, opt_state), loss
 
     def activation_stats(state: TrainState, hp: HParams, x_test):
         if not sig.track_activations:
             return jnp.zeros((0, len(ACTIVATION_STATS)), jnp.float32)
-        preacts = model.preactivations(
-            state.params, state.bn_state, x_test[:ACTIVATION_EXAMPLES], momentum=hp.momentum, epsilon=hp.epsilon
-        )
+        preacts = model.preactivations(state.params, state.bn_state, x_test[:ACTIVATION_EXAMPLES], **hp.norm_scalars)
         return jnp.stack(
             [
                 jnp.concatenate([jnp.percentile(a, jnp.array([15.0, 50.0, 85.0])), jnp.stack([a.mean(), a.std()])])
@@ -226,19 +269,48 @@ def make_program(sig: Signature) -> Program:
             ]
         )
 
-    def evaluate(state: TrainState, hp: HParams, x_test, y_test):
-        logits, _ = model.apply(
-            state.params, state.bn_state, x_test, train=False, momentum=hp.momentum, epsilon=hp.epsilon
-        )
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == y_test)
-        return cross_entropy(logits, y_test), accuracy, activation_stats(state, hp, x_test)
+    def precise_bn_state(state: TrainState, seed, hp: HParams, x_train):
+        def batch_statistics(idx):
+            # With momentum 0 the updated state is exactly the batch's statistics.
+            scalars = hp.norm_scalars | {"momentum": jnp.zeros((), jnp.float32)}
+            return model.apply(state.params, state.bn_state, x_train[idx], train=True, **scalars)[1]
+
+        per_batch = jax.lax.map(batch_statistics, indices(seed, sig.steps, sig.precise_batches))
+        return [
+            bn.BNState(mean=s.mean.mean(0), var=s.var.mean(0) + s.mean.var(0), count=old.count)
+            for s, old in zip(per_batch, state.bn_state)
+        ]
+
+    def batch_stats_logits(state: TrainState, hp: HParams, x_test):
+        size = sig.norm.ghost_batch_size or sig.batch_size
+        full = x_test.shape[0] // size * size
+
+        def logits_of(x):
+            return model.apply(state.params, state.bn_state, x, train=False, eval_stats="batch", **hp.norm_scalars)[0]
+
+        logits = jax.vmap(logits_of)(x_test[:full].reshape(-1, size, *x_test.shape[1:])).reshape(full, -1)
+        if full < x_test.shape[0]:
+            logits = jnp.concatenate([logits, logits_of(x_test[full:])])
+        return logits
+
+    def evaluate(state: TrainState, seed, hp: HParams, x_train, x_test, y_test):
+        def logits_for(mode):
+            if mode == "batch":
+                return batch_stats_logits(state, hp, x_test)
+            bn_state = precise_bn_state(state, seed, hp, x_train) if mode == "precise" else state.bn_state
+            return model.apply(state.params, bn_state, x_test, train=False, **hp.norm_scalars)[0]
+
+        logits = [logits_for(mode) for mode in sig.eval_stats]
+        losses = jnp.stack([cross_entropy(z, y_test) for z in logits])
+        accuracies = jnp.stack([jnp.mean(jnp.argmax(z, -1) == y_test) for z in logits])
+        return losses, accuracies, activation_stats(state, hp, x_test)
 
     def run(seed, hp: HParams, x_train, y_train, x_test, y_test) -> RunOutput:
         def segment(state, start, length):
             state, losses = jax.lax.scan(
                 lambda st, idx: step(st, idx, hp, x_train, y_train), state, indices(seed, start, length)
             )
-            return state, (losses, *evaluate(state, hp, x_test, y_test))
+            return state, (losses, *evaluate(state, seed, hp, x_train, x_test, y_test))
 
         num_segments, remainder = divmod(sig.steps, sig.eval_every)
         starts = jnp.arange(num_segments) * sig.eval_every
@@ -252,7 +324,7 @@ def make_program(sig: Signature) -> Program:
             evaluations = [jnp.concatenate([e, x[None]]) for e, x in zip(evaluations, last)]
         return RunOutput(losses, *evaluations)
 
-    return Program(init, indices, step, evaluate, run)
+    return Program(init, indices, step, evaluate, precise_bn_state, run)
 
 
 def device_data(data: Dataset) -> tuple[jax.Array, ...]:
@@ -272,12 +344,12 @@ def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunRes
     test_acc = np.asarray(output.test_acc, np.float32)
     bad = ~np.isfinite(losses)
     diverged_step = int(np.argmax(bad)) + 1 if bad.any() else None
-    if diverged_step is None and not np.isfinite(test_loss).all():
+    if diverged_step is None and not np.isfinite(test_loss[:, 0]).all():
         # Training stayed finite but evaluation with the running statistics did not.
-        diverged_step = sig.eval_steps[int(np.argmax(~np.isfinite(test_loss)))]
+        diverged_step = sig.eval_steps[int(np.argmax(~np.isfinite(test_loss[:, 0])))]
     bounds = (0, *sig.eval_steps)
     curve = tuple(
-        CurvePoint(end, _shortest(losses[start:end].mean()), _shortest(test_loss[i]), _shortest(test_acc[i]))
+        CurvePoint(end, _shortest(losses[start:end].mean()), _shortest(test_loss[i, 0]), _shortest(test_acc[i, 0]))
         for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]))
     )
     stats = np.asarray(output.activations, np.float32)
@@ -287,6 +359,8 @@ def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunRes
         for layer in range(stats.shape[1])
     )
     if diverged_step is not None:
-        return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s, activations)
+        by_stats = dict.fromkeys(sig.eval_stats, math.nan)
+        return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s, activations, by_stats)
     last = curve[-1]
-    return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s, activations)
+    by_stats = {mode: _shortest(acc) for mode, acc in zip(sig.eval_stats, test_acc[-1])}
+    return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s, activations, by_stats)

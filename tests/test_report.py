@@ -163,7 +163,7 @@ def test_activation_statistics_match_numpy_on_the_fixed_batch():
     program = make_program(Signature.of(config, dataset))
     hp = HParams.of(config)
     state = program.init(np.uint32(0), hp)
-    _, _, stats = program.evaluate(state, hp, dataset.x_test, dataset.y_test)
+    _, _, stats = program.evaluate(state, np.uint32(0), hp, dataset.x_train, dataset.x_test, dataset.y_test)
     model = make_model("mlp", input_shape=(16,), widths=(6, 5), num_classes=4, activation="tanh", placement="post")
     params, bn_state = model.init(jax.random.split(jax.random.PRNGKey(0))[0])
     batch = dataset.x_test[:ACTIVATION_EXAMPLES].astype(np.float64)

@@ -1,5 +1,7 @@
 """Specs: expansion and overrides; every invalid input exits 2 with one line and writes nothing."""
 
+import tomllib
+
 import pytest
 
 from bnbench.spec import RunConfig, load_spec, parse_spec, with_overrides
@@ -37,6 +39,21 @@ def test_run_id_is_stable_and_sensitive_to_every_field():
     assert base.run_id != RunConfig(dataset="synthetic", num_samples=100, eval_every=10, momentum=0.9).run_id
 
 
+def test_epochs_and_linear_lr_scaling_resolve_per_batch_size():
+    raw = {"dataset": "synthetic", "num_samples": 1200, "epochs": 2, "lr": 0.1, "lr_scaling_batch_size": 32}
+    spec = parse_spec(raw | {"grid": {"batch_size": [8, 64]}}, source="x.toml", default_name="x")
+    runs = spec.expand()
+    assert [(r.batch_size, r.steps, r.effective_lr) for r in runs] == [(8, 2 * (960 // 8), 0.025), (64, 2 * (960 // 64), 0.2)]
+    # The written spec leaves the derived steps out, so it reads back.
+    reread = parse_spec(tomllib.loads(spec.to_toml()), source="y.toml", default_name="y")
+    assert [r.run_id for r in reread.expand()] == [r.run_id for r in runs]
+
+
+def test_eval_stats_is_a_list_on_the_command_line_too(tiny_spec):
+    spec = with_overrides(load_spec(tiny_spec), sets=["eval_stats=running-precise,batch"])
+    assert {r.eval_stats for r in spec.expand()} == {("running", "precise"), ("batch",)}
+
+
 def test_resolved_spec_toml_loads_back_to_the_same_runs(tiny_spec, write_spec):
     spec = with_overrides(load_spec(tiny_spec), sets=["lr=0.01,0.1"])
     again = load_spec(write_spec(spec.to_toml(), name="tiny.toml"))
@@ -68,6 +85,16 @@ BAD_SPECS = {
     "zero seeds": ("seeds = 0", "seeds"),
     "duplicate seeds": ("seeds = [1, 1]", "seeds"),
     "toml syntax": ("batch_size = [1,\nlr = ", "TOML syntax: Invalid value (at line 4"),
+    "unknown norm": ('norm = "instance"', "norm: must be one of"),
+    "groups not dividing widths": ('norm = "group"\nwidths = [6, 8]\ngroups = 4', "groups: 4 does not divide the widths [6]"),
+    "ghost not dividing the batch": ("batch_size = 16\nghost_batch_size = 6", "ghost_batch_size: 6 does not divide"),
+    "ghost with group norm": ('norm = "group"\nwidths = [8]\nghost_batch_size = 4', "applies to norm = 'batch' only"),
+    "renorm with layer norm": ('norm = "layer"\nrenorm = true', "renorm: applies to norm = 'batch' only"),
+    "renorm rmax below 1": ("renorm_rmax = 0.5", "renorm_rmax"),
+    "unknown eval_stats mode": ('eval_stats = ["running", "ema"]', "eval_stats: must be a non-empty list"),
+    "eval_stats mode twice": ('eval_stats = ["batch", "batch"]', "twice"),
+    "steps and epochs": ("epochs = 2", "set steps or epochs, not both"),
+    "unknown running_var": ('running_var = "sample"', "running_var"),
 }
 
 
