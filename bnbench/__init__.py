@@ -2,9 +2,13 @@
 
 Public surface:
 
-* :mod:`bnbench.bn`: ``init``, ``batch_norm``, ``BNParams``, ``BNState`` (the BN function and its state).
-* :mod:`bnbench.models`: ``make_model``, ``mlp``, ``cnn`` (pure init/apply pairs with BN placement).
-* :mod:`bnbench.data`: the data set registry (``load``, ``register``).
+* :mod:`bnbench.bn`: ``init``, ``batch_norm``, ``BNParams``, ``BNState`` (the BN function and its state;
+  ghost BN, Batch Renormalization and the running-variance convention are options of ``batch_norm``).
+* :mod:`bnbench.norms`: ``group_norm``, ``layer_norm`` (the per-example alternatives).
+* :mod:`bnbench.models`: ``make_model``, ``Normalization``, ``mlp``, ``cnn`` (pure init/apply pairs with
+  norm placement).
+* :mod:`bnbench.data`: the data set registry (``load``, ``register``, ``raw_splits``);
+  :mod:`bnbench.datafiles` finds, downloads and checks published files; :mod:`bnbench.formats` reads them.
 * :mod:`bnbench.spec`: ``load_spec``, ``RunConfig`` (the spec parser and its fields).
 * :mod:`bnbench.train`: the training program (init, train step, evaluation, a whole run as a scan).
 * :mod:`bnbench.engine`: ``run_all``, ``train_run`` (vectorized and sequential engines).
@@ -17,7 +21,8 @@ Public surface:
 from bnbench.bn import BNParams, BNState, batch_norm, init
 from bnbench.data import Dataset, load as load_dataset
 from bnbench.errors import BnbenchError
-from bnbench.models import Model, make_model
+from bnbench.models import Model, Normalization, make_model
+from bnbench.norms import group_norm, layer_norm
 from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
 from bnbench.spec import RunConfig, Spec, load_spec
 from bnbench.frames import load_activations, load_curves, load_runs
@@ -32,13 +37,16 @@ __all__ = [
     "CURVE_COLUMNS",
     "Dataset",
     "Model",
+    "Normalization",
     "RUN_COLUMNS",
     "RunConfig",
     "RunResult",
     "Spec",
     "batch_norm",
     "compare",
+    "group_norm",
     "init",
+    "layer_norm",
     "load_activations",
     "load_curves",
     "load_dataset",

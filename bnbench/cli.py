@@ -14,11 +14,20 @@ import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
+from bnbench import data, datafiles, frames, results, schema, summary
 from bnbench import explain as explain_lib
-from bnbench import frames, results, schema, summary
 from bnbench import plots as plot_lib
 from bnbench import profile as profile_lib
 from bnbench import sweep as sweep_lib
@@ -85,7 +94,7 @@ def _summary_cells(table: pd.DataFrame, by: list[str]) -> tuple[list[str], list[
             _mean_std(row["mean"], row["std"]),
             _interval(row["ci_low"], row["ci_high"]),
         ]
-        for _, row in table.iterrows()
+        for row in table.to_dict("records")
     ]
     return header, rows
 
@@ -93,7 +102,7 @@ def _summary_cells(table: pd.DataFrame, by: list[str]) -> tuple[list[str], list[
 def _compare_cells(table: pd.DataFrame, by: list[str], axis: str, a: str, b: str) -> tuple[list[str], list[list[str]]]:
     header = [*by, "pairs", f"mean {a} − {b}", "95% CI (bootstrap)", "verdict"]
     rows = []
-    for _, row in table.iterrows():
+    for row in table.to_dict("records"):
         if row["pairs"] < 2:
             verdict = "too few pairs"
         elif row["ci_includes_zero"]:
@@ -170,6 +179,31 @@ def _report(
             console.print(f"plot: {path}")
 
 
+_DATA_DIR_HELP = (
+    f"Folder holding one sub-folder per data set (DIR/mnist/...) [default: ${datafiles.ENV_VAR}]; "
+    "then the cache (~/.cache/bnbench) is searched, then the files are downloaded into it."
+)
+
+
+def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
+    """Downloads the published files of the data sets ``names`` that are not found locally."""
+    missing = [n for n in names if data.info(n).source and not datafiles.locate(n, data.info(n).source, data_dir)]
+    if not missing:
+        return
+    columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(label: str, done: int, total: int | None) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        for name in missing:
+            folder = datafiles.fetch(name, data.info(name).source, data_dir, on_progress)
+            console.print(f"{name}: verified and saved in {folder}")
+
+
 def _dry_run_table(plan: sweep_lib.SweepPlan) -> Table:
     axes = list(plan.spec.grid)
     table = Table(title=f"{plan.spec.name}: {len(plan.runs)} runs (dry run, nothing executed)")
@@ -238,16 +272,31 @@ def sweep(
     ),
     yes: bool = typer.Option(False, "--yes", help="Run the grid whatever its size."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots beside the CSVs."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
     try:
         resolved = with_overrides(load_spec(spec), sets=set_, seeds=seeds)
         part = sweep_lib.Shard.parse(shard) if shard else None
+        engine_lib.validate(engine, devices)
+    except BnbenchError as err:
+        raise _fail(err) from None
+    if not dry_run:
+        try:
+            _fetch(sorted({r.dataset for r in resolved.expand()}), data_dir)
+        except BnbenchError as err:
+            raise _fail(err, code=1) from None
+    try:
         default_out = Path("results") / (resolved.name + (f"-shard{part.index}of{part.count}" if part else ""))
         plan = sweep_lib.plan(
-            resolved, out or default_out, resume=not no_resume, shard=part, max_runs=None if yes else max_runs
+            resolved,
+            out or default_out,
+            resume=not no_resume,
+            shard=part,
+            max_runs=None if yes else max_runs,
+            data_dir=data_dir,
+            check_data=not dry_run,
         )
-        engine_lib.validate(engine, devices)
     except BnbenchError as err:
         raise _fail(err) from None
     if dry_run:
@@ -387,6 +436,38 @@ def profile(
         raise _fail(err) from None
     _profile_tables(rows, [f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", *notes])
     console.print(f"rows: {out}")
+
+
+@app.command()
+def datasets(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
+    download: list[str] = typer.Option([], "--download", help="Download this data set's files now (repeatable)."),
+) -> None:
+    """List the data sets: sizes, input shape, and whether (and where) each is available locally."""
+    try:
+        for name in download:
+            data.info(name)
+    except BnbenchError as err:
+        raise _fail(err) from None
+    try:
+        _fetch(download, data_dir)
+    except BnbenchError as err:
+        raise _fail(err, code=1) from None
+    table = Table(title="data sets (spec field `dataset`)")
+    for column in ("name", "description", "train", "test", "input", "available"):
+        table.add_column(column, justify="right" if column in ("train", "test") else "left", overflow="fold")
+    for name, entry in sorted(data.REGISTRY.items()):
+        if entry.source is None:
+            where = "generated locally"
+        else:
+            found = datafiles.locate(name, entry.source, data_dir)
+            size = f"{entry.source.download_size / 1e6:.0f} MB"
+            where = f"[green]yes[/]: {found.resolve()}" if found else f"[yellow]no[/]: {size} download on first use"
+        shape = "×".join(map(str, entry.input_shape))
+        table.add_row(name, entry.description, f"{entry.split[0]:,}", f"{entry.split[1]:,}", shape, where)
+    console.print(table)
+    folders = ", ".join(map(str, datafiles.search_roots(data_dir)))
+    console.print(f"searched: {folders} (each holding one sub-folder per data set); files are MD5-checked when read")
 
 
 @app.command()

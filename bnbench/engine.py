@@ -22,6 +22,7 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import jax
@@ -50,11 +51,14 @@ class Group(NamedTuple):
     configs: list[RunConfig]
 
 
-def group_runs(configs: list[RunConfig]) -> list[Group]:
-    """Groups runs by (signature, data set), keeping the order in which groups first appear."""
+def group_runs(configs: list[RunConfig], data_dir: str | Path | None = None) -> list[Group]:
+    """Groups runs by (signature, data set), keeping the order in which groups first appear.
+
+    Data sets are loaded from ``data_dir`` (see :mod:`bnbench.datafiles`).
+    """
     groups: dict[tuple, Group] = {}
     for config in configs:
-        dataset = data.load(config.dataset, config.num_samples)
+        dataset = data.load(config.dataset, config.num_samples, data_dir)
         key = (Signature.of(config, dataset), config.dataset, config.num_samples)
         groups.setdefault(key, Group(key[0], dataset, []))
         groups[key].configs.append(config)
@@ -218,14 +222,16 @@ def run_all(
     devices: int | None = None,
     done: frozenset[str] = frozenset(),
     stop: threading.Event | None = None,
+    data_dir: str | Path | None = None,
 ) -> Iterator[tuple[RunConfig, RunResult]]:
     """Trains every run of ``configs`` whose id is not in ``done``, group by group.
 
     ``configs`` is the whole grid even when resuming: the vectorized engine sizes its chunks by it.
-    Once ``stop`` is set no new run or chunk starts. Yields ``(config, result)`` as runs finish.
+    Once ``stop`` is set no new run or chunk starts. Data sets are loaded from ``data_dir``. Yields
+    ``(config, result)`` as runs finish.
     """
     selected = validate(engine, devices)
-    for group in group_runs(configs):
+    for group in group_runs(configs, data_dir):
         if engine == "sequential":
             yield from run_sequential(group, done=done, stop=stop)
         else:

@@ -1,9 +1,10 @@
 """Loading a sweep's CSV files as typed pandas DataFrames.
 
 ``pandas.read_csv`` reads the raw files as they are; these loaders add the documented dtypes:
-strings of the configuration (data set, model, widths, activation, placement, optimizer, ...) and
-``status`` as ``category``, ``run_id`` as ``string``, numbers as numbers (``diverged_step`` as the
-nullable ``Int64``), ``renorm``, ``bn_weight_decay`` and ``track_activations`` as ``bool``. Columns: :mod:`bnbench.schema`.
+strings of the configuration (data set, model, widths, activation, placement, norm, optimizer, ...)
+and ``status`` as ``category``, ``run_id`` as ``string``, numbers as numbers (``diverged_step`` as
+the nullable ``Int64``), ``renorm``, ``bn_weight_decay`` and ``track_activations`` as ``bool``.
+Columns: :mod:`bnbench.schema`.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def _stack(
                     scalars=scalars,
                 ),
                 activation=activation,
-                placement=placement,
+                placement=placement if use_norm else "none",
             )
             preacts.append(pre)
             if has_state:

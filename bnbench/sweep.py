@@ -21,12 +21,13 @@ from bnbench.train import RunResult
 
 
 class SweepPlan(NamedTuple):
-    """A validated sweep: every run of the grid, and where results go."""
+    """A validated sweep: every run of the grid, where results go, and the data folder."""
 
     spec: Spec
     runs: list[RunConfig]
     store: ResultsStore
     resume: bool
+    data_dir: Path | None = None
 
 
 class RunRecord(NamedTuple):
@@ -74,11 +75,14 @@ def plan(
     resume: bool = True,
     shard: Shard | None = None,
     max_runs: int | None = DEFAULT_MAX_RUNS,
+    data_dir: Path | None = None,
+    check_data: bool = True,
 ) -> SweepPlan:
     """Expands ``spec`` (this shard's part of it) and checks its size, data sets and output folder.
 
-    Raises a :class:`bnbench.errors.BnbenchError` on any problem (a grid of more than ``max_runs``
-    runs among them; ``None`` for no limit); writes nothing.
+    Data sets are looked for in ``data_dir`` (see :mod:`bnbench.datafiles`) and loaded, unless
+    ``check_data`` is false. Raises a :class:`bnbench.errors.BnbenchError` on any problem (a grid of
+    more than ``max_runs`` runs among them; ``None`` for no limit); writes nothing.
     """
     runs = spec.expand()
     if shard is not None:
@@ -88,11 +92,12 @@ def plan(
             f"{spec.source}: grid: {len(runs)} runs exceed the limit of {max_runs}; pass --yes to run them all "
             "or --max-runs to change the limit"
         )
-    for dataset, num_samples in {(r.dataset, r.num_samples) for r in runs}:
-        data.load(dataset, num_samples)
+    if check_data:
+        for dataset, num_samples in {(r.dataset, r.num_samples) for r in runs}:
+            data.load(dataset, num_samples, data_dir)
     store = ResultsStore(out_dir)
     store.check_usable(spec, resume=resume)
-    return SweepPlan(spec, runs, store, resume)
+    return SweepPlan(spec, runs, store, resume, data_dir)
 
 
 def _git_commit() -> str | None:
@@ -145,10 +150,11 @@ def execute(
     runs in progress are saved. ``meta.json`` records ``finished`` only when every run is done.
     """
     meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "started": _now()}
-    meta.update(engine_options, finished=None)
+    meta.update(engine_options, data_dir=plan.data_dir and str(plan.data_dir), finished=None)
     plan.store.write_meta(meta)
     finished = len(done)
-    for config, result in engine.run_all(plan.runs, done=done, stop=stop, **engine_options):
+    runs = engine.run_all(plan.runs, done=done, stop=stop, data_dir=plan.data_dir, **engine_options)
+    for config, result in runs:
         row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash, backend=meta["backend"])
         details = {
             plan.store.curves_path: schema.curve_rows(config, result),

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from bnbench.models import make_model
+from bnbench.models import Normalization, make_model
 
 
 def numpy_block(h, placement, act):
@@ -58,3 +58,15 @@ def test_cnn_shapes_and_bn_state_per_channel(input_shape):
     assert [int(s.count) for s in new_state] == [1, 1]
     eval_logits, eval_state = model.apply(params, new_state, x, train=False)
     assert eval_logits.shape == (5, 10) and [int(s.count) for s in eval_state] == [1, 1]
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_norm_none_is_the_no_normalization_baseline_whatever_the_placement(placement):
+    kwargs = dict(input_shape=(6,), widths=(5, 4), num_classes=3, activation="tanh")
+    x = np.random.default_rng(1).normal(size=(8, 6)).astype(np.float32)
+    baseline = make_model("mlp", placement="none", **kwargs)
+    params, _ = baseline.init(jax.random.PRNGKey(0))
+    model = make_model("mlp", placement=placement, norm=Normalization(kind="none"), **kwargs)
+    own_params, state = model.init(jax.random.PRNGKey(0))
+    assert state == [] and own_params["norm"] == []
+    np.testing.assert_array_equal(model.apply(own_params, state, x, train=True)[0], baseline.apply(params, [], x, train=True)[0])

@@ -206,14 +206,14 @@ def jax_oom():
 
 
 def test_data_with_nan_is_rejected_with_its_name_and_count(monkeypatch, write_spec, workdir, cli):
-    def load_bad(num_samples):
-        clean = data.REGISTRY["synthetic"].load(num_samples)
+    def load_bad(num_samples, folder):
+        clean = data.REGISTRY["synthetic"].build(num_samples, folder)
         x = clean.x_train.copy()
         x[:3, 0] = np.nan
         x[5, 1] = np.inf
         return clean._replace(name="broken", x_train=x)
 
-    monkeypatch.setitem(data.REGISTRY, "broken", data.DatasetInfo("broken", "test", 100, 0.8, load_bad))
+    monkeypatch.setitem(data.REGISTRY, "broken", data.DatasetInfo("broken", "test", (80, 20), (16,), load_bad))
     result = cli("sweep", write_spec('dataset = "broken"\nbatch_size = 8\nsteps = 5\n'))
     assert result.exit_code == 2
     assert result.stderr.strip().endswith("dataset 'broken': x_train holds 4 NaN/inf values")

@@ -176,3 +176,13 @@ def test_activation_statistics_match_numpy_on_the_fixed_batch():
         np.testing.assert_allclose(stats[layer], expected, rtol=1e-4, atol=1e-5)
     result = train_run(config)
     assert [(p.step, p.layer) for p in result.activations] == [(2, 1), (2, 2), (4, 1), (4, 2)]
+
+
+def test_counts_stay_integers_when_every_grouping_column_is_numeric():
+    from bnbench.cli import _summary_cells
+
+    table = pd.DataFrame(
+        {"epsilon": [1e-5], "momentum": [0.9], "n": [2], "diverged": [0], "mean": [0.5], "std": [0.1], "ci_low": [0.4], "ci_high": [0.6]}
+    )
+    _, rows = _summary_cells(table, ["epsilon", "momentum"])
+    assert rows[0][2:4] == ["2", "0"]
