@@ -187,7 +187,8 @@ _DATA_DIR_HELP = (
 
 def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
     """Downloads the published files of the data sets ``names`` that are not found locally."""
-    missing = [n for n in names if data.info(n).source and not datafiles.locate(n, data.info(n).source, data_dir)]
+    sources = {n: data.info(n).source for n in names}
+    missing = [n for n, source in sources.items() if source and not datafiles.locate(n, source, data_dir)]
     if not missing:
         return
     columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
@@ -200,7 +201,7 @@ def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
             progress.update(tasks[label], completed=done)
 
         for name in missing:
-            folder = datafiles.fetch(name, data.info(name).source, data_dir, on_progress)
+            folder = datafiles.fetch(name, sources[name], data_dir, on_progress)
             console.print(f"{name}: verified and saved in {folder}")
 
 
