@@ -21,6 +21,10 @@ Conventions
   constant channel exactly at ``offset``. In float32 the variance overflows when a channel's
   standard deviation exceeds about 1e19: the running variance becomes ``inf`` and outputs collapse
   to ``offset`` (never NaN). Speed against the one-pass formula: ``bnbench profile``.
+* Training-mode derivatives are written out (``jax.custom_jvp``): reverse mode, forward mode and
+  higher orders all work, and the gradient reads ``x`` and the cotangent twice each and writes ``dx``
+  once. Derivatives reach ``x``, ``scale``, ``offset``, ``epsilon`` and, through the updated
+  state, the batch statistics.
 
 Variants (keyword arguments of :func:`batch_norm`, all float64-tested):
 
@@ -106,15 +110,75 @@ def batch_statistics(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Ar
     if axis_name is not None:
         mean_offset = jax.lax.pmean(mean_offset, axis_name)
     mean = shift + mean_offset
-    var = jnp.mean(jnp.square(xf - mean), axis=reduce_axes)
+    # Why the barrier: XLA would share ``x - mean`` between this reduction and the normalization that
+    # follows, and XLA:CPU then writes it out as a whole tensor (one extra write and read of x). A
+    # distinct copy of the mean keeps each pass fused; the barrier changes no value.
+    var = jnp.mean(jnp.square(xf - jax.lax.optimization_barrier(mean)), axis=reduce_axes)
     if axis_name is not None:
         var = jax.lax.pmean(var, axis_name)
     return mean, var
 
 
-def _broadcastable(stat: jax.Array, ndim: int) -> jax.Array:
-    """Per-channel statistics of shape ``(..., C)`` reshaped to broadcast against ``ndim`` data axes."""
-    return stat.reshape(stat.shape[:-1] + (1,) * (ndim - 1) + stat.shape[-1:])
+def _renorm_correction(mean, var, epsilon, renorm):
+    """Batch Renormalization's ``(r, d)`` for batch statistics ``mean, var``, or ``(1, 0)`` when
+    ``renorm`` is None; else ``renorm = (running_mean, running_var, rmax, dmax)``."""
+    if renorm is None:
+        return 1.0, 0.0
+    running_mean, running_var, rmax, dmax = (a.astype(mean.dtype) for a in renorm)
+    inv_running = jax.lax.rsqrt(running_var + epsilon)
+    r = jnp.clip(jnp.sqrt(var + epsilon) * inv_running, 1 / rmax, rmax)
+    d = jnp.clip((mean - running_mean) * inv_running, -dmax, dmax)
+    return r, d
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(5,))
+def _normalize_batch(x, scale, offset, epsilon, renorm, axis_name):
+    """Training-mode BN of one batch: ``(y, batch mean, batch variance)``.
+
+    ``y = (x - mean) * scale * r / sqrt(var + epsilon) + offset + scale * d``, with ``(r, d)`` from
+    :func:`_renorm_correction`. ``epsilon`` is an array of the statistics dtype.
+    """
+    mean, var = batch_statistics(x, axis_name)
+    inv = jax.lax.rsqrt(var + epsilon)
+    r, d = _renorm_correction(mean, var, epsilon, renorm)
+    stat_dtype = mean.dtype
+    scale, offset = scale.astype(stat_dtype), offset.astype(stat_dtype)
+    y = (x.astype(stat_dtype) - mean) * (scale * inv * r) + (offset + scale * d)
+    return y.astype(x.dtype), mean, var
+
+
+@_normalize_batch.defjvp
+def _normalize_batch_jvp(axis_name, primals, tangents):
+    """The derivative written out, so that its transpose (the gradient) reads ``x`` and the cotangent
+    twice each and writes ``dx`` once: autodiff of the statistics makes XLA:CPU write out whole
+    tensors (``x - mean``, ``g * scale * inv``) that this form keeps inside fused reductions.
+
+    ``r`` and ``d`` are constants (Ioffe 2017), so no derivative reaches the running statistics or the
+    renorm bounds. The sums ``mean(x - mean)`` that vanish in exact arithmetic are left out.
+    """
+    x, scale, offset, epsilon, renorm = primals
+    dx, dscale, doffset, depsilon, _ = tangents
+    y, mean, var = _normalize_batch(x, scale, offset, epsilon, renorm, axis_name)
+    stat_dtype = mean.dtype
+    reduce_axes = tuple(range(x.ndim - 1))
+    xf, dxf = x.astype(stat_dtype), dx.astype(stat_dtype)
+    scale, dscale, doffset = (a.astype(stat_dtype) for a in (scale, dscale, doffset))
+    inv = jax.lax.rsqrt(var + epsilon)
+    r, d = jax.lax.stop_gradient(_renorm_correction(mean, var, epsilon, renorm))
+    # Distinct copies of the mean, one per pass that reads x - mean (see batch_statistics).
+    mean_for_var, _ = jax.lax.optimization_barrier((mean, inv))
+    mean_for_y, _ = jax.lax.optimization_barrier((mean, scale))
+    dmean = jnp.mean(dxf, axis=reduce_axes)
+    dvar = 2 * jnp.mean(dxf * (xf - mean_for_var), axis=reduce_axes)
+    if axis_name is not None:
+        dmean, dvar = jax.lax.pmean((dmean, dvar), axis_name)
+    dinv = -0.5 * inv**3 * (dvar + depsilon)
+    multiplier = scale * inv * r
+    dmultiplier = (dscale * inv + scale * dinv) * r
+    # dx * multiplier and dmean * multiplier stay apart so that the gradient sums the cotangent
+    # before multiplying, rather than writing out cotangent * multiplier.
+    dy = dxf * multiplier - dmean * multiplier + (xf - mean_for_y) * dmultiplier + (doffset + dscale * d)
+    return (y, mean, var), (dy.astype(x.dtype), dmean, dvar)
 
 
 @partial(jax.jit, static_argnames=("train", "axis_name", "ghost_batch_size", "renorm", "running_var"))
@@ -157,23 +221,28 @@ def batch_norm(
     if running_var not in RUNNING_VARIANCES:
         raise ValueError(f"running_var must be one of {RUNNING_VARIANCES}, got {running_var!r}")
     stat_dtype = statistics_dtype(x.dtype)
+    eps = jnp.asarray(epsilon, stat_dtype)
     if not train:
         mean, var = state.mean.astype(stat_dtype), state.var.astype(stat_dtype)
-        inv = params.scale.astype(stat_dtype) * jax.lax.rsqrt(var + jnp.asarray(epsilon, stat_dtype))
+        inv = params.scale.astype(stat_dtype) * jax.lax.rsqrt(var + eps)
         y = (x.astype(stat_dtype) - mean) * inv + params.offset.astype(stat_dtype)
         return y.astype(x.dtype), state
+    bounds = (state.mean, state.var, jnp.asarray(renorm_rmax), jnp.asarray(renorm_dmax)) if renorm else None
+
+    def normalize(batch):
+        return _normalize_batch(batch, params.scale, params.offset, eps, bounds, axis_name)
+
     if ghost_batch_size is None:
-        xs = x
-        mean, var = batch_statistics(x, axis_name)
-        batch_mean, batch_var = mean, var
+        y, batch_mean, batch_var = normalize(x)
+        count = x.size // x.shape[-1]
     else:
         if x.shape[0] % ghost_batch_size:
             raise ValueError(f"ghost_batch_size {ghost_batch_size} does not divide the batch of {x.shape[0]}")
-        xs = x.reshape(x.shape[0] // ghost_batch_size, ghost_batch_size, *x.shape[1:])
-        mean, var = jax.vmap(batch_statistics, in_axes=(0, None))(xs, axis_name)
-        batch_mean, batch_var = mean.mean(axis=0), var.mean(axis=0)
+        ghosts = x.reshape(x.shape[0] // ghost_batch_size, ghost_batch_size, *x.shape[1:])
+        y, means, variances = jax.vmap(normalize)(ghosts)
+        y, batch_mean, batch_var = y.reshape(x.shape), means.mean(axis=0), variances.mean(axis=0)
+        count = ghosts[0].size // x.shape[-1]
     if running_var == "unbiased":
-        count = xs[0].size // x.shape[-1] if ghost_batch_size else x.size // x.shape[-1]
         if axis_name is not None:
             count *= jax.lax.psum(1, axis_name)
         batch_var = batch_var * (count / jnp.maximum(count - 1, 1))
@@ -182,22 +251,7 @@ def batch_norm(
         var=(momentum * state.var + (1 - momentum) * batch_var).astype(state.var.dtype),
         count=state.count + 1,
     )
-    eps = jnp.asarray(epsilon, stat_dtype)
-    scale, offset = params.scale.astype(stat_dtype), params.offset.astype(stat_dtype)
-    inv = jax.lax.rsqrt(var + eps)
-    if renorm:
-        # r and d pull the batch-normalized value towards the running-statistics one; they are
-        # treated as constants by the gradient, as in Ioffe (2017).
-        sigma_ratio = jnp.sqrt(var + eps) * jax.lax.rsqrt(state.var.astype(stat_dtype) + eps)
-        rmax = jnp.asarray(renorm_rmax, stat_dtype)
-        r = jax.lax.stop_gradient(jnp.clip(sigma_ratio, 1 / rmax, rmax))
-        d = (mean - state.mean.astype(stat_dtype)) * jax.lax.rsqrt(state.var.astype(stat_dtype) + eps)
-        dmax = jnp.asarray(renorm_dmax, stat_dtype)
-        d = jax.lax.stop_gradient(jnp.clip(d, -dmax, dmax))
-        inv, offset = inv * r, offset + scale * d
-    inv = _broadcastable(scale * inv, x.ndim)
-    y = (xs.astype(stat_dtype) - _broadcastable(mean, x.ndim)) * inv + _broadcastable(offset, x.ndim)
-    return y.reshape(x.shape).astype(x.dtype), new_state
+    return y, new_state
 
 
 def fold(params: BNParams, state: BNState, weight: jax.Array, bias: jax.Array, *, epsilon: float = DEFAULT_EPSILON):

@@ -134,6 +134,116 @@ def test_gradient_wrt_x_matches_finite_differences():
     np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-3)
 
 
+def _reference_loss_with_state(x, scale, offset, eps, weights, mean_weights, var_weights, momentum, state):
+    """Float64 loss that reads the output, the updated running statistics and epsilon."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean((x - mean) ** 2, axis=axes)
+    y = scale * (x - mean) / jnp.sqrt(var + eps) + offset
+    new_mean = momentum * state.mean + (1 - momentum) * mean
+    new_var = momentum * state.var + (1 - momentum) * var
+    return jnp.sum(weights * y) + jnp.sum(mean_weights * new_mean) + jnp.sum(var_weights * new_var)
+
+
+def _loss_with_state(shape, seed):
+    """bnbench's loss matching :func:`_reference_loss_with_state`, and its float64 arguments."""
+    x, params, state = random_inputs(shape, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    weights, mean_weights, var_weights = rng.normal(size=shape), rng.normal(size=shape[-1]), rng.normal(size=shape[-1])
+
+    def loss(x, scale, offset, eps):
+        y, new_state = bn.batch_norm(x, bn.BNParams(scale, offset), state, train=True, epsilon=eps, momentum=0.5)
+        return (
+            jnp.sum(jnp.asarray(weights, jnp.float32) * y)
+            + jnp.sum(jnp.asarray(mean_weights, jnp.float32) * new_state.mean)
+            + jnp.sum(jnp.asarray(var_weights, jnp.float32) * new_state.var)
+        )
+
+    def reference(x, scale, offset, eps):
+        state64 = bn.BNState(*(np.asarray(a, np.float64) for a in state))
+        return _reference_loss_with_state(x, scale, offset, eps, weights, mean_weights, var_weights, 0.5, state64)
+
+    args = (x, params.scale, params.offset, jnp.float32(1e-2))
+    return loss, reference, args
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gradients_through_the_running_statistics_and_epsilon_match_float64(shape):
+    loss, reference, args = _loss_with_state(shape, seed=20)
+    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
+    with jax.enable_x64(True):
+        ref = jax.grad(reference, argnums=(0, 1, 2, 3))(*(np.asarray(a, np.float64) for a in args))
+        ref = [np.asarray(r) for r in ref]
+    for g, r in zip(grads, ref):
+        np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4 * np.abs(r).max())
+
+
+def test_forward_mode_and_hessian_vector_products_match_float64():
+    loss, reference, (x, *rest) = _loss_with_state((16, 4), seed=21)
+    tangent = np.random.default_rng(22).normal(size=x.shape)
+
+    def loss_of_x(x):
+        return loss(x, *rest)
+
+    _, directional = jax.jvp(loss_of_x, (x,), (jnp.asarray(tangent, jnp.float32),))
+    _, hvp = jax.jvp(jax.grad(loss_of_x), (x,), (jnp.asarray(tangent, jnp.float32),))
+    with jax.enable_x64(True):
+        rest64 = [np.asarray(a, np.float64) for a in rest]
+
+        def reference_of_x(x):
+            return reference(x, *rest64)
+
+        x64 = np.asarray(x, np.float64)
+        _, directional_ref = jax.jvp(reference_of_x, (x64,), (tangent,))
+        _, hvp_ref = jax.jvp(jax.grad(reference_of_x), (x64,), (tangent,))
+        directional_ref, hvp_ref = float(directional_ref), np.asarray(hvp_ref)
+    np.testing.assert_allclose(directional, directional_ref, rtol=2e-4)
+    np.testing.assert_allclose(hvp, hvp_ref, rtol=1e-3, atol=1e-3 * np.abs(hvp_ref).max())
+
+
+def test_cross_device_gradients_are_those_of_the_concatenated_batch():
+    x, params, state = random_inputs((32, 3), seed=23)
+    weights = np.random.default_rng(24).normal(size=x.shape)
+
+    def sharded_loss(x, scale, offset):
+        def per_shard(xs, ws):
+            y, new_state = bn.batch_norm(xs, bn.BNParams(scale, offset), state, train=True, axis_name="devices")
+            # Every shard holds the same running variance: a quarter of it each counts it once.
+            return jnp.sum(ws * y) + jnp.sum(new_state.var) / 4
+
+        shard_weights = jnp.asarray(weights, jnp.float32).reshape(4, 8, 3)
+        return jax.vmap(per_shard, axis_name="devices")(x.reshape(4, 8, 3), shard_weights).sum()
+
+    def reference(x, scale, offset):
+        var = jnp.mean((x - x.mean(axis=0)) ** 2, axis=0)
+        y = scale * (x - x.mean(axis=0)) / jnp.sqrt(var + bn.DEFAULT_EPSILON) + offset
+        return jnp.sum(weights * y) + (1 - bn.DEFAULT_MOMENTUM) * jnp.sum(var)
+
+    grads = jax.grad(sharded_loss, argnums=(0, 1, 2))(x, params.scale, params.offset)
+    with jax.enable_x64(True):
+        ref = jax.grad(reference, argnums=(0, 1, 2))(*(np.asarray(a, np.float64) for a in (x, params.scale, params.offset)))
+        ref = [np.asarray(r) for r in ref]
+    for g, r in zip(grads, ref):
+        np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4 * np.abs(r).max())
+
+
+def test_bfloat16_gradients_keep_dtypes_and_match_float32_on_the_same_values():
+    x, params, state = random_inputs((64, 8), seed=25)
+    xb = jnp.asarray(x, jnp.bfloat16)
+    weights = jnp.asarray(np.random.default_rng(26).normal(size=x.shape), jnp.float32)
+
+    def loss(x, scale, offset):
+        y, _ = bn.batch_norm(x, bn.BNParams(scale, offset), state, train=True)
+        return jnp.sum(weights * y.astype(jnp.float32))
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(xb, params.scale, params.offset)
+    assert grads[0].dtype == jnp.bfloat16 and grads[1].dtype == jnp.float32
+    exact = jax.grad(loss, argnums=(0, 1, 2))(jnp.asarray(xb, jnp.float32), params.scale, params.offset)
+    np.testing.assert_allclose(np.asarray(grads[0], np.float32), exact[0], rtol=2e-2, atol=2e-2 * np.abs(exact[0]).max())
+    for g, r in zip(grads[1:], exact[1:]):
+        np.testing.assert_allclose(g, r, rtol=2e-2, atol=2e-2 * np.abs(r).max())
+
+
 def test_bfloat16_input_keeps_float32_statistics_and_output_dtype():
     x, params, state = random_inputs((64, 8), seed=7)
     xb = jnp.asarray(x, jnp.bfloat16)

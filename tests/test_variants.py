@@ -25,6 +25,29 @@ def test_ghost_batches_are_normalized_separately_and_the_ema_averages_their_stat
     assert np.abs(np.asarray(whole) - np.asarray(y)).max() > 1e-2
 
 
+def test_ghost_gradients_match_float64_sub_batch_by_sub_batch():
+    x, params, state = random_inputs((12, 2, 3), seed=15)
+    weights = np.random.default_rng(16).normal(size=x.shape)
+
+    def loss(x, scale, offset):
+        y, _ = bn.batch_norm(x, bn.BNParams(scale, offset), state, train=True, epsilon=1e-3, ghost_batch_size=4)
+        return jnp.sum(jnp.asarray(weights, jnp.float32) * y)
+
+    def reference_loss(x, scale, offset):
+        ghosts = x.reshape(3, 4, 2, 3)
+        mean = ghosts.mean(axis=(1, 2), keepdims=True)
+        var = ((ghosts - mean) ** 2).mean(axis=(1, 2), keepdims=True)
+        y = scale * (ghosts - mean) / jnp.sqrt(var + 1e-3) + offset
+        return jnp.sum(weights * y.reshape(x.shape))
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(x, params.scale, params.offset)
+    with jax.enable_x64(True):
+        args = [np.asarray(a, np.float64) for a in (x, params.scale, params.offset)]
+        ref = [np.asarray(g) for g in jax.grad(reference_loss, argnums=(0, 1, 2))(*args)]
+    for g, r in zip(grads, ref):
+        np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4 * np.abs(r).max())
+
+
 def test_ghost_batch_size_must_divide_the_batch():
     x, params, state = random_inputs((10, 3))
     with pytest.raises(ValueError, match="does not divide"):
