@@ -146,7 +146,7 @@ def _reference_loss_with_state(x, scale, offset, eps, weights, mean_weights, var
 
 
 def _loss_with_state(shape, seed):
-    """bnbench's loss matching :func:`_reference_loss_with_state`, and its float64 arguments."""
+    """bnbench's loss matching :func:`_reference_loss_with_state`, that float64 reference, and float32 arguments."""
     x, params, state = random_inputs(shape, seed=seed)
     rng = np.random.default_rng(seed + 100)
     weights, mean_weights, var_weights = rng.normal(size=shape), rng.normal(size=shape[-1]), rng.normal(size=shape[-1])
