@@ -131,12 +131,11 @@ def _renorm_correction(mean, var, epsilon, renorm):
     return r, d
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(5,))
-def _normalize_batch(x, scale, offset, epsilon, renorm, axis_name):
-    """Training-mode BN of one batch: ``(y, batch mean, batch variance)``.
+def _forward(x, scale, offset, epsilon, renorm, axis_name):
+    """Training-mode BN of one batch: ``((y, batch mean, batch variance), (inv, r, d))``.
 
-    ``y = (x - mean) * scale * r / sqrt(var + epsilon) + offset + scale * d``, with ``(r, d)`` from
-    :func:`_renorm_correction`. ``epsilon`` is an array of the statistics dtype.
+    ``y = (x - mean) * scale * r * inv + offset + scale * d`` with ``inv = 1 / sqrt(var + epsilon)``
+    and ``(r, d)`` from :func:`_renorm_correction`. ``epsilon`` is an array of the statistics dtype.
     """
     mean, var = batch_statistics(x, axis_name)
     inv = jax.lax.rsqrt(var + epsilon)
@@ -144,7 +143,13 @@ def _normalize_batch(x, scale, offset, epsilon, renorm, axis_name):
     stat_dtype = mean.dtype
     scale, offset = scale.astype(stat_dtype), offset.astype(stat_dtype)
     y = (x.astype(stat_dtype) - mean) * (scale * inv * r) + (offset + scale * d)
-    return y.astype(x.dtype), mean, var
+    return (y.astype(x.dtype), mean, var), (inv, r, d)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(5,))
+def _normalize_batch(x, scale, offset, epsilon, renorm, axis_name):
+    """Training-mode BN of one batch: ``(y, batch mean, batch variance)`` (see :func:`_forward`)."""
+    return _forward(x, scale, offset, epsilon, renorm, axis_name)[0]
 
 
 @_normalize_batch.defjvp
@@ -158,13 +163,12 @@ def _normalize_batch_jvp(axis_name, primals, tangents):
     """
     x, scale, offset, epsilon, renorm = primals
     dx, dscale, doffset, depsilon, _ = tangents
-    y, mean, var = _normalize_batch(x, scale, offset, epsilon, renorm, axis_name)
+    (y, mean, var), (inv, r, d) = _forward(x, scale, offset, epsilon, renorm, axis_name)
+    r, d = jax.lax.stop_gradient((r, d))
     stat_dtype = mean.dtype
     reduce_axes = tuple(range(x.ndim - 1))
     xf, dxf = x.astype(stat_dtype), dx.astype(stat_dtype)
     scale, dscale, doffset = (a.astype(stat_dtype) for a in (scale, dscale, doffset))
-    inv = jax.lax.rsqrt(var + epsilon)
-    r, d = jax.lax.stop_gradient(_renorm_correction(mean, var, epsilon, renorm))
     # Distinct copies of the mean, one per pass that reads x - mean (see batch_statistics).
     mean_for_var, _ = jax.lax.optimization_barrier((mean, inv))
     mean_for_y, _ = jax.lax.optimization_barrier((mean, scale))
