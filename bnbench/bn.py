@@ -14,6 +14,8 @@ Conventions
   (``bnbench = 1 - pytorch``). The running variance stores the biased batch variance
   (PyTorch stores the unbiased one).
 * Evaluation mode normalizes with the running statistics and returns the state unchanged.
+* An empty batch (no elements to reduce) gives an empty output and leaves the state unchanged, as
+  in PyTorch. Complex inputs are refused (``TypeError``).
 * Statistics are accumulated in at least float32 (bfloat16/float16 inputs are upcast); the output
   has the input's dtype. The variance is computed in two passes (mean first, shifted by one sample
   per channel, then the mean of squared deviations), which does not cancel catastrophically when
@@ -89,34 +91,61 @@ def statistics_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def check_real(x: jax.Array, where: str) -> None:
+    """Refuses complex inputs: the variance of complex values needs ``|x - mean|^2``, which the
+    normalizations here do not implement; normalize the real and imaginary parts separately."""
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{where}: complex input ({x.dtype}) is not supported; normalize real and imaginary parts separately")
+
+
 def batch_statistics(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-channel mean and biased variance of ``x`` over all axes but the last, in two passes.
 
     The mean is ``shift + mean(x - shift)`` with ``shift`` one sample per channel: the sum stays small
     when the mean is large relative to the spread, and a constant channel gets exactly its value as
     mean (so it normalizes to exactly 0, leaving no rounding error for ``1/sqrt(epsilon)`` to amplify).
-    The variance is then ``mean((x - mean)^2)``. Each pass is a single reduction of an elementwise
-    expression of ``x``, which XLA fuses into one read of ``x``. With ``axis_name``, the statistics are
-    those of the batch concatenated across that named axis (every participant must hold the same
-    number of elements).
+    The variance is then ``mean(((x - shift) - mean_offset)^2)``. Each pass is a single reduction of an
+    elementwise expression of ``x``, which XLA fuses into one read of ``x``. With ``axis_name``, the
+    statistics are those of the batch concatenated across that named axis (every participant must
+    hold the same number of elements).
     """
     xf = x.astype(statistics_dtype(x.dtype))
-    reduce_axes = tuple(range(x.ndim - 1))
+    shift, mean_offset, var = _shifted_statistics(xf, axis_name)
+    return shift + mean_offset, var
+
+
+def _shifted_statistics(xf: jax.Array, axis_name: str | None):
+    """``(shift, mean_offset, var)`` of :func:`batch_statistics`: the mean is ``shift + mean_offset``.
+
+    Callers normalize with ``(x - shift) - mean_offset`` rather than ``x - mean``: when the mean is
+    large, ``shift + mean_offset`` rounds to the statistics dtype (at 1e6 in float32, to 1/16), and
+    that rounding would shift every output by up to ``ulp(mean) / std``.
+    """
+    reduce_axes = tuple(range(xf.ndim - 1))
     # The shift cancels mathematically, so no gradient flows through it.
-    shift = jax.lax.stop_gradient(xf[(0,) * (x.ndim - 1)])
+    shift = jax.lax.stop_gradient(xf[(0,) * (xf.ndim - 1)])
     if axis_name is not None:
         shift = jax.lax.pmean(shift, axis_name)
     mean_offset = jnp.mean(xf - shift, axis=reduce_axes)
     if axis_name is not None:
         mean_offset = jax.lax.pmean(mean_offset, axis_name)
-    mean = shift + mean_offset
-    # Why the barrier: XLA would share ``x - mean`` between this reduction and the normalization that
-    # follows, and XLA:CPU then writes it out as a whole tensor (one extra write and read of x). A
-    # distinct copy of the mean keeps each pass fused; the barrier changes no value.
-    var = jnp.mean(jnp.square(xf - jax.lax.optimization_barrier(mean)), axis=reduce_axes)
+    var = jnp.mean(jnp.square(_centered(xf, (shift, mean_offset))), axis=reduce_axes)
     if axis_name is not None:
         var = jax.lax.pmean(var, axis_name)
-    return mean, var
+    return shift, mean_offset, var
+
+
+def _centered(xf: jax.Array, statistics: tuple) -> jax.Array:
+    """``(xf - shift) - mean_offset`` with ``statistics = (shift, mean_offset, ...)`` passed through an
+    optimization barrier.
+
+    Why the barrier: XLA would share ``x - shift`` between every pass that reads it, and XLA:CPU then
+    writes it out as a whole tensor (one extra write and read of x). A distinct copy of the statistics
+    per pass keeps each pass fused; the barrier changes no value. Each caller passes a different tuple
+    (the extra entries tell them apart), so that XLA does not merge two barriers into one.
+    """
+    shift, mean_offset = jax.lax.optimization_barrier(statistics)[:2]
+    return (xf - shift) - mean_offset
 
 
 def _renorm_correction(mean, var, epsilon, renorm):
@@ -132,18 +161,21 @@ def _renorm_correction(mean, var, epsilon, renorm):
 
 
 def _forward(x, scale, offset, epsilon, renorm, axis_name):
-    """Training-mode BN of one batch: ``((y, batch mean, batch variance), (inv, r, d))``.
+    """Training-mode BN of one batch: ``((y, batch mean, batch variance), (shift, mean_offset, inv, r, d))``.
 
-    ``y = (x - mean) * scale * r * inv + offset + scale * d`` with ``inv = 1 / sqrt(var + epsilon)``
-    and ``(r, d)`` from :func:`_renorm_correction`. ``epsilon`` is an array of the statistics dtype.
+    ``y = ((x - shift) - mean_offset) * scale * r * inv + offset + scale * d`` with the batch mean
+    ``shift + mean_offset`` (:func:`_shifted_statistics`), ``inv = 1 / sqrt(var + epsilon)`` and
+    ``(r, d)`` from :func:`_renorm_correction`. ``epsilon`` is an array of the statistics dtype.
     """
-    mean, var = batch_statistics(x, axis_name)
+    stat_dtype = statistics_dtype(x.dtype)
+    xf = x.astype(stat_dtype)
+    shift, mean_offset, var = _shifted_statistics(xf, axis_name)
+    mean = shift + mean_offset
     inv = jax.lax.rsqrt(var + epsilon)
     r, d = _renorm_correction(mean, var, epsilon, renorm)
-    stat_dtype = mean.dtype
     scale, offset = scale.astype(stat_dtype), offset.astype(stat_dtype)
-    y = (x.astype(stat_dtype) - mean) * (scale * inv * r) + (offset + scale * d)
-    return (y.astype(x.dtype), mean, var), (inv, r, d)
+    y = _centered(xf, (shift, mean_offset, inv)) * (scale * inv * r) + (offset + scale * d)
+    return (y.astype(x.dtype), mean, var), (shift, mean_offset, inv, r, d)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(5,))
@@ -163,17 +195,14 @@ def _normalize_batch_jvp(axis_name, primals, tangents):
     """
     x, scale, offset, epsilon, renorm = primals
     dx, dscale, doffset, depsilon, _ = tangents
-    (y, mean, var), (inv, r, d) = _forward(x, scale, offset, epsilon, renorm, axis_name)
+    (y, mean, var), (shift, mean_offset, inv, r, d) = _forward(x, scale, offset, epsilon, renorm, axis_name)
     r, d = jax.lax.stop_gradient((r, d))
     stat_dtype = mean.dtype
     reduce_axes = tuple(range(x.ndim - 1))
     xf, dxf = x.astype(stat_dtype), dx.astype(stat_dtype)
     scale, dscale, doffset = (a.astype(stat_dtype) for a in (scale, dscale, doffset))
-    # Distinct copies of the mean, one per pass that reads x - mean (see batch_statistics).
-    mean_for_var, _ = jax.lax.optimization_barrier((mean, inv))
-    mean_for_y, _ = jax.lax.optimization_barrier((mean, scale))
     dmean = jnp.mean(dxf, axis=reduce_axes)
-    dvar = 2 * jnp.mean(dxf * (xf - mean_for_var), axis=reduce_axes)
+    dvar = 2 * jnp.mean(dxf * _centered(xf, (shift, mean_offset, inv, scale)), axis=reduce_axes)
     if axis_name is not None:
         dmean, dvar = jax.lax.pmean((dmean, dvar), axis_name)
     dinv = -0.5 * inv**3 * (dvar + depsilon)
@@ -181,7 +210,9 @@ def _normalize_batch_jvp(axis_name, primals, tangents):
     dmultiplier = (dscale * inv + scale * dinv) * r
     # dx * multiplier and dmean * multiplier stay apart so that the gradient sums the cotangent
     # before multiplying, rather than writing out cotangent * multiplier.
-    dy = dxf * multiplier - dmean * multiplier + (xf - mean_for_y) * dmultiplier + (doffset + dscale * d)
+    dy = dxf * multiplier - dmean * multiplier + _centered(xf, (shift, mean_offset, scale)) * dmultiplier + (
+        doffset + dscale * d
+    )
     return (y, mean, var), (dy.astype(x.dtype), dmean, dvar)
 
 
@@ -224,6 +255,10 @@ def batch_norm(
     """
     if running_var not in RUNNING_VARIANCES:
         raise ValueError(f"running_var must be one of {RUNNING_VARIANCES}, got {running_var!r}")
+    check_real(x, "batch_norm")
+    if train and x.size == 0:
+        # Nothing to take statistics of: like PyTorch, an empty output and the state unchanged.
+        return jnp.zeros_like(x), state
     stat_dtype = statistics_dtype(x.dtype)
     eps = jnp.asarray(epsilon, stat_dtype)
     if not train:

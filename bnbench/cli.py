@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import math
+import importlib.metadata
 import os
 import signal
 import threading
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 import typer
-from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -24,24 +22,67 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
-from bnbench import data, datafiles, frames, results, schema, summary
+from bnbench import data, datafiles, frames, render, results, schema, summary
+from bnbench import engine as engine_lib
 from bnbench import explain as explain_lib
 from bnbench import plots as plot_lib
 from bnbench import profile as profile_lib
 from bnbench import sweep as sweep_lib
-from bnbench import engine as engine_lib
 from bnbench.errors import BnbenchError
 from bnbench.spec import RUN_FIELDS, load_spec, with_overrides
 
+class _FlagsWithoutType:
+    """Help without the Python types Typer shows beside each parameter (``<bool>``, ``<list[Path]>``):
+    a flag (``--dry-run``, ``--help``, ``--install-completion``) takes no value, and every other
+    parameter names its value itself (``DIR``, ``KEY=V1,V2``)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None
+        return params
+
+
+class _Command(_FlagsWithoutType, TyperCommand):
+    pass
+
+
+class _Group(_FlagsWithoutType, TyperGroup):
+    pass
+
+
 app = typer.Typer(
-    add_completion=False,
+    cls=_Group,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Hard evidence about Batch Normalization: sweeps of small models and BN explained.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Hard evidence about Batch Normalization: sweeps of small models, reports, BN kernel profiles.",
 )
 console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bnbench {importlib.metadata.version('bnbench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Hard evidence about Batch Normalization: sweeps of small models, reports, BN kernel profiles."""
 
 
 def _fail(err: Exception, code: int = 2) -> typer.Exit:
@@ -70,77 +111,6 @@ def _stop_on_interrupt(stop: threading.Event):
         signal.signal(signal.SIGINT, previous)
 
 
-def _fmt(value: float, digits: int = 4) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _mean_std(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "—"
-    return _fmt(mean) if math.isnan(std) else f"{_fmt(mean)} ± {_fmt(std)}"
-
-
-def _interval(low: float, high: float) -> str:
-    return "—" if math.isnan(low) else f"[{_fmt(low)}, {_fmt(high)}]"
-
-
-def _summary_cells(table: pd.DataFrame, by: list[str]) -> tuple[list[str], list[list[str]]]:
-    header = [*by, "n", "diverged", "mean ± std", "95% CI"]
-    rows = [
-        [
-            *(str(row[c]) for c in by),
-            str(row["n"]),
-            str(row["diverged"]),
-            _mean_std(row["mean"], row["std"]),
-            _interval(row["ci_low"], row["ci_high"]),
-        ]
-        for row in table.to_dict("records")
-    ]
-    return header, rows
-
-
-def _compare_cells(table: pd.DataFrame, by: list[str], axis: str, a: str, b: str) -> tuple[list[str], list[list[str]]]:
-    header = [*by, "pairs", f"mean {a} − {b}", "95% CI (bootstrap)", "verdict"]
-    rows = []
-    for row in table.to_dict("records"):
-        if row["pairs"] < 2:
-            verdict = "too few pairs"
-        elif row["ci_includes_zero"]:
-            verdict = "no evidence of a difference (CI includes 0)"
-        else:
-            verdict = f"{axis}={a} {'higher' if row['mean_diff'] > 0 else 'lower'}"
-        rows.append(
-            [
-                *(str(row[c]) for c in by),
-                str(row["pairs"]),
-                _fmt(row["mean_diff"]),
-                _interval(row["ci_low"], row["ci_high"]),
-                verdict,
-            ]
-        )
-    return header, rows
-
-
-def _print_table(header: list[str], rows: list[list[str]], title: str, fmt: str, highlight: int | None = None) -> None:
-    if fmt == "markdown":
-        lines = [f"**{title}**", ""] + ["| " + " | ".join(cells) + " |" for cells in (header, ["---"] * len(header), *rows)]
-        console.print("\n".join(lines) + "\n", markup=False, soft_wrap=True)
-        return
-    table = Table(title=title)
-    for column in header:
-        table.add_column(column)
-    for i, cells in enumerate(rows):
-        table.add_row(*cells, style="bold green" if i == highlight else None)
-    console.print(table)
-
-
-def _best_row(table: pd.DataFrame, metric: str) -> int | None:
-    """The row with the best mean: highest for accuracies, lowest for losses."""
-    if not table["mean"].notna().any():
-        return None
-    return int(table["mean"].idxmax() if "acc" in metric else table["mean"].idxmin())
-
-
 def _report(
     out_dir: Path,
     *,
@@ -150,38 +120,53 @@ def _report(
     fmt: str = "table",
     plots: bool = True,
 ) -> None:
-    """Prints the summary (and a paired comparison) of a results folder and writes its plots."""
+    """Prints the summary (and a paired comparison) of a results folder and writes its plots.
+
+    Everything that can fail on the user's arguments is checked before anything is printed. Only the
+    tables go to stdout; plot paths go to stderr. With ``fmt="csv"`` stdout holds one table: the
+    comparison when one is asked for, else the summary.
+    """
     runs = frames.load_runs(out_dir)
-    for column in [*(by or []), metric, *(comparison[:1] if comparison else [])]:
+    if runs.empty:
+        raise frames.LoadError(f"{out_dir / 'runs.csv'}: holds no finished run yet")
+    for column in by or []:
         if column not in runs:
-            raise frames.LoadError(f"{out_dir}: no column {column!r} in runs.csv")
+            raise frames.LoadError(f"--by: no column {column!r} in {out_dir / 'runs.csv'}")
+    summary.check_metric(runs, metric)
+    paired = summary.compare(runs, *comparison, metric=metric) if comparison else None
+    if plots:
+        try:
+            results.ResultsStore(out_dir).check_writable()
+        except results.ResultsError as err:
+            raise results.ResultsError(f"{err}: cannot write plots there; pass --no-plots") from None
     by = summary.swept_axes(runs) if by is None else by
     table = summary.summarize(runs, by, metric)
+    name = ", ".join(runs["spec"].astype(str).unique()) or out_dir.name
     if fmt == "csv":
-        typer.echo(table.to_csv(index=False), nl=False)
+        typer.echo((paired if paired is not None else table).to_csv(index=False), nl=False)
     else:
-        header, rows = _summary_cells(table, by)
-        name = ", ".join(runs["spec"].astype(str).unique()) or out_dir.name
-        title = f"{name}: {metric} over seeds ({len(runs)} runs; best in bold green)"
-        _print_table(header, rows, title, fmt, highlight=_best_row(table, metric))
-    if comparison:
+        header, rows = render.summary_cells(table, by)
+        render.print_table(console, header, rows, render.summary_title(name, metric, len(runs)), fmt,
+                           best=render.best_row(table, metric))
+    if paired is not None and fmt != "csv":
         axis, a, b = comparison
-        paired = summary.compare(runs, axis, a, b, metric=metric)
-        if fmt == "csv":
-            typer.echo(paired.to_csv(index=False), nl=False)
-        else:
-            group_by = [c for c in summary.swept_axes(runs) if c != axis]
-            header, rows = _compare_cells(paired, group_by, axis, a, b)
-            _print_table(header, rows, f"paired difference in {metric}: {axis}={a} minus {axis}={b}", fmt)
+        group_by = [c for c in summary.swept_axes(runs) if c != axis]
+        header, rows = render.compare_cells(paired, group_by, a, b)
+        title = f"paired differences in {metric}: {axis}={a} minus {b}"
+        render.print_table(console, header, rows, title, fmt)
     if plots:
         curves, activations = frames.load_curves(out_dir), frames.load_activations(out_dir)
-        for path in plot_lib.write_plots(out_dir, runs, curves, activations, metric):
-            console.print(f"plot: {path}")
+        try:
+            paths = plot_lib.write_plots(out_dir, runs, curves, activations, metric)
+        except OSError as err:
+            raise results.ResultsError(f"{out_dir}: cannot write plots ({err.strerror or err}); pass --no-plots") from None
+        for path in paths:
+            render.say(err_console, f"plot: {path}")
 
 
 _DATA_DIR_HELP = (
-    f"Folder holding one sub-folder per data set (DIR/mnist/...) [default: ${datafiles.ENV_VAR}]; "
-    "then the cache (~/.cache/bnbench) is searched, then the files are downloaded into it."
+    "Folder holding one sub-folder per data set (DIR/mnist/...); then the cache (~/.cache/bnbench) is "
+    "searched, then the files are downloaded into it."
 )
 
 
@@ -202,25 +187,22 @@ def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
 
         for name in missing:
             folder = datafiles.fetch(name, sources[name], data_dir, on_progress)
-            console.print(f"{name}: verified and saved in {folder}")
-
-
-def _dry_run_table(plan: sweep_lib.SweepPlan) -> Table:
-    axes = list(plan.spec.grid)
-    table = Table(title=f"{plan.spec.name}: {len(plan.runs)} runs (dry run, nothing executed)")
-    for column in ("#", "run_id", *axes, "seed"):
-        table.add_column(column)
-    for i, run in enumerate(plan.runs):
-        values = [str(schema.csv_value(getattr(run, a))) for a in axes]
-        table.add_row(str(i + 1), run.run_id, *values, str(run.seed))
-    return table
+            render.say(console, f"{name}: verified and saved in {folder}")
 
 
 def _train_with_progress(
     plan: sweep_lib.SweepPlan, done: frozenset[str], stop: threading.Event, engine_options: dict
 ) -> None:
+    """A progress bar on a terminal; one line per finished run when output is piped or logged."""
     todo = len(plan.runs) - len(done)
     if not todo:
+        return
+    records = sweep_lib.execute(plan, done, stop, **engine_options)
+    if not console.is_terminal:
+        for i, record in enumerate(records, 1):
+            result = record.result
+            render.say(console, render.run_line(i, todo, record.config.run_id, result.status, result.test_acc, result.wall_s))
+            console.file.flush()
         return
     columns = (
         TextColumn("{task.description}"),
@@ -232,23 +214,29 @@ def _train_with_progress(
     )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("training", total=todo)
-        for record in sweep_lib.execute(plan, done, stop, **engine_options):
+        for record in records:
             result = record.result
-            progress.update(task, advance=1, description=f"last: {result.status} test_acc={_fmt(result.test_acc, 3)}")
+            progress.update(task, advance=1, description=f"last: {result.status} test_acc={render.number(result.test_acc, 3)}")
 
 
-@app.command()
+_SET_HELP = (
+    "Replace or add a grid axis: KEY=V1,V2 (repeatable); keys are the run fields (`bnbench columns`). "
+    "A list value is dash-separated: widths=100-100,50 sweeps two widths. eval_stats takes one list: "
+    "eval_stats=running,precise evaluates every run both ways. BN momentum follows the flax/keras convention: "
+    "running = momentum * running + (1 - momentum) * batch (PyTorch's momentum=0.1 is 0.9 here)."
+)
+
+
+@app.command(cls=_Command)
 def sweep(
-    spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: results/<spec name>]."),
-    set_: list[str] = typer.Option(
-        [],
-        "--set",
-        help=f"Replace or add a grid axis: key=v1,v2 (repeatable). Keys: {', '.join(RUN_FIELDS)}. "
-        "Widths are dash-separated: widths=100-100,50. BN momentum follows the flax/keras convention "
-        f"{schema.MOMENTUM_CONVENTION} (PyTorch's momentum=0.1 is 0.9 here).",
+    spec: Path = typer.Argument(..., metavar="SPEC", help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", metavar="DIR", show_default="results/<spec name>", help="Output folder."
     ),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (0..N-1), replacing the spec's."),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=V1,V2", show_default=False, help=_SET_HELP),
+    seeds: Optional[int] = typer.Option(
+        None, "--seeds", metavar="N", help="Number of seeds (0..N-1), replacing the spec's; more seeds extend a sweep."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and run nothing."),
     no_resume: bool = typer.Option(
         False, "--no-resume", help="Discard earlier results in the output folder instead of skipping finished runs."
@@ -256,60 +244,61 @@ def sweep(
     engine: str = typer.Option(
         "vectorized",
         "--engine",
+        metavar="vectorized|sequential",
         help="vectorized: runs sharing a compiled program train together (vmap, scan, sharded over devices); "
         "sequential: one run at a time, a Python loop over jitted steps (the reference path).",
     ),
     chunk_size: Optional[int] = typer.Option(
-        None, "--chunk-size", min=1, help="Most runs vectorized at once [default: from a memory estimate]."
+        None, "--chunk-size", min=1, metavar="N", show_default="from a memory estimate", help="Most runs vectorized at once."
     ),
     devices: Optional[int] = typer.Option(
-        None, "--devices", min=1, help="Local devices to shard runs over [default: all; on CPU one per core]."
+        None, "--devices", min=1, metavar="N", show_default="all; on CPU one per core", help="Local devices to shard runs over."
     ),
     shard: Optional[str] = typer.Option(
-        None, "--shard", help="Run only part i/n of the grid (e.g. a SLURM array task); combine with `bnbench merge`."
+        None, "--shard", metavar="I/N", help="Run only part I of N of the grid (e.g. a SLURM array task); combine with `bnbench merge`."
     ),
     max_runs: int = typer.Option(
-        sweep_lib.DEFAULT_MAX_RUNS, "--max-runs", min=1, help="Refuse grids with more runs than this, unless --yes."
+        sweep_lib.DEFAULT_MAX_RUNS, "--max-runs", min=1, metavar="N", help="Refuse grids with more runs than this, unless --yes."
     ),
     yes: bool = typer.Option(False, "--yes", help="Run the grid whatever its size."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots beside the CSVs."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", metavar="DIR", show_default=f"${datafiles.ENV_VAR}", help=_DATA_DIR_HELP
+    ),
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
     try:
         resolved = with_overrides(load_spec(spec), sets=set_, seeds=seeds)
         part = sweep_lib.Shard.parse(shard) if shard else None
         engine_lib.validate(engine, devices)
-    except BnbenchError as err:
-        raise _fail(err) from None
-    if not dry_run:
-        try:
-            _fetch(sorted({r.dataset for r in resolved.expand()}), data_dir)
-        except BnbenchError as err:
-            raise _fail(err, code=1) from None
-    try:
         default_out = Path("results") / (resolved.name + (f"-shard{part.index}of{part.count}" if part else ""))
-        plan = sweep_lib.plan(
-            resolved,
-            out or default_out,
-            resume=not no_resume,
-            shard=part,
-            max_runs=None if yes else max_runs,
-            data_dir=data_dir,
-            check_data=not dry_run,
-        )
+        options = dict(resume=not no_resume, shard=part, max_runs=None if yes else max_runs, data_dir=data_dir)
+        if dry_run:
+            plan = sweep_lib.plan(resolved, out or default_out, check_data=False, check_output=False, **options)
     except BnbenchError as err:
         raise _fail(err) from None
     if dry_run:
-        console.print(_dry_run_table(plan))
+        console.print(render.dry_run_table(plan.spec, plan.runs))
+        try:
+            plan.store.check_usable(plan.spec, resume=plan.resume)
+        except BnbenchError as err:
+            render.say(console, f"a real run would be refused: {err}")
         return
     try:
-        done = sweep_lib.open_results(plan)
+        _fetch(resolved.datasets, data_dir)
+    except BnbenchError as err:
+        raise _fail(err, code=1) from None
+    try:
+        plan = sweep_lib.plan(resolved, out or default_out, **options)
+        done, notes = sweep_lib.open_results(plan)
     except (BnbenchError, OSError) as err:
         raise _fail(err) from None
-    console.print(
-        f"[bold]{plan.spec.name}[/]: {len(plan.runs)} runs, {len(done)} already in {plan.store.out_dir}, "
-        f"{len(plan.runs) - len(done)} to run"
+    for note in notes:
+        render.say(err_console, f"note: {note}")
+    render.say(
+        console,
+        f"{plan.spec.name}: {render.plural(len(plan.runs), 'run')}, {len(done)} already in {plan.store.out_dir}, "
+        f"{len(plan.runs) - len(done)} to run",
     )
     stop = threading.Event()
     resume_hint = f"finished runs are saved in {plan.store.out_dir}; run the same command again to resume"
@@ -324,28 +313,42 @@ def sweep(
     if stop.is_set():
         typer.echo(f"stopped: {resume_hint}", err=True)
         raise typer.Exit(code=130)
-    console.print(f"results: {plan.store.out_dir}/ (runs.csv, curves.csv; columns in results/README.md)")
+    render.say(console, f"results: {plan.store.out_dir}/ (runs.csv, curves.csv; column meanings: bnbench columns)")
     try:
         _report(plan.store.out_dir, plots=not no_plots)
     except BnbenchError as err:
         raise _fail(err, code=1) from None
 
 
-@app.command()
+FORMATS = ("table", "markdown", "csv")
+
+
+@app.command(cls=_Command)
 def report(
-    results_dir: Path = typer.Argument(..., help="A folder written by `bnbench sweep` (finished, interrupted or merged)."),
-    by: Optional[list[str]] = typer.Option(None, "--by", help="Group by these columns [default: the swept axes]."),
-    metric: str = typer.Option("test_acc", "--metric", help="runs.csv column to summarize."),
-    compare: Optional[str] = typer.Option(
-        None, "--compare", help="AXIS=A,B: paired difference A − B over runs equal in everything else (seed too)."
+    results_dir: Path = typer.Argument(
+        ..., metavar="DIR", help="A folder written by `bnbench sweep` (finished, interrupted or merged)."
     ),
-    fmt: str = typer.Option("table", "--format", help="table, markdown (paste into a paper) or csv."),
+    by: Optional[list[str]] = typer.Option(
+        None, "--by", metavar="COLUMN", show_default="the swept axes", help="Group by this column (repeatable)."
+    ),
+    metric: str = typer.Option("test_acc", "--metric", metavar="COLUMN", help="Numeric runs.csv column to summarize."),
+    compare: Optional[str] = typer.Option(
+        None,
+        "--compare",
+        metavar="AXIS=A,B",
+        help="Paired difference A − B over runs equal in every other field (seed too), with a paired Student-t "
+        "95% interval; a direction is named only from 3 pairs up.",
+    ),
+    fmt: str = typer.Option(
+        "table", "--format", metavar="|".join(FORMATS),
+        help="table; markdown (to paste into a paper); csv (one table on stdout: the comparison if --compare, else the summary).",
+    ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots."),
 ) -> None:
     """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots."""
     try:
-        if fmt not in ("table", "markdown", "csv"):
-            raise BnbenchError(f"--format: must be table, markdown or csv, got {fmt!r}")
+        if fmt not in FORMATS:
+            raise BnbenchError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
         comparison = None
         if compare:
             axis, _, values = compare.partition("=")
@@ -358,65 +361,22 @@ def report(
         raise _fail(err) from None
 
 
-def _profile_tables(rows: list, notes: list[str]) -> None:
-    for shape, dtype in dict.fromkeys((r.shape, r.dtype) for r in rows):
-        group_rows = [r for r in rows if (r.shape, r.dtype) == (shape, dtype)]
-        table = Table(title=f"BN kernels, {shape} {dtype} ({rows[0].device_kind}, {rows[0].backend})",
-                      box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-        for column in ("mode", "impl", "ms", "spread", "GB/s", "%copy", "×ew", "var", "out"):
-            table.add_column(column, justify="left" if column in ("mode", "impl") else "right", no_wrap=True)
-        for mode in dict.fromkeys(r.mode for r in group_rows):
-            group = [r for r in group_rows if r.mode == mode]
-            fastest = min(group, key=lambda r: r.median_ms)
-            for r in group:
-                table.add_row(
-                    r.mode, r.impl, f"{r.median_ms:.3g}", f"{100 * (r.p90_ms - r.p10_ms) / r.median_ms:.0f}%", f"{r.gbps:.3g}",
-                    f"{r.pct_copy_bw:.0f}%", f"{r.rel_to_elementwise:.3g}", _error_text(r.var_rel_err),
-                    _error_text(r.out_rel_err), style="bold green" if r is fastest else None,
-                )
-            table.add_section()
-        console.print(table)
-        console.print(_profile_verdict(group_rows))
-    console.print("ms: median time per kernel call; spread: (p90 - p10) / median; %copy: GB/s of minimum traffic over the"
-                  " copy's GB/s; ×ew: time over x*a+b's; var, out: relative error of the variance and the output against float64 at"
-                  " mean/std = 3000 (train mode)")
-    for note in notes:
-        console.print(f"note: {note}")
-
-
-def _error_text(error: float) -> str:
-    return "" if math.isnan(error) else f"{error:.0e}"
-
-
-def _profile_verdict(rows: list) -> str:
-    """The fastest accurate implementation in training mode, and where bnbench stands."""
-    train = [r for r in rows if r.mode == "train"]
-    if not train:
-        return "verdict: no train rows"
-    accurate = [r for r in train if r.var_rel_err <= 1e-5] or train
-    best = min(accurate, key=lambda r: r.median_ms)
-    fastest = min(train, key=lambda r: r.median_ms)
-    ours = next((r for r in train if r.impl == "bnbench"), None)
-    text = f"verdict: train, fastest with variance error ≤ 1e-5: {best.impl} ({best.median_ms:.3g} ms, {best.pct_copy_bw:.0f}% of copy)"
-    if fastest is not best:
-        text += f"; {fastest.impl} is faster ({fastest.median_ms:.3g} ms) but off by {fastest.var_rel_err:.0e} in variance"
-    if ours is not None and ours is not best:
-        text += f"; bnbench {ours.median_ms:.3g} ms ({ours.median_ms / best.median_ms:.2f}x)"
-    return text
-
-
-@app.command()
+@app.command(cls=_Command)
 def profile(
     shape: Optional[list[str]] = typer.Option(
-        None, "--shape", help="N,H,W,C or N,C, repeatable [default: ResNet-like NHWC shapes and (N, 4096)]."
+        None, "--shape", metavar="N,H,W,C", show_default="ResNet-like NHWC shapes and (N, 4096)",
+        help="N,H,W,C or N,C (repeatable).",
     ),
-    dtype: str = typer.Option(",".join(profile_lib.DEFAULT_DTYPES), "--dtype", help="Comma-separated dtypes."),
-    mode: str = typer.Option(",".join(profile_lib.MODES), "--mode", help="Comma-separated: train, grad, infer, fold."),
+    dtype: str = typer.Option(",".join(profile_lib.DEFAULT_DTYPES), "--dtype", metavar="DTYPES", help="Comma-separated dtypes."),
+    mode: str = typer.Option(
+        ",".join(profile_lib.MODES), "--mode", metavar="MODES", help=f"Comma-separated, of {', '.join(profile_lib.MODES)}."
+    ),
     impl: str = typer.Option(
-        ",".join(profile_lib.implementations()), "--impl", help="Comma-separated implementations; missing peers are skipped."
+        ",".join(profile_lib.implementations()), "--impl", metavar="IMPLS", show_default="all",
+        help=f"Comma-separated, of {', '.join(profile_lib.implementations())}; missing peers are skipped.",
     ),
-    repeat: int = typer.Option(15, "--repeat", min=3, help="Timed repeats per row, interleaved round-robin."),
-    out: Path = typer.Option(Path("results") / "profile.csv", "--out", help="CSV file for the rows."),
+    repeat: int = typer.Option(15, "--repeat", min=3, metavar="K", help="Timed repeats per row, interleaved round-robin."),
+    out: Path = typer.Option(Path("results") / "profile.csv", "--out", metavar="FILE", help="CSV file for the rows."),
 ) -> None:
     """Time BN kernels (train, grad, infer, fold) against peers and the device's copy bandwidth."""
     try:
@@ -425,7 +385,12 @@ def profile(
         raise _fail(BnbenchError(f"--shape: expected comma-separated integers such as 32,56,56,64, got {shape}")) from None
     if any(len(s) not in (2, 4) or min(s) < 1 for s in shapes):
         raise _fail(BnbenchError(f"--shape: each shape is N,C or N,H,W,C with sizes >= 1, got {shape}"))
+    unknown = [m for m in mode.split(",") if m not in profile_lib.MODES]
+    if unknown:
+        raise _fail(BnbenchError(f"--mode: must be among {', '.join(profile_lib.MODES)}, got {', '.join(unknown)}"))
     try:
+        if out.is_dir():
+            raise BnbenchError(f"--out: {out} is a folder; give a CSV file name such as {out / 'profile.csv'}")
         results.ResultsStore(out.parent).check_writable()
         with console.status("profiling") as status:
             rows, notes = profile_lib.profile(
@@ -435,16 +400,20 @@ def profile(
         results.write_csv(out, profile_lib.Row._fields, [r._asdict() for r in rows])
     except BnbenchError as err:
         raise _fail(err) from None
-    _profile_tables(rows, [f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", *notes])
-    console.print(f"rows: {out}")
+    render.profile_tables(console, rows, [f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", *notes])
+    render.say(console, f"rows: {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def datasets(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
-    download: list[str] = typer.Option([], "--download", help="Download this data set's files now (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", metavar="DIR", show_default=f"${datafiles.ENV_VAR}", help=_DATA_DIR_HELP
+    ),
+    download: list[str] = typer.Option(
+        [], "--download", metavar="NAME", show_default=False, help="Download this data set's files now (repeatable)."
+    ),
 ) -> None:
-    """List the data sets: sizes, input shape, and whether (and where) each is available locally."""
+    """List the data sets: sizes, input shape, and whether each is here (MD5-checked) or downloads."""
     try:
         for name in download:
             data.info(name)
@@ -462,32 +431,51 @@ def datasets(
             where = "generated locally"
         else:
             found = datafiles.locate(name, entry.source, data_dir)
+            problem = found and datafiles.verify(found, entry.source)
             size = f"{entry.source.download_size / 1e6:.0f} MB"
-            where = f"[green]yes[/]: {found.resolve()}" if found else f"[yellow]no[/]: {size} download on first use"
+            if found is None:
+                where = f"[yellow]no[/]: {size} download on first use"
+            elif problem:
+                where = f"[red]corrupt[/]: {escape(problem)}"
+            else:
+                where = f"[green]yes[/] (MD5 checked): {escape(str(found.resolve()))}"
         shape = "×".join(map(str, entry.input_shape))
-        table.add_row(name, entry.description, f"{entry.split[0]:,}", f"{entry.split[1]:,}", shape, where)
+        table.add_row(name, escape(entry.description), f"{entry.split[0]:,}", f"{entry.split[1]:,}", shape, where)
     console.print(table)
     folders = ", ".join(map(str, datafiles.search_roots(data_dir)))
-    console.print(f"searched: {folders} (each holding one sub-folder per data set); files are MD5-checked when read")
+    render.say(console, f"searched: {folders} (each holding one sub-folder per data set); files are MD5-checked when read")
 
 
-@app.command()
+@app.command(cls=_Command)
 def merge(
-    sources: list[Path] = typer.Argument(..., help="Result folders of one spec, e.g. its --shard parts."),
-    out: Path = typer.Option(..., "--out", help="New folder for the combined results."),
+    sources: list[Path] = typer.Argument(..., metavar="DIR...", help="Result folders of one spec, e.g. its --shard parts."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="New folder for the combined results."),
 ) -> None:
     """Combine the runs.csv/curves.csv of several folders of one spec, each run once, in grid order."""
     try:
-        summary_ = results.merge(sources, out)
+        merged = results.merge(sources, out)
     except BnbenchError as err:
         raise _fail(err) from None
-    console.print(f"merged {summary_.runs} runs into {out} ({summary_.duplicates} duplicate rows skipped)")
+    render.say(console, f"merged {render.plural(merged.runs, 'run')} of the grid's {merged.grid_runs} into {out} "
+                        f"({render.plural(merged.duplicates, 'duplicate row')} skipped)")
+    if merged.missing:
+        listed = "; ".join(merged.missing[:5]) + ("; ..." if len(merged.missing) > 5 else "")
+        render.say(err_console, f"missing: {render.plural(len(merged.missing), 'run')} of the grid are in none of the "
+                                f"folders ({listed}); run their shards and merge again")
 
 
-@app.command()
+@app.command(cls=_Command)
+def columns() -> None:
+    """The columns of runs.csv, curves.csv and activations.csv, and what each holds."""
+    for name, table in (("runs.csv", schema.RUN_COLUMNS), ("curves.csv", schema.CURVE_COLUMNS),
+                        ("activations.csv", schema.ACTIVATION_COLUMNS)):
+        console.print(render.columns_table(name, table))
+
+
+@app.command(cls=_Command)
 def explain(
-    gamma: float = typer.Option(1.0, "--gamma", help="BN scale applied after normalizing."),
-    beta: float = typer.Option(0.0, "--beta", help="BN offset applied after scaling."),
+    gamma: float = typer.Option(1.0, "--gamma", metavar="G", help="BN scale applied after normalizing."),
+    beta: float = typer.Option(0.0, "--beta", metavar="B", help="BN offset applied after scaling."),
 ) -> None:
     """Show BN's training-mode forward pass on the classic 10 x 2 worked example, step by step."""
     ex = explain_lib.worked_example(gamma, beta)

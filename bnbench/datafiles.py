@@ -110,6 +110,16 @@ def read(folder: Path, file: DataFile) -> bytes:
     return _verified(path, file, gzipped=path.suffix == ".gz")
 
 
+def verify(folder: Path, source: Source) -> str | None:
+    """None if every file of ``source`` in ``folder`` passes its MD5 check, else the first problem."""
+    for file in source.files:
+        try:
+            read(folder, file)
+        except BnbenchError as err:
+            return str(err)
+    return None
+
+
 def missing_message(name: str, source: Source, explicit: str | Path | None, reason: str) -> str:
     """The one-line error for a data set that is neither local nor downloadable."""
     folders = search_folders(name, explicit)

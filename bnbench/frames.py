@@ -41,7 +41,13 @@ class LoadError(BnbenchError):
 def _read(path: Path, columns, dtypes: dict) -> pd.DataFrame:
     if not path.is_file():
         raise LoadError(f"{path}: no such file; expected a folder written by `bnbench sweep`")
-    frame = pd.read_csv(path, dtype=dtypes)
+    try:
+        frame = pd.read_csv(path, dtype=dtypes)
+    except UnicodeDecodeError:
+        raise LoadError(f"{path}: not UTF-8 text; expected a CSV file written by `bnbench sweep`") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LoadError(f"{path}: cannot be read as a CSV file ({reason})") from None
     missing = [c for c in columns if c not in frame]
     if missing:
         raise LoadError(f"{path}: missing columns {', '.join(missing)}")

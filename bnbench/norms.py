@@ -16,18 +16,22 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from bnbench.bn import BNParams, statistics_dtype
+from bnbench.bn import BNParams, check_real, statistics_dtype
 
 
 @partial(jax.jit, static_argnames=("groups",))
 def group_norm(x: jax.Array, params: BNParams, *, groups: int, epsilon: float | jax.Array) -> jax.Array:
     """Normalizes each example of ``x`` (shape ``(N, ..., C)``) per group of ``C // groups`` channels.
 
-    ``groups`` must divide ``C``. Returns an array of ``x``'s shape and dtype.
+    ``groups`` must divide ``C``. Returns an array of ``x``'s shape and dtype (empty for an empty
+    batch). Complex inputs are refused (``TypeError``).
     """
     channels = x.shape[-1]
     if channels % groups:
         raise ValueError(f"groups={groups} does not divide the {channels} channels")
+    check_real(x, "group_norm")
+    if x.size == 0:
+        return jnp.zeros_like(x)
     stat_dtype = statistics_dtype(x.dtype)
     xg = x.astype(stat_dtype).reshape(x.shape[0], -1, groups, channels // groups)
     mean = jnp.mean(xg, axis=(1, 3), keepdims=True)

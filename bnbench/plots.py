@@ -1,10 +1,20 @@
 """PNG figures of a sweep, drawn with matplotlib's non-interactive Agg backend.
 
+Every figure shows every group of runs, or says on the figure what it leaves out.
+
 * ``<metric>_vs_<axis>.png`` for every numeric swept axis: the metric's mean over seeds against the
-  axis (log scale for batch size, epsilon, learning rate, weight decay, data set size), one line per
-  combination of the other swept axes, error bars of one standard deviation over seeds.
+  axis, one line per combination of the other swept axes (averaged over the other numeric axes when
+  that would give more than :data:`MAX_LINES` lines, and the title says so), error bars of one
+  standard deviation over seeds. Values where runs diverged are marked with a red ``x`` at the foot
+  of the plot, labelled ``k/n`` (diverged runs of that group at that value). Log axes (batch size,
+  epsilon, learning rate, ...) carry a tick at every value; BN and SGD momentum are drawn as
+  ``1 - momentum`` on a log axis (ticks show the momentum), and ghost batch size 0 (the whole batch)
+  at the batch size.
 * ``learning_curves.png``: training loss and test accuracy against steps, one line per group, a band
-  of one standard deviation over seeds.
+  of one standard deviation over seeds; when there are more than :data:`MAX_LINES` groups, one row of
+  panels per value of the axes that split them (at most :data:`MAX_PANELS` rows; the figure names any
+  left out). Runs that diverged end at their divergence step (``curves.csv`` holds NaN after it),
+  marked with a red ``x``.
 * ``activations.png`` (when runs tracked activations): the 15th, 50th and 85th percentiles of each
   hidden layer's input to its nonlinearity against steps, one column per configuration (with and
   without BN side by side), as in Ioffe & Szegedy (2015, Fig. 1b-c).
@@ -12,34 +22,48 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.transforms as mtransforms  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bnbench.summary import swept_axes  # noqa: E402
 
 NUMERIC_AXES = (
+    "num_samples",
+    "groups",
+    "ghost_batch_size",
+    "renorm_rmax",
+    "renorm_dmax",
     "batch_size",
     "epsilon",
     "momentum",
+    "precise_batches",
     "lr",
+    "lr_scaling_batch_size",
     "optimizer_momentum",
     "weight_decay",
     "steps",
+    "epochs",
     "eval_every",
-    "num_samples",
 )
-LOG_AXES = ("batch_size", "epsilon", "lr", "weight_decay", "num_samples")
+LOG_AXES = ("num_samples", "ghost_batch_size", "batch_size", "epsilon", "precise_batches", "lr", "weight_decay")
+ONE_MINUS_AXES = ("momentum", "optimizer_momentum")  # drawn as 1 - value on a log axis
 MAX_LINES = 10
+MAX_PANELS = 8
+MAX_ACTIVATION_COLUMNS = 6
+PLOT_NAMES = ("*_vs_*.png", "learning_curves.png", "activations.png")  # what write_plots may write
 LABELS = {
     "test_acc": "test accuracy",
     "test_loss": "test loss (cross-entropy)",
     "final_train_loss": "final training loss",
     "batch_size": "batch size",
+    "ghost_batch_size": "ghost batch size (whole batch at the batch size)",
     "epsilon": "BN epsilon",
     "momentum": "BN momentum (running = m·running + (1−m)·batch)",
     "lr": "learning rate",
@@ -54,65 +78,155 @@ def _label(column: str) -> str:
     return LABELS.get(column, column.replace("_", " "))
 
 
+def metric_label(metric: str, runs: pd.DataFrame) -> str:
+    """The axis label of ``metric``, naming the statistics BN was evaluated with where runs used BN."""
+    mode = metric.removeprefix("test_acc_") if metric.startswith("test_acc_") else None
+    base = "test accuracy" if mode else _label(metric)
+    uses_bn = ((runs["norm"].astype(str) == "batch") & (runs["placement"].astype(str) != "none")).any()
+    if not uses_bn or not (mode or metric in ("test_acc", "test_loss")):
+        return base
+    modes = mode or "/".join(dict.fromkeys(runs["eval_stats"].astype(str).str.split("-").str[0]))
+    return f"{base}, BN with {modes} statistics"
+
+
 def _legend_name(keys: list[str], values) -> str:
     values = values if isinstance(values, tuple) else (values,)
     return ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "all runs"
 
 
+def _groupby(frame: pd.DataFrame, keys: list[str]):
+    return list(frame.groupby(keys, observed=True, sort=False)) if keys else [((), frame)]
+
+
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def _legend(ax) -> None:
+    """A legend beside the axes, where it covers no data."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def _positions(frame: pd.DataFrame, axis: str) -> pd.Series:
+    """Where each run sits on the x axis of ``axis``."""
+    values = frame[axis].astype(float)
+    if axis in ONE_MINUS_AXES:
+        return 1.0 - values
+    if axis == "ghost_batch_size":
+        return values.where(values > 0, frame["batch_size"].astype(float))
+    return values
+
+
+def _tick_text(axis: str, position: float) -> str:
+    return f"{1.0 - position:g}" if axis in ONE_MINUS_AXES else f"{position:g}"
+
+
+def _set_x_scale(ax, axis: str, positions: pd.Series) -> None:
+    """Log scale where it fits, with a labelled tick at every value (never a lone tick label)."""
+    log = axis in ONE_MINUS_AXES or (axis in LOG_AXES and (positions > 0).all())
+    if log:
+        ax.set_xscale("log")
+    ticks = sorted(positions.unique())
+    step = math.ceil(len(ticks) / 12)
+    ticks = ticks[::step]
+    ax.set_xticks(ticks, [_tick_text(axis, t) for t in ticks])
+    ax.minorticks_off()
+    if axis in ONE_MINUS_AXES:
+        ax.set_xlabel(f"{_label(axis)}; log scale of 1 − momentum")
+    else:
+        ax.set_xlabel(_label(axis) + ("; log scale" if log else ""))
+
+
+def _mark_diverged(ax, x: float, diverged: int, total: int, color: str, label: str | None) -> None:
+    foot = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    ax.plot([x], [0.03], "x", color="red", markersize=8, mew=2, transform=foot, clip_on=False, label=label)
+    ax.text(x, 0.07, f"{diverged}/{total}", color=color, fontsize=7, ha="center", transform=foot)
+
+
 def metric_vs_axis(runs: pd.DataFrame, axis: str, metric: str, path: Path) -> Path:
     """The metric against one numeric swept axis; see the module docstring."""
-    ok = runs[runs["status"] == "ok"]
+    frame = runs.assign(_x=_positions(runs, axis), _ok=runs["status"] == "ok")
     others = [a for a in swept_axes(runs) if a != axis]
-    if others and ok.groupby(others, observed=True).ngroups > MAX_LINES:
-        # Too many lines to read: one line per categorical combination, averaged over other numeric axes.
+    if others and frame.groupby(others, observed=True).ngroups > MAX_LINES:
         others = [a for a in others if a not in NUMERIC_AXES]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    groups = ok.groupby(others, observed=True, sort=False) if others else [((), ok)]
-    for key, group in groups:
-        stats = group.groupby(axis)[metric].agg(["mean", "std"]).reset_index()
-        ax.errorbar(stats[axis], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                    label=_legend_name(others, key))
-    if axis in LOG_AXES and (ok[axis] > 0).all():
-        ax.set_xscale("log", base=2 if axis == "batch_size" else 10)
-        if axis == "batch_size":
-            ax.set_xticks(sorted(ok[axis].unique()), [str(v) for v in sorted(ok[axis].unique())])
-    ax.set_xlabel(_label(axis))
-    ax.set_ylabel(f"{_label(metric)} (mean ± std over seeds)")
     averaged = [a for a in swept_axes(runs) if a not in (axis, *others)]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    marked = False
+    for key, group in _groupby(frame, others):
+        ok = group[group["_ok"]]
+        stats = ok.groupby("_x")[metric].agg(["mean", "std"]).reset_index()
+        line = ax.errorbar(stats["_x"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                           label=_legend_name(others, key))
+        color = line.lines[0].get_color()
+        counts = group.groupby("_x")["_ok"].agg(["size", "sum"])
+        for x, row in counts[counts["sum"] < counts["size"]].iterrows():
+            label = None if marked else "diverged runs (k/n at that value)"
+            _mark_diverged(ax, x, int(row["size"] - row["sum"]), int(row["size"]), color, label)
+            marked = True
+    _set_x_scale(ax, axis, frame["_x"])
+    ax.set_ylabel(f"{metric_label(metric, runs)}\n(mean ± std over seeds)")
     note = f"; averaged over {', '.join(averaged)}" if averaged else ""
-    ax.set_title(f"{_label(metric)} against {_label(axis)}{note}")
+    ax.set_title(f"{_label(metric)} against {_label(axis)}{note}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _save(fig, path)
+
+
+def _panel_axes(runs: pd.DataFrame, axes_names: list[str]) -> tuple[list[str], list[str]]:
+    """Splits the swept axes into those that make panel rows and those that make lines, so that no
+    panel holds more than :data:`MAX_LINES` lines where that can be: axes with the fewest values become
+    panels first, and the last axis always makes lines (one line per panel would help nobody)."""
+    counts = {a: runs[a].nunique(dropna=False) for a in axes_names}
+    panels, lines = [], list(axes_names)
+    while len(lines) > 1 and math.prod(counts[a] for a in lines) > MAX_LINES:
+        fewest = min(lines, key=lambda a: counts[a])
+        lines.remove(fewest)
+        panels.append(fewest)
+    return [a for a in axes_names if a in panels], lines
 
 
 def learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path:
     """Training loss and test accuracy against steps per group; see the module docstring."""
     axes_names = swept_axes(runs)
-    frame = curves.merge(runs[["run_id", *axes_names]], on="run_id")
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    groups = frame.groupby(axes_names, observed=True, sort=False) if axes_names else [((), frame)]
-    for (key, group), _ in zip(groups, range(MAX_LINES)):
-        for ax, column in ((loss_ax, "train_loss"), (acc_ax, "test_acc")):
-            stats = group.groupby("step")[column].agg(["mean", "std"]).reset_index()
-            line = ax.plot(stats["step"], stats["mean"], label=_legend_name(axes_names, key))[0]
-            spread = stats["std"].fillna(0)
-            ax.fill_between(stats["step"], stats["mean"] - spread, stats["mean"] + spread, color=line.get_color(), alpha=0.2)
-    loss_ax.set_ylabel("training loss (mean minibatch loss per interval)")
-    acc_ax.set_ylabel("test accuracy (BN in eval mode)")
-    for ax, title in ((loss_ax, "Training loss"), (acc_ax, "Test accuracy")):
-        ax.set_xlabel("training step")
-        ax.set_title(f"{title}: mean ± std over seeds")
-        ax.grid(alpha=0.3)
-    loss_ax.set_yscale("log")
-    acc_ax.legend(fontsize=8)
+    frame = curves.merge(runs[["run_id", "status", "diverged_step", *axes_names]], on="run_id")
+    panel_axes, line_axes = _panel_axes(runs, axes_names)
+    panels = _groupby(frame, panel_axes)
+    shown = panels[:MAX_PANELS]
+    fig, grid = plt.subplots(len(shown), 2, figsize=(13, 3.4 * len(shown) + 0.6), squeeze=False)
+    for (panel_key, panel), (loss_ax, acc_ax) in zip(shown, grid):
+        for key, group in _groupby(panel, line_axes):
+            runs_in = group.drop_duplicates("run_id")
+            diverged = runs_in[runs_in["status"] != "ok"]
+            label = _legend_name(line_axes, key) + (f" ({len(diverged)}/{len(runs_in)} diverged)" if len(diverged) else "")
+            for ax, column in ((loss_ax, "train_loss"), (acc_ax, "test_acc")):
+                stats = group.groupby("step")[column].agg(["mean", "std"]).reset_index()
+                line = ax.plot(stats["step"], stats["mean"], label=label)[0]
+                spread = stats["std"].fillna(0)
+                ax.fill_between(stats["step"], stats["mean"] - spread, stats["mean"] + spread, color=line.get_color(), alpha=0.2)
+                foot = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+                for step in diverged["diverged_step"].dropna():
+                    ax.plot([float(step)], [0.03], "x", color="red", mew=2, transform=foot, clip_on=False)
+        where = _legend_name(panel_axes, panel_key) + ": " if panel_axes else ""
+        loss_ax.set_title(f"{where}training loss, mean ± std over seeds", fontsize=10)
+        acc_ax.set_title(f"{where}test accuracy, mean ± std over seeds", fontsize=10)
+        loss_ax.set_ylabel("training loss\n(mean minibatch loss per interval)")
+        acc_ax.set_ylabel(metric_label("test_acc", runs))
+        for ax in (loss_ax, acc_ax):
+            ax.set_xlabel("training step")
+            ax.grid(alpha=0.3)
+        if (panel["train_loss"] > 0).any():
+            loss_ax.set_yscale("log")
+        _legend(acc_ax)
+    notes = ["red x: a run diverged at that step (its metrics are NaN from there on)"] if (runs["status"] != "ok").any() else []
+    if len(panels) > len(shown):
+        left_out = [_legend_name(panel_axes, k) for k, _ in panels[len(shown):]]
+        listed = "; ".join(left_out[:4]) + ("; ..." if len(left_out) > 4 else "")
+        notes.append(f"{len(left_out)} of {len(panels)} panels left out: {listed} (all in curves.csv)")
+    if notes:
+        fig.text(0.01, 0.0, "\n".join(notes), fontsize=8, va="top", wrap=True)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -121,7 +235,8 @@ def activation_percentiles(runs: pd.DataFrame, activations: pd.DataFrame, path: 
     tracked = runs[runs["run_id"].isin(activations["run_id"])]
     columns = [a for a in swept_axes(tracked) if a not in NUMERIC_AXES] or ["placement"]
     frame = activations.merge(tracked[["run_id", *columns]], on="run_id")
-    configs = list(frame.groupby(columns, observed=True, sort=False))[:6]
+    every = _groupby(frame, columns)
+    configs = every[:MAX_ACTIVATION_COLUMNS]
     layers = sorted(frame["layer"].unique())
     fig, grid = plt.subplots(len(layers), len(configs), figsize=(4 * len(configs), 3 * len(layers)),
                              squeeze=False, sharex=True, sharey="row")
@@ -137,8 +252,12 @@ def activation_percentiles(runs: pd.DataFrame, activations: pd.DataFrame, path: 
                 ax.set_ylabel("input to nonlinearity")
             if row == len(layers) - 1:
                 ax.set_xlabel("training step")
-    grid[0][0].legend(fontsize=8)
-    fig.suptitle("Distribution of each hidden layer's input to its nonlinearity (fixed test batch, mean over seeds)")
+    grid[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    title = "Distribution of each hidden layer's input to its nonlinearity (fixed test batch, mean over seeds)"
+    if len(every) > len(configs):
+        title += f"\n{len(every) - len(configs)} of {len(every)} configurations left out (all in activations.csv)"
+    fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)
 
 

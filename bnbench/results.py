@@ -21,9 +21,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+from bnbench import provenance
 from bnbench.errors import BnbenchError
-from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS
-from bnbench.spec import Spec, load_spec
+from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS, csv_value
+from bnbench.spec import Spec, first_difference, load_spec
+
+PLOT_FILES = ("*_vs_*.png", "learning_curves.png", "activations.png")  # the names bnbench.plots writes
 
 
 class ResultsError(BnbenchError):
@@ -40,9 +43,14 @@ def _csv_text(columns: Iterable[str], rows: Iterable[dict], header: bool) -> str
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to a temporary file renamed over ``path``; on failure nothing is left behind."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ResultsError(f"{path}: cannot write ({err.strerror})") from None
 
 
 def _append(path: Path, text: str) -> None:
@@ -67,11 +75,29 @@ def _append(path: Path, text: str) -> None:
         os.close(fd)
 
 
+def _whole_rows_text(path: Path) -> str:
+    """The file's text up to its last line break: a row cut off mid-way (a full disk, an interrupted
+    copy) is not a row."""
+    text = path.read_text(encoding="utf-8")
+    return text[: text.rfind("\n") + 1]
+
+
 def _read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    return list(csv.DictReader(io.StringIO(_whole_rows_text(path), newline="")))
+
+
+def _drop_partial_row(path: Path) -> bool:
+    """Truncates a file that does not end with a line break to its last whole row; True if it did."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    whole = _whole_rows_text(path).encode("utf-8")
+    if len(whole) == path.stat().st_size:
+        return False
+    with path.open("r+b") as f:
+        f.truncate(len(whole))
+    return True
 
 
 def write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
@@ -97,16 +123,32 @@ class ResultsStore:
         return {self.curves_path: tuple(CURVE_COLUMNS), self.activations_path: tuple(ACTIVATION_COLUMNS)}
 
     def check_usable(self, spec: Spec, *, resume: bool) -> None:
-        """Raises :class:`ResultsError` if the folder cannot take this sweep; creates nothing."""
+        """Raises :class:`ResultsError` if the folder cannot take this sweep; creates nothing.
+
+        Resuming into a folder needs every run recorded there to be a run of ``spec``: the same
+        spec, or one that extends it (more seeds, more values of an axis, a fixed field turned into an
+        axis that keeps its value). The error names the first field that differs.
+        """
         self.check_writable()
         if not resume:
             return
-        other_spec = self.spec_path.exists() and self.spec_path.read_text(encoding="utf-8") != spec.to_toml()
-        other_rows = any(row.get("spec_hash") != spec.spec_hash for row in _read_rows(self.runs_path))
-        if other_spec or other_rows:
+        problem = None
+        if self.spec_path.exists() and self.spec_path.read_text(encoding="utf-8") != spec.to_toml():
+            try:
+                stored = load_spec(self.spec_path)
+            except BnbenchError:
+                problem = "its spec.toml cannot be read as a spec"
+            else:
+                problem = first_difference(stored, spec, superset_ok=True)
+        if problem is None:
+            run_ids = {run.run_id for run in spec.expand()}
+            foreign = [row["run_id"] for row in _read_rows(self.runs_path) if row.get("run_id") not in run_ids]
+            if foreign:
+                problem = f"{len(foreign)} of the runs in runs.csv, e.g. {foreign[0]}, are not runs of this spec"
+        if problem:
             raise ResultsError(
-                f"{self.out_dir}: holds results of a different spec; pass --no-resume to replace them "
-                "or --out to write elsewhere"
+                f"{self.out_dir}: holds results of a different spec ({problem}); pass --no-resume to replace "
+                "them or --out to write elsewhere"
             )
 
     def check_writable(self) -> None:
@@ -127,18 +169,28 @@ class ResultsStore:
         except OSError as err:
             raise ResultsError(f"{self.out_dir}: output location is not writable ({err.strerror})") from None
 
-    def open(self, spec: Spec, *, resume: bool) -> set[str]:
-        """Prepares the folder for ``spec`` and returns the run ids already finished in it.
+    def open(self, spec: Spec, *, resume: bool) -> tuple[set[str], list[str]]:
+        """Prepares the folder for ``spec``; returns the run ids already finished in it and notes on what
+        opening changed.
 
-        With ``resume=False`` earlier results in the folder are removed first. Detail rows of runs
-        that never reached ``runs.csv`` (a sweep killed between two writes) are dropped.
+        With ``resume=False`` earlier results (CSV files, plots, meta.json) are removed first. A last
+        row cut off mid-way is dropped from every CSV file (with a note); so are detail rows of runs
+        that never reached ``runs.csv`` (a sweep killed between two writes). A spec that extends the
+        stored one replaces ``spec.toml`` (with a note).
         """
         self.check_usable(spec, resume=resume)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        notes = []
         if not resume:
-            for path in (self.runs_path, self.meta_path, *self.detail_files):
+            plots = [p for pattern in PLOT_FILES for p in self.out_dir.glob(pattern)]
+            for path in (self.runs_path, self.spec_path, self.meta_path, *self.detail_files, *plots):
                 path.unlink(missing_ok=True)
+        if self.spec_path.exists() and first_difference(load_spec(self.spec_path), spec):
+            notes.append(f"{self.spec_path}: extended to this spec (earlier runs are kept)")
         _write_atomic(self.spec_path, spec.to_toml())
+        for path in (self.runs_path, *self.detail_files):
+            if _drop_partial_row(path):
+                notes.append(f"{path}: dropped a last row that was cut off mid-way")
         done = {row["run_id"] for row in _read_rows(self.runs_path)}
         for path, columns in self.detail_files.items():
             rows = _read_rows(path)
@@ -148,7 +200,7 @@ class ResultsStore:
             write_csv(self.curves_path, CURVE_COLUMNS, [])
         if not self.runs_path.exists():
             write_csv(self.runs_path, RUN_COLUMNS, [])
-        return done
+        return done, notes
 
     def append(self, run_row: dict, details: dict[Path, list[dict]]) -> None:
         """Records one finished run: its rows in each detail file (created on first use), then its row
@@ -169,28 +221,38 @@ class ResultsStore:
 class MergeSummary(NamedTuple):
     runs: int  # runs in the merged folder
     duplicates: int  # rows skipped because an earlier folder already held that run
+    grid_runs: int  # runs in the spec's grid
+    missing: list[str]  # the grid's runs in none of the folders, described by their swept fields and seed
 
 
 def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
     """Combines the results of sweeps of one spec (e.g. its ``--shard`` parts) into ``out_dir``.
 
     Each run appears once (the first folder holding it wins, with its curve rows); runs are ordered
-    as the spec's grid orders them. Raises :class:`ResultsError`, writing nothing, if a folder is not a
-    sweep's, the folders come from different specs, or ``out_dir`` already holds results.
+    as the spec's grid orders them; the summary lists the grid's runs that no folder holds. Raises
+    :class:`ResultsError`, writing nothing, if a folder is not a sweep's, the folders come from
+    different specs (the message names the folders and the field), or ``out_dir`` already holds
+    results.
     """
     stores = [ResultsStore(s) for s in sources]
     for store in stores:
         if not store.runs_path.is_file() or not store.spec_path.is_file():
             raise ResultsError(f"{store.out_dir}: not a sweep folder (needs runs.csv and spec.toml)")
-    spec_texts = {store.spec_path.read_text(encoding="utf-8") for store in stores}
-    if len(spec_texts) != 1:
-        raise ResultsError("the folders hold results of different specs (their spec.toml differ); merge one spec's")
+    specs = [load_spec(store.spec_path) for store in stores]
+    for store, other in zip(stores[1:], specs[1:]):
+        difference = first_difference(specs[0], other)
+        if difference:
+            raise ResultsError(
+                f"{stores[0].out_dir} and {store.out_dir} hold results of different specs ({difference}, "
+                "'there' being the first); merge the parts of one spec"
+            )
     target = ResultsStore(out_dir)
     target.check_writable()
     if target.runs_path.exists():
         raise ResultsError(f"{target.out_dir}: already holds runs.csv; merge into a new folder")
-    spec = load_spec(stores[0].spec_path)
-    order = {run.run_id: i for i, run in enumerate(spec.expand())}
+    spec = specs[0]
+    grid = spec.expand()
+    order = {run.run_id: i for i, run in enumerate(grid)}
     runs: dict[str, dict] = {}
     details: dict[str, list[dict]] = {path.name: [] for path in target.detail_files}
     duplicates = 0
@@ -207,11 +269,17 @@ def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
     ranked = sorted(runs.values(), key=lambda row: order.get(row["run_id"], len(order)))
     rank = {row["run_id"]: i for i, row in enumerate(ranked)}
     target.out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target.spec_path, spec_texts.pop())
+    _write_atomic(target.spec_path, spec.to_toml())
     for path, columns in target.detail_files.items():
         rows = sorted(details[path.name], key=lambda row: rank[row["run_id"]])
         if rows or path == target.curves_path:
             write_csv(path, columns, rows)
     write_csv(target.runs_path, RUN_COLUMNS, ranked)
-    target.write_meta({"spec": spec.name, "spec_hash": spec.spec_hash, "merged_from": [str(s) for s in sources]})
-    return MergeSummary(len(ranked), duplicates)
+    meta = {"spec": spec.name, "spec_hash": spec.spec_hash, "merged_from": [str(s) for s in sources], **provenance.software()}
+    target.write_meta(meta)
+    missing = [_describe(run, list(spec.grid)) for run in grid if run.run_id not in runs]
+    return MergeSummary(len(ranked), duplicates, len(grid), missing)
+
+
+def _describe(run, axes: list[str]) -> str:
+    return " ".join(f"{axis}={csv_value(getattr(run, axis))}" for axis in [*axes, "seed"])

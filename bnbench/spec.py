@@ -235,6 +235,7 @@ RULES: dict[str, _Rule] = {
     "track_activations": _Rule(_boolean_check, _parse_boolean),
 }
 TOP_LEVEL_KEYS = ("name", "seeds", "grid", *RUN_FIELDS)
+LIST_FIELDS = ("widths", "eval_stats")  # fields whose one value is a list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +247,16 @@ class Spec:
     grid: dict[str, list[Any]]
     seeds: tuple[int, ...]
     source: str
+
+    @property
+    def num_runs(self) -> int:
+        """The number of runs of the grid, computed from the axes without expanding them."""
+        return math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
+
+    @property
+    def datasets(self) -> list[str]:
+        """The data sets the grid's runs use."""
+        return sorted(set(self.grid.get("dataset", [self.values["dataset"]])))
 
     def expand(self) -> list[RunConfig]:
         """All runs of the grid (axes in order, seeds innermost), fully resolved.
@@ -261,12 +272,22 @@ class Spec:
                 runs.append(_resolve(fields, seed, self.source))
         return runs
 
+    def validate(self, source: str | None = None) -> None:
+        """Raises :class:`SpecError` (naming ``source``, default the spec's) if any run of the grid
+        would be invalid, as :meth:`expand` would, without building the whole grid: only the axes that
+        the checks of a combination read are crossed, and only one seed."""
+        axes = [a for a in self.grid if a in COMBINATION_FIELDS]
+        for combo in itertools.product(*(self.grid[a] for a in axes)):
+            _resolve({**self.values, **dict(zip(axes, combo))}, self.seeds[0], source or self.source)
+
     def to_toml(self) -> str:
-        """The spec as TOML, every field written out; loading it gives an equal spec."""
+        """The spec as TOML, every field written out once (a swept field only in ``[grid]``); loading
+        it gives a spec with the same runs and the same TOML."""
         lines = [f"name = {_toml_value(self.name)}", f"seeds = {_toml_value(list(self.seeds))}"]
         # With epochs, steps are derived: writing the default steps too would read back as setting both.
         derived = {"steps"} if self.values["epochs"] or "epochs" in self.grid else set()
-        lines += [f"{k} = {_toml_value(v)}" for k, v in self.values.items() if v is not None and k not in derived]
+        skip = derived | set(self.grid)
+        lines += [f"{k} = {_toml_value(v)}" for k, v in self.values.items() if v is not None and k not in skip]
         if self.grid:
             lines += ["", "[grid]"] + [f"{k} = {_toml_value(v)}" for k, v in self.grid.items()]
         return "\n".join(lines) + "\n"
@@ -277,6 +298,34 @@ class Spec:
         return hashlib.sha256(self.to_toml().encode()).hexdigest()[:12]
 
 
+def first_difference(stored: Spec, new: Spec, *, superset_ok: bool = False) -> str | None:
+    """The first way in which ``new`` is not ``stored`` (with ``superset_ok``: in which ``new`` does not
+    hold every run of ``stored``), as a phrase naming the field; None if there is none.
+
+    A superset keeps every fixed field and may add seeds and axis values, or sweep a field whose fixed
+    value is among the new axis values.
+    """
+    if stored.name != new.name:
+        return f"name is {stored.name!r} there, {new.name!r} here"
+
+    def differs(old: list, now: list) -> list:
+        return [v for v in old if v not in now] if superset_ok else ([] if old == now else old)
+
+    lost = differs(list(stored.seeds), list(new.seeds))
+    if lost or (not superset_ok and len(new.seeds) != len(stored.seeds)):
+        return f"seeds {list(stored.seeds)} there, {list(new.seeds)} here"
+    for field in RUN_FIELDS:
+        old_values = stored.grid.get(field, [stored.values[field]])
+        new_values = new.grid.get(field, [new.values[field]])
+        if differs(old_values, new_values) or (not superset_ok and old_values != new_values):
+            return f"{field} is {_listed(old_values)} there, {_listed(new_values)} here"
+    return None
+
+
+def _listed(values: list) -> str:
+    return repr(values[0]) if len(values) == 1 else repr(values)
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v)
@@ -285,6 +334,13 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(v)
+
+
+# The fields whose combination _resolve checks (see Spec.validate).
+COMBINATION_FIELDS = (
+    "dataset", "num_samples", "batch_size", "norm", "groups", "widths", "ghost_batch_size", "renorm",
+    "epochs", "steps", "eval_every",
+)
 
 
 def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
@@ -373,6 +429,9 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
     values = {f: getattr(defaults, f) for f in RUN_FIELDS}
     for f in RUN_FIELDS:
         if f in raw:
+            if isinstance(raw[f], list) and f not in LIST_FIELDS or f in LIST_FIELDS and _is_list_of_lists(raw[f]):
+                raise SpecError(source, f, f"takes one value at the top level, got {raw[f]!r}; to sweep it, "
+                                f"put it under [grid]: {f} = {_toml_value(raw[f])}")
             values[f] = _check(source, f, raw[f])
     for key in ("widths", "eval_stats"):
         values[key] = list(values[key])
@@ -389,8 +448,12 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
     seeds = _check_seeds(source, raw.get("seeds", 1))
     _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
     spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source)
-    spec.expand()
+    spec.validate()
     return spec
+
+
+def _is_list_of_lists(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, list) for v in value)
 
 
 def _check_steps_or_epochs(source: str, values: dict[str, Any], grid: dict[str, list], *, steps_written: bool) -> None:
@@ -412,6 +475,8 @@ def load_spec(path: str | Path) -> Spec:
     """Reads and validates a TOML spec file; its name defaults to the file's stem."""
     path = Path(path)
     source = str(path)
+    if path.is_dir():
+        raise SpecError(source, "file", "is a folder, not a spec file (e.g. experiments/quickstart.toml)")
     if not path.is_file():
         raise SpecError(source, "file", "no such spec file")
     try:
@@ -424,22 +489,30 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None) -> Spec:
-    """Applies command-line overrides: ``key=v1,v2`` replaces or adds a grid axis; ``seeds`` a count."""
+    """Applies command-line overrides: ``key=v1,v2`` replaces or adds a grid axis; ``seeds`` a count.
+
+    ``eval_stats`` takes one list, comma- or dash-separated (``eval_stats=running,precise`` evaluates
+    every run both ways); ``widths`` values are dash-separated lists, several of them comma-separated.
+    Errors that only the overrides cause name ``--set`` (or ``--seeds``), not the spec file.
+    """
     grid = dict(spec.grid)
     for expression in sets:
         key, sep, text = expression.partition("=")
         key = key.strip()
         if not sep or not key or not text.strip():
             raise SpecError("--set", expression, "expected key=value[,value...]")
+        if key == "seeds":
+            raise SpecError("--set", key, f"use --seeds N for a count of seeds (--seeds {text.strip()})")
         if key not in RUN_FIELDS:
             raise _unknown_key("--set", key, RUN_FIELDS, "run field")
+        texts = [text.replace(",", "-")] if key == "eval_stats" else text.split(",")
         try:
-            axis = [RULES[key].parse(t.strip()) for t in text.split(",")]
+            axis = [RULES[key].parse(t.strip()) for t in texts]
         except ValueError:
             raise SpecError("--set", key, f"cannot read {text!r} as {key} values") from None
         grid[key] = _check_axis("--set", key, axis)
     _check_steps_or_epochs("--set", spec.values, grid, steps_written=False)
     new_seeds = spec.seeds if seeds is None else _check_seeds("--seeds", seeds)
     updated = dataclasses.replace(spec, grid=grid, seeds=new_seeds)
-    updated.expand()
+    updated.validate(source="--set" if sets else "--seeds")
     return updated

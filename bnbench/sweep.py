@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import os
-import platform
-import subprocess
 import threading
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import jax
 
-from bnbench import data, engine, schema
+from bnbench import data, engine, provenance, schema
 from bnbench.errors import BnbenchError
 from bnbench.results import ResultsStore
 from bnbench.spec import RunConfig, Spec
@@ -77,57 +74,46 @@ def plan(
     max_runs: int | None = DEFAULT_MAX_RUNS,
     data_dir: Path | None = None,
     check_data: bool = True,
+    check_output: bool = True,
 ) -> SweepPlan:
     """Expands ``spec`` (this shard's part of it) and checks its size, data sets and output folder.
 
-    Data sets are looked for in ``data_dir`` (see :mod:`bnbench.datafiles`) and loaded, unless
-    ``check_data`` is false. Raises a :class:`bnbench.errors.BnbenchError` on any problem (a grid of
-    more than ``max_runs`` runs among them; ``None`` for no limit); writes nothing.
+    The size is checked before the grid is built (a grid of more than ``max_runs`` runs is refused at
+    once; ``None`` for no limit), and a shard with no run of the grid is refused. Data sets are looked
+    for in ``data_dir`` (see :mod:`bnbench.datafiles`) and loaded, unless ``check_data`` is false; the
+    output folder is checked unless ``check_output`` is false. Raises a
+    :class:`bnbench.errors.BnbenchError` on any problem; writes nothing.
     """
+    total = spec.num_runs
+    size = len(range(shard.index, total, shard.count)) if shard is not None else total
+    if max_runs is not None and size > max_runs:
+        raise GridTooLarge(
+            f"{spec.source}: grid: {size} runs exceed the limit of {max_runs}; pass --yes to run them all "
+            "or --max-runs to change the limit"
+        )
+    if size == 0:
+        raise ShardError(f"--shard {shard.index}/{shard.count}: nothing to run, the grid has only {total} runs")
     runs = spec.expand()
     if shard is not None:
         runs = runs[shard.index :: shard.count]
-    if max_runs is not None and len(runs) > max_runs:
-        raise GridTooLarge(
-            f"{spec.source}: grid: {len(runs)} runs exceed the limit of {max_runs}; pass --yes to run them all "
-            "or --max-runs to change the limit"
-        )
     if check_data:
         for dataset, num_samples in {(r.dataset, r.num_samples) for r in runs}:
             data.load(dataset, num_samples, data_dir)
     store = ResultsStore(out_dir)
-    store.check_usable(spec, resume=resume)
+    if check_output:
+        store.check_usable(spec, resume=resume)
     return SweepPlan(spec, runs, store, resume, data_dir)
-
-
-def _git_commit() -> str | None:
-    """The commit of the bnbench source checkout (``+dirty`` if modified), or None outside git."""
-    source = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "."], cwd=source, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
 
 
 def environment() -> dict:
     """What a row needs to be reproduced, besides its spec: versions, commit, backend, devices, flags."""
     device = jax.devices()[0]
-    versions = {p: importlib.metadata.version(p) for p in ("bnbench", "jax", "jaxlib", "optax", "numpy")}
     return {
-        "versions": versions,
-        "python": platform.python_version(),
-        "git_commit": _git_commit(),
+        **provenance.software(),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "platform": platform.platform(),
     }
 
 
@@ -135,10 +121,11 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def open_results(plan: SweepPlan) -> frozenset[str]:
-    """Opens the output folder (creating it) and returns the ids of this grid's runs already in it."""
-    done = plan.store.open(plan.spec, resume=plan.resume)
-    return frozenset(r.run_id for r in plan.runs if r.run_id in done)
+def open_results(plan: SweepPlan) -> tuple[frozenset[str], list[str]]:
+    """Opens the output folder (creating it); returns the ids of this grid's runs already in it, and
+    notes on what opening changed (see :meth:`bnbench.results.ResultsStore.open`)."""
+    done, notes = plan.store.open(plan.spec, resume=plan.resume)
+    return frozenset(r.run_id for r in plan.runs if r.run_id in done), notes
 
 
 def execute(

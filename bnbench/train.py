@@ -348,8 +348,12 @@ def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunRes
         # Training stayed finite but evaluation with the running statistics did not.
         diverged_step = sig.eval_steps[int(np.argmax(~np.isfinite(test_loss[:, 0])))]
     bounds = (0, *sig.eval_steps)
+    # From the divergence on, every metric is NaN: a diverged network's argmax still "scores" about
+    # chance, which a learning curve would show as a real accuracy.
     curve = tuple(
-        CurvePoint(end, _shortest(losses[start:end].mean()), _shortest(test_loss[i, 0]), _shortest(test_acc[i, 0]))
+        CurvePoint(end, math.nan, math.nan, math.nan)
+        if diverged_step is not None and end >= diverged_step
+        else CurvePoint(end, _shortest(losses[start:end].mean()), _shortest(test_loss[i, 0]), _shortest(test_acc[i, 0]))
         for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]))
     )
     stats = np.asarray(output.activations, np.float32)

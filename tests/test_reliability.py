@@ -160,13 +160,19 @@ def test_unwritable_output_location_is_refused_before_anything_runs(tiny_spec, w
 
 
 def test_rows_of_another_spec_in_the_folder_are_refused(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec).exit_code == 0
+    """Even without spec.toml: rows whose runs are not runs of this spec (their run_id hashes every
+    field) are refused; this spec's own rows resume whatever their spec_hash says."""
+    assert cli("sweep", tiny_spec, "--set", "lr=0.5", "--out", "results/tiny", "--no-plots").exit_code == 0
     out = workdir / "results" / "tiny"
+    (out / "spec.toml").unlink()
+    result = cli("sweep", tiny_spec)
+    assert result.exit_code == 2 and "different spec (8 of the runs in runs.csv" in result.stderr
+    assert cli("sweep", tiny_spec, "--no-resume", "--no-plots").exit_code == 0
     (out / "spec.toml").unlink()
     runs = pd.read_csv(out / "runs.csv")
     runs.assign(spec_hash="000000000000").to_csv(out / "runs.csv", index=False)
-    result = cli("sweep", tiny_spec)
-    assert result.exit_code == 2 and "different spec" in result.stderr
+    result = cli("sweep", tiny_spec, "--no-plots")
+    assert result.exit_code == 0 and "8 already in" in result.stdout
 
 
 def test_grid_larger_than_the_limit_needs_yes(tiny_spec, workdir, cli):

@@ -28,12 +28,12 @@ def test_summary_matches_a_hand_computation():
     pre, none = table.loc["pre"], table.loc["none"]
     assert (pre["n"], pre["diverged"], none["n"], none["diverged"]) == (3, 1, 3, 0)
     assert math.isclose(pre["mean"], 0.6) and math.isclose(pre["std"], math.sqrt(0.02))
-    # 95% t interval with 1 degree of freedom: t = 12.7062
-    half = 12.706204736 * math.sqrt(0.02) / math.sqrt(2)
-    assert math.isclose(pre["ci_low"], 0.6 - half, rel_tol=1e-6) and math.isclose(pre["ci_high"], 0.6 + half, rel_tol=1e-6)
+    # 95% t interval with 1 degree of freedom (t = 12.7062): 0.6 ± 1.27, clipped to an accuracy's [0, 1].
+    assert (pre["ci_low"], pre["ci_high"], pre["ci_clipped"]) == (0.0, 1.0, True)
     assert math.isclose(none["mean"], 0.5) and math.isclose(none["std"], math.sqrt(0.03))
     half = 4.302652730 * math.sqrt(0.03) / math.sqrt(3)  # t(0.975, 2)
-    assert math.isclose(none["ci_high"], 0.5 + half, rel_tol=1e-6)
+    assert math.isclose(none["ci_low"], 0.5 - half, rel_tol=1e-6) and math.isclose(none["ci_high"], 0.5 + half, rel_tol=1e-6)
+    assert not none["ci_clipped"]
     assert summary.swept_axes(RUNS) == ["placement"]
     overall = summary.summarize(RUNS, [])
     assert len(overall) == 1 and overall["n"].iloc[0] == 6 and math.isclose(overall["mean"].iloc[0], 2.7 / 5)
@@ -76,7 +76,7 @@ def test_report_on_an_interrupted_sweep_with_markdown_and_comparison(tiny_spec, 
     assert "pairs" in result.stdout and "mean pre − none" in result.stdout
     csv = cli("report", out, "--format", "csv", "--no-plots")
     parsed = pd.read_csv(pd.io.common.StringIO(csv.stdout))
-    assert list(parsed.columns) == ["placement", "epsilon", "n", "diverged", "mean", "std", "ci_low", "ci_high"]
+    assert list(parsed.columns) == ["placement", "epsilon", "n", "diverged", "mean", "std", "ci_low", "ci_high", "ci_clipped"]
     assert parsed["n"].sum() == 5
 
 
@@ -125,7 +125,7 @@ def test_plots_are_valid_pngs_of_reasonable_size(write_spec, workdir, cli):
     for path in out.glob("*.png"):
         blob = path.read_bytes()
         assert blob[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(blob) < 1_000_000
-        assert f"plot: results/plots/{path.name}" in result.stdout
+        assert f"plot: results/plots/{path.name}" in result.stderr
 
 
 def test_loaders_give_documented_dtypes(write_spec, workdir, cli):
@@ -179,10 +179,10 @@ def test_activation_statistics_match_numpy_on_the_fixed_batch():
 
 
 def test_counts_stay_integers_when_every_grouping_column_is_numeric():
-    from bnbench.cli import _summary_cells
+    from bnbench.render import summary_cells
 
     table = pd.DataFrame(
         {"epsilon": [1e-5], "momentum": [0.9], "n": [2], "diverged": [0], "mean": [0.5], "std": [0.1], "ci_low": [0.4], "ci_high": [0.6]}
     )
-    _, rows = _summary_cells(table, ["epsilon", "momentum"])
+    _, rows = summary_cells(table, ["epsilon", "momentum"])
     assert rows[0][2:4] == ["2", "0"]

@@ -49,9 +49,12 @@ def test_epochs_and_linear_lr_scaling_resolve_per_batch_size():
     assert [r.run_id for r in reread.expand()] == [r.run_id for r in runs]
 
 
-def test_eval_stats_is_a_list_on_the_command_line_too(tiny_spec):
-    spec = with_overrides(load_spec(tiny_spec), sets=["eval_stats=running-precise,batch"])
-    assert {r.eval_stats for r in spec.expand()} == {("running", "precise"), ("batch",)}
+def test_eval_stats_on_the_command_line_is_one_list(tiny_spec):
+    """Every mode is evaluated within one run, so sweeping eval_stats would train the same runs twice:
+    commas and dashes both separate the modes of the one list."""
+    for text in ("running,precise,batch", "running-precise-batch"):
+        spec = with_overrides(load_spec(tiny_spec), sets=[f"eval_stats={text}"])
+        assert {r.eval_stats for r in spec.expand()} == {("running", "precise", "batch")}
 
 
 def test_resolved_spec_toml_loads_back_to_the_same_runs(tiny_spec, write_spec):

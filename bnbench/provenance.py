@@ -1,0 +1,35 @@
+"""What a result needs to be reproduced besides its spec: package versions, Python, the git commit."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+PACKAGES = ("bnbench", "jax", "jaxlib", "optax", "numpy")
+
+
+def _git_commit() -> str | None:
+    """The commit of the bnbench source checkout (``+dirty`` if modified), or None outside git."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=source, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def software() -> dict:
+    """Versions of bnbench and its numerical stack, Python, the platform and bnbench's git commit."""
+    return {
+        "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,205 @@
+"""Rich renderings of the library's results for the command line: summaries, comparisons, profiles.
+
+Every function here turns data into text or rich renderables and prints them on a given console; none
+of them computes a statistic. Text that can hold brackets (paths, package extras, user values) is
+escaped so that rich never reads it as markup.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bnbench import schema
+
+CLIPPED_NOTE = "* interval clipped to the range the metric can take"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def say(console: Console, text: str) -> None:
+    """Prints plain text (never markup), wrapped only where the terminal wraps it, so that a path is
+    never broken mid-word."""
+    console.print(escape(text), soft_wrap=True)
+
+
+def number(value, digits: int = 4) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "—"
+    return number(mean) if math.isnan(std) else f"{number(mean)} ± {number(std)}"
+
+
+def _interval(low: float, high: float, clipped: bool) -> str:
+    return "—" if math.isnan(low) else f"[{number(low)}, {number(high)}]" + ("*" if clipped else "")
+
+
+def summary_cells(table: pd.DataFrame, by: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a :func:`bnbench.summary.summarize` table."""
+    header = [*by, "n", "diverged", "mean ± std", "95% CI"]
+    rows = [
+        [
+            *(str(row[c]) for c in by),
+            str(row["n"]),
+            str(row["diverged"]),
+            _mean_std(row["mean"], row["std"]),
+            _interval(row["ci_low"], row["ci_high"], row.get("ci_clipped", False)),
+        ]
+        for row in table.to_dict("records")
+    ]
+    return header, rows
+
+
+def compare_cells(table: pd.DataFrame, by: list[str], a: str, b: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a :func:`bnbench.summary.compare` table."""
+    header = [*by, "pairs", f"mean {a} − {b}", "95% CI (paired t)", "verdict"]
+    rows = [
+        [
+            *(str(row[c]) for c in by),
+            str(row["pairs"]),
+            number(row["mean_diff"]),
+            _interval(row["ci_low"], row["ci_high"], row["ci_clipped"]),
+            row["verdict"],
+        ]
+        for row in table.to_dict("records")
+    ]
+    return header, rows
+
+
+def best_row(table: pd.DataFrame, metric: str) -> int | None:
+    """The row with the best mean (highest for accuracies, lowest for losses), if there are two rows
+    or more to choose from."""
+    if len(table) < 2 or not table["mean"].notna().any():
+        return None
+    return int(table["mean"].idxmax() if "acc" in metric else table["mean"].idxmin())
+
+
+# Columns whose cells stay on one line (numbers, intervals); the others wrap between words.
+_NO_WRAP = ("n", "diverged", "pairs", "mean ± std", "95% CI", "95% CI (paired t)")
+
+
+def print_table(
+    console: Console, header: list[str], rows: list[list[str]], title: str, fmt: str, best: int | None = None
+) -> None:
+    """Prints a table as a rich table (``fmt="table"``) or as Markdown (``"markdown"``).
+
+    ``best`` is highlighted: bold green on a colour terminal (the title says so), bold in Markdown.
+    """
+    footnotes = [CLIPPED_NOTE] if any(cell.endswith("]*") for cells in rows for cell in cells) else []
+    if fmt == "markdown":
+        caption = title + ("; best mean in bold" if best is not None else "")
+        marked = [[f"**{c}**" if i == best and j == header.index("mean ± std") else c for j, c in enumerate(cells)]
+                  for i, cells in enumerate(rows)] if best is not None else rows
+        lines = [f"**{caption}**", ""] + ["| " + " | ".join(cells) + " |" for cells in (header, ["---"] * len(header), *marked)]
+        lines += ["", *footnotes] if footnotes else []
+        console.print("\n".join(lines) + "\n", markup=False, soft_wrap=True, highlight=False)
+        return
+    colour = best is not None and console.color_system is not None
+    # No outer box and one space between columns: an 80-column terminal fits the numbers unbroken.
+    table = Table(title=escape(title + ("; best in bold green" if colour else "")), box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 1, 0, 0))
+    # Numbers and intervals never wrap; text wraps between words. Where even that does not fit, a
+    # field name breaks after its underscores, never mid-word: no column is narrower than its longest
+    # unbreakable piece.
+    def longest_piece(j: int, header_text: str) -> int:
+        cells = [c for row in rows for c in ([row[j]] if header[j] in _NO_WRAP or not row[j] else row[j].split())]
+        return max(len(piece) for piece in [*header_text.split("\n"), *cells])
+
+    natural = sum(longest_piece(j, column) + 1 for j, column in enumerate(header))
+    for j, column in enumerate(header):
+        shown = column.replace("_", "_\n") if natural > console.width else column
+        table.add_column(escape(shown), no_wrap=column in _NO_WRAP, min_width=longest_piece(j, shown))
+    for i, cells in enumerate(rows):
+        table.add_row(*map(escape, cells), style="bold green" if colour and i == best else None)
+    console.print(table)
+    for note in footnotes:
+        say(console, note)
+
+
+def dry_run_table(spec, runs) -> Table:
+    """The runs of a plan, one row each, with the swept fields and the seed."""
+    axes = list(spec.grid)
+    table = Table(title=escape(f"{spec.name}: {plural(len(runs), 'run')} (dry run, nothing executed)"))
+    for column in ("#", "run_id", *axes, "seed"):
+        table.add_column(column)
+    for i, run in enumerate(runs):
+        values = [str(schema.csv_value(getattr(run, a))) for a in axes]
+        table.add_row(str(i + 1), run.run_id, *map(escape, values), str(run.seed))
+    return table
+
+
+def run_line(index: int, total: int, run_id: str, status: str, metric: float, wall_s: float) -> str:
+    """One line per finished run, for output that is piped or logged."""
+    return f"run {index}/{total} {run_id} {status} test_acc={number(metric)} wall={wall_s:.2f}s"
+
+
+def columns_table(title: str, columns: dict[str, str]) -> Table:
+    table = Table(title=escape(title))
+    table.add_column("column", no_wrap=True)
+    table.add_column("meaning")
+    for name, meaning in columns.items():
+        table.add_row(name, escape(meaning))
+    return table
+
+
+def profile_tables(console: Console, rows: list, notes: list[str]) -> None:
+    """The profile rows, one table per shape and dtype, a verdict under each, then the notes."""
+    for shape, dtype in dict.fromkeys((r.shape, r.dtype) for r in rows):
+        group_rows = [r for r in rows if (r.shape, r.dtype) == (shape, dtype)]
+        table = Table(title=escape(f"BN kernels, {shape} {dtype} ({rows[0].device_kind}, {rows[0].backend})"),
+                      box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+        for column in ("mode", "impl", "ms", "spread", "GB/s", "%copy", "×ew", "var", "out"):
+            table.add_column(column, justify="left" if column in ("mode", "impl") else "right", no_wrap=True)
+        for mode in dict.fromkeys(r.mode for r in group_rows):
+            group = [r for r in group_rows if r.mode == mode]
+            fastest = min(group, key=lambda r: r.median_ms)
+            for r in group:
+                table.add_row(
+                    r.mode, r.impl, f"{r.median_ms:.3g}", f"{100 * (r.p90_ms - r.p10_ms) / r.median_ms:.0f}%", f"{r.gbps:.3g}",
+                    f"{r.pct_copy_bw:.0f}%", f"{r.rel_to_elementwise:.3g}", _error_text(r.var_rel_err),
+                    _error_text(r.out_rel_err), style="bold green" if r is fastest else None,
+                )
+            table.add_section()
+        console.print(table)
+        say(console, _profile_verdict(group_rows))
+    say(console, "ms: median time per kernel call; spread: (p90 - p10) / median; %copy: GB/s of minimum traffic over the"
+                 " copy's GB/s; ×ew: time over x*a+b's; var, out: relative error of the variance and the output against"
+                 " float64 at mean/std = 3000 (train mode)")
+    for note in notes:
+        say(console, f"note: {note}")
+
+
+def _error_text(error: float) -> str:
+    return "" if math.isnan(error) else f"{error:.0e}"
+
+
+def _profile_verdict(rows: list) -> str:
+    """The fastest accurate implementation in training mode, and where bnbench stands."""
+    train = [r for r in rows if r.mode == "train"]
+    if not train:
+        return "verdict: no train rows"
+    accurate = [r for r in train if r.var_rel_err <= 1e-5] or train
+    best = min(accurate, key=lambda r: r.median_ms)
+    fastest = min(train, key=lambda r: r.median_ms)
+    ours = next((r for r in train if r.impl == "bnbench"), None)
+    text = f"verdict: train, fastest with variance error ≤ 1e-5: {best.impl} ({best.median_ms:.3g} ms, {best.pct_copy_bw:.0f}% of copy)"
+    if fastest is not best:
+        text += f"; {fastest.impl} is faster ({fastest.median_ms:.3g} ms) but off by {fastest.var_rel_err:.0e} in variance"
+    if ours is not None and ours is not best:
+        text += f"; bnbench {ours.median_ms:.3g} ms ({ours.median_ms / best.median_ms:.2f}x)"
+    return text
+
+
+def summary_title(name: str, metric: str, runs: int) -> str:
+    return f"{name}: {metric} over seeds ({plural(runs, 'run')})"
+
