@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test bench-sweep bench-profile clean
+.PHONY: sweep test bench-sweep bench-profile bench-cli clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,11 @@ sweep: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-bench-sweep: $(VENV)/.installed
-	$(BIN)/python benchmarks/bench_sweep.py --recompiling
+bench-sweep: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_sweep.py
+
+bench-cli: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_cli.py
 
 bench-profile: $(VENV)/.installed
 	$(BIN)/bnbench profile --shape 128,56,56,64 --dtype float32 --mode train,grad,infer --out results/bench-profile.csv

@@ -16,44 +16,52 @@ Public surface:
 * :mod:`bnbench.summary`: ``summarize``, ``compare`` (mean, std, 95% CI over seeds; paired differences).
 * :mod:`bnbench.frames`: ``load_runs``, ``load_curves``, ``load_activations`` (typed DataFrames).
 * :mod:`bnbench.plots`: ``write_plots`` (PNG figures of a sweep).
+* :mod:`bnbench.options`: the names options choose from, their defaults, the environment read.
 """
 
-from bnbench.bn import BNParams, BNState, batch_norm, init
-from bnbench.data import Dataset, load as load_dataset
-from bnbench.errors import BnbenchError
-from bnbench.models import Model, Normalization, make_model
-from bnbench.norms import group_norm, layer_norm
-from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
-from bnbench.spec import RunConfig, Spec, load_spec
-from bnbench.frames import load_activations, load_curves, load_runs
-from bnbench.summary import compare, summarize
-from bnbench.engine import run_all, train_run
-from bnbench.train import RunResult
+import importlib
 
-__all__ = [
-    "BNParams",
-    "BNState",
-    "BnbenchError",
-    "CURVE_COLUMNS",
-    "Dataset",
-    "Model",
-    "Normalization",
-    "RUN_COLUMNS",
-    "RunConfig",
-    "RunResult",
-    "Spec",
-    "batch_norm",
-    "compare",
-    "group_norm",
-    "init",
-    "layer_norm",
-    "load_activations",
-    "load_curves",
-    "load_dataset",
-    "load_runs",
-    "load_spec",
-    "make_model",
-    "run_all",
-    "summarize",
-    "train_run",
-]
+# Name -> (module, attribute). Each is imported on first use (PEP 562), so that ``import bnbench`` and
+# the command line start without JAX, pandas or matplotlib; ``from bnbench import load_runs`` works as
+# before.
+_EXPORTS = {
+    "BNParams": ("bnbench.bn", "BNParams"),
+    "BNState": ("bnbench.bn", "BNState"),
+    "BnbenchError": ("bnbench.errors", "BnbenchError"),
+    "CURVE_COLUMNS": ("bnbench.schema", "CURVE_COLUMNS"),
+    "Dataset": ("bnbench.data", "Dataset"),
+    "Model": ("bnbench.models", "Model"),
+    "Normalization": ("bnbench.models", "Normalization"),
+    "RUN_COLUMNS": ("bnbench.schema", "RUN_COLUMNS"),
+    "RunConfig": ("bnbench.spec", "RunConfig"),
+    "RunResult": ("bnbench.train", "RunResult"),
+    "Spec": ("bnbench.spec", "Spec"),
+    "batch_norm": ("bnbench.bn", "batch_norm"),
+    "compare": ("bnbench.summary", "compare"),
+    "group_norm": ("bnbench.norms", "group_norm"),
+    "init": ("bnbench.bn", "init"),
+    "layer_norm": ("bnbench.norms", "layer_norm"),
+    "load_activations": ("bnbench.frames", "load_activations"),
+    "load_curves": ("bnbench.frames", "load_curves"),
+    "load_dataset": ("bnbench.data", "load"),
+    "load_runs": ("bnbench.frames", "load_runs"),
+    "load_spec": ("bnbench.spec", "load_spec"),
+    "make_model": ("bnbench.models", "make_model"),
+    "run_all": ("bnbench.engine", "run_all"),
+    "summarize": ("bnbench.summary", "summarize"),
+    "train_run": ("bnbench.engine", "train_run"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bnbench' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -57,7 +57,7 @@ DEFAULT_MOMENTUM = 0.99
 DEFAULT_EPSILON = 1e-5
 DEFAULT_RENORM_RMAX = 3.0
 DEFAULT_RENORM_DMAX = 5.0
-RUNNING_VARIANCES = ("biased", "unbiased")
+from bnbench.options import RUNNING_VARIANCES
 
 
 class BNParams(NamedTuple):

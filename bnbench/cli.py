@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -26,14 +26,13 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from bnbench import data, datafiles, frames, render, results, schema, summary
-from bnbench import engine as engine_lib
-from bnbench import explain as explain_lib
-from bnbench import plots as plot_lib
-from bnbench import profile as profile_lib
-from bnbench import sweep as sweep_lib
+if TYPE_CHECKING:
+    from bnbench.sweep import SweepPlan
+
+# Only typer, rich and bnbench's light modules are imported here; each command imports what it uses
+# (JAX, pandas, matplotlib) when it runs, so that help and argument errors come at once.
+from bnbench import options, render
 from bnbench.errors import BnbenchError
-from bnbench.spec import RUN_FIELDS, load_spec, with_overrides
 
 class _FlagsWithoutType:
     """Help without the Python types Typer shows beside each parameter (``<bool>``, ``<list[Path]>``):
@@ -126,6 +125,8 @@ def _report(
     tables go to stdout; plot paths go to stderr. With ``fmt="csv"`` stdout holds one table: the
     comparison when one is asked for, else the summary.
     """
+    from bnbench import frames, results, summary
+
     runs = frames.load_runs(out_dir)
     if runs.empty:
         raise frames.LoadError(f"{out_dir / 'runs.csv'}: holds no finished run yet")
@@ -155,6 +156,8 @@ def _report(
         title = f"paired differences in {metric}: {axis}={a} minus {b}"
         render.print_table(console, header, rows, title, fmt)
     if plots:
+        from bnbench import plots as plot_lib
+
         curves, activations = frames.load_curves(out_dir), frames.load_activations(out_dir)
         try:
             paths = plot_lib.write_plots(out_dir, runs, curves, activations, metric)
@@ -172,6 +175,8 @@ _DATA_DIR_HELP = (
 
 def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
     """Downloads the published files of the data sets ``names`` that are not found locally."""
+    from bnbench import data, datafiles
+
     sources = {n: data.info(n).source for n in names}
     missing = [n for n, source in sources.items() if source and not datafiles.locate(n, source, data_dir)]
     if not missing:
@@ -191,9 +196,11 @@ def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
 
 
 def _train_with_progress(
-    plan: sweep_lib.SweepPlan, done: frozenset[str], stop: threading.Event, engine_options: dict
+    plan: SweepPlan, done: frozenset[str], stop: threading.Event, engine_options: dict
 ) -> None:
     """A progress bar on a terminal; one line per finished run when output is piped or logged."""
+    from bnbench import sweep as sweep_lib
+
     todo = len(plan.runs) - len(done)
     if not todo:
         return
@@ -222,7 +229,7 @@ def _train_with_progress(
 _SET_HELP = (
     "Replace or add a grid axis: KEY=V1,V2 (repeatable); keys are the run fields (`bnbench columns`). "
     "A list value is dash-separated: widths=100-100,50 sweeps two widths. eval_stats takes one list: "
-    "eval_stats=running,precise evaluates every run both ways. BN momentum follows the flax/keras convention: "
+    "eval_stats=batch,precise evaluates every run both ways. BN momentum follows the flax/keras convention: "
     "running = momentum * running + (1 - momentum) * batch (PyTorch's momentum=0.1 is 0.9 here)."
 )
 
@@ -255,26 +262,39 @@ def sweep(
         None, "--devices", min=1, metavar="N", show_default="all; on CPU one per core", help="Local devices to shard runs over."
     ),
     shard: Optional[str] = typer.Option(
-        None, "--shard", metavar="I/N", help="Run only part I of N of the grid (e.g. a SLURM array task); combine with `bnbench merge`."
+        None, "--shard", metavar="I/N|auto",
+        help="Run only part I of N of the grid; auto: I and N from a SLURM job array, a Kubernetes indexed job "
+        "(auto/N, or BNBENCH_SHARD_COUNT) or a multi-process JAX run. Combine the parts with `bnbench merge`."
     ),
     max_runs: int = typer.Option(
-        sweep_lib.DEFAULT_MAX_RUNS, "--max-runs", min=1, metavar="N", help="Refuse grids with more runs than this, unless --yes."
+        options.DEFAULT_MAX_RUNS, "--max-runs", min=1, metavar="N", help="Refuse grids with more runs than this, unless --yes."
     ),
     yes: bool = typer.Option(False, "--yes", help="Run the grid whatever its size."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots beside the CSVs."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", metavar="DIR", show_default=f"${datafiles.ENV_VAR}", help=_DATA_DIR_HELP
+        None, "--data-dir", metavar="DIR", show_default=f"${options.DATA_DIR_ENV}", help=_DATA_DIR_HELP
+    ),
+    compile_cache: Optional[Path] = typer.Option(
+        None, "--compile-cache", metavar="DIR", show_default=f"${options.COMPILE_CACHE_ENV}, else ~/.cache/bnbench/xla",
+        help="Folder where compiled programs are kept for later sweeps (never changes a result).",
+    ),
+    no_compile_cache: bool = typer.Option(
+        False, "--no-compile-cache", help=f"Compile everything afresh (as {options.COMPILE_CACHE_ENV} set to off does)."
     ),
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
+    from bnbench import sweep as sweep_lib
+    from bnbench.spec import load_spec, with_overrides
+
     try:
         resolved = with_overrides(load_spec(spec), sets=set_, seeds=seeds)
         part = sweep_lib.Shard.parse(shard) if shard else None
-        engine_lib.validate(engine, devices)
+        if engine not in options.ENGINES:
+            raise BnbenchError(f"--engine: must be one of {', '.join(options.ENGINES)}, got {engine!r}")
         default_out = Path("results") / (resolved.name + (f"-shard{part.index}of{part.count}" if part else ""))
-        options = dict(resume=not no_resume, shard=part, max_runs=None if yes else max_runs, data_dir=data_dir)
+        plan_options = dict(resume=not no_resume, shard=part, max_runs=None if yes else max_runs, data_dir=data_dir)
         if dry_run:
-            plan = sweep_lib.plan(resolved, out or default_out, check_data=False, check_output=False, **options)
+            plan = sweep_lib.plan(resolved, out or default_out, check_data=False, check_output=False, **plan_options)
     except BnbenchError as err:
         raise _fail(err) from None
     if dry_run:
@@ -284,12 +304,23 @@ def sweep(
         except BnbenchError as err:
             render.say(console, f"a real run would be refused: {err}")
         return
+    from bnbench import engine as engine_lib
+
+    try:
+        engine_lib.validate(engine, devices)
+    except BnbenchError as err:
+        raise _fail(err) from None
+    cache_note = engine_lib.enable_compilation_cache(
+        options.compile_cache_dir(os.environ, compile_cache, off=no_compile_cache)
+    )
+    if cache_note:
+        render.say(err_console, f"note: {cache_note}")
     try:
         _fetch(resolved.datasets, data_dir)
     except BnbenchError as err:
         raise _fail(err, code=1) from None
     try:
-        plan = sweep_lib.plan(resolved, out or default_out, **options)
+        plan = sweep_lib.plan(resolved, out or default_out, **plan_options)
         done, notes = sweep_lib.open_results(plan)
     except (BnbenchError, OSError) as err:
         raise _fail(err) from None
@@ -320,9 +351,6 @@ def sweep(
         raise _fail(err, code=1) from None
 
 
-FORMATS = ("table", "markdown", "csv")
-
-
 @app.command(cls=_Command)
 def report(
     results_dir: Path = typer.Argument(
@@ -340,15 +368,15 @@ def report(
         "95% interval; a direction is named only from 3 pairs up.",
     ),
     fmt: str = typer.Option(
-        "table", "--format", metavar="|".join(FORMATS),
+        "table", "--format", metavar="|".join(options.REPORT_FORMATS),
         help="table; markdown (to paste into a paper); csv (one table on stdout: the comparison if --compare, else the summary).",
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots."),
 ) -> None:
     """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots."""
     try:
-        if fmt not in FORMATS:
-            raise BnbenchError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if fmt not in options.REPORT_FORMATS:
+            raise BnbenchError(f"--format: must be one of {', '.join(options.REPORT_FORMATS)}, got {fmt!r}")
         comparison = None
         if compare:
             axis, _, values = compare.partition("=")
@@ -367,27 +395,31 @@ def profile(
         None, "--shape", metavar="N,H,W,C", show_default="ResNet-like NHWC shapes and (N, 4096)",
         help="N,H,W,C or N,C (repeatable).",
     ),
-    dtype: str = typer.Option(",".join(profile_lib.DEFAULT_DTYPES), "--dtype", metavar="DTYPES", help="Comma-separated dtypes."),
+    dtype: str = typer.Option(",".join(options.PROFILE_DTYPES), "--dtype", metavar="DTYPES", help="Comma-separated dtypes."),
     mode: str = typer.Option(
-        ",".join(profile_lib.MODES), "--mode", metavar="MODES", help=f"Comma-separated, of {', '.join(profile_lib.MODES)}."
+        ",".join(options.PROFILE_MODES), "--mode", metavar="MODES",
+        help=f"Comma-separated, of {', '.join(options.PROFILE_MODES)}.",
     ),
     impl: str = typer.Option(
-        ",".join(profile_lib.implementations()), "--impl", metavar="IMPLS", show_default="all",
-        help=f"Comma-separated, of {', '.join(profile_lib.implementations())}; missing peers are skipped.",
+        ",".join(options.PROFILE_IMPLEMENTATIONS), "--impl", metavar="IMPLS", show_default="all",
+        help=f"Comma-separated, of {', '.join(options.PROFILE_IMPLEMENTATIONS)}; missing peers are skipped.",
     ),
     repeat: int = typer.Option(15, "--repeat", min=3, metavar="K", help="Timed repeats per row, interleaved round-robin."),
     out: Path = typer.Option(Path("results") / "profile.csv", "--out", metavar="FILE", help="CSV file for the rows."),
 ) -> None:
     """Time BN kernels (train, grad, infer, fold) against peers and the device's copy bandwidth."""
+    from bnbench import profile as profile_lib
+    from bnbench import results
+
     try:
         shapes = [tuple(int(d) for d in s.split(",")) for s in shape] if shape else list(profile_lib.DEFAULT_SHAPES)
     except ValueError:
         raise _fail(BnbenchError(f"--shape: expected comma-separated integers such as 32,56,56,64, got {shape}")) from None
     if any(len(s) not in (2, 4) or min(s) < 1 for s in shapes):
         raise _fail(BnbenchError(f"--shape: each shape is N,C or N,H,W,C with sizes >= 1, got {shape}"))
-    unknown = [m for m in mode.split(",") if m not in profile_lib.MODES]
+    unknown = [m for m in mode.split(",") if m not in options.PROFILE_MODES]
     if unknown:
-        raise _fail(BnbenchError(f"--mode: must be among {', '.join(profile_lib.MODES)}, got {', '.join(unknown)}"))
+        raise _fail(BnbenchError(f"--mode: must be among {', '.join(options.PROFILE_MODES)}, got {', '.join(unknown)}"))
     try:
         if out.is_dir():
             raise BnbenchError(f"--out: {out} is a folder; give a CSV file name such as {out / 'profile.csv'}")
@@ -407,13 +439,15 @@ def profile(
 @app.command(cls=_Command)
 def datasets(
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", metavar="DIR", show_default=f"${datafiles.ENV_VAR}", help=_DATA_DIR_HELP
+        None, "--data-dir", metavar="DIR", show_default=f"${options.DATA_DIR_ENV}", help=_DATA_DIR_HELP
     ),
     download: list[str] = typer.Option(
         [], "--download", metavar="NAME", show_default=False, help="Download this data set's files now (repeatable)."
     ),
 ) -> None:
     """List the data sets: sizes, input shape, and whether each is here (MD5-checked) or downloads."""
+    from bnbench import data, datafiles
+
     try:
         for name in download:
             data.info(name)
@@ -452,6 +486,8 @@ def merge(
     out: Path = typer.Option(..., "--out", metavar="DIR", help="New folder for the combined results."),
 ) -> None:
     """Combine the runs.csv/curves.csv of several folders of one spec, each run once, in grid order."""
+    from bnbench import results
+
     try:
         merged = results.merge(sources, out)
     except BnbenchError as err:
@@ -467,6 +503,8 @@ def merge(
 @app.command(cls=_Command)
 def columns() -> None:
     """The columns of runs.csv, curves.csv and activations.csv, and what each holds."""
+    from bnbench import schema
+
     for name, table in (("runs.csv", schema.RUN_COLUMNS), ("curves.csv", schema.CURVE_COLUMNS),
                         ("activations.csv", schema.ACTIVATION_COLUMNS)):
         console.print(render.columns_table(name, table))
@@ -478,6 +516,8 @@ def explain(
     beta: float = typer.Option(0.0, "--beta", metavar="B", help="BN offset applied after scaling."),
 ) -> None:
     """Show BN's training-mode forward pass on the classic 10 x 2 worked example, step by step."""
+    from bnbench import explain as explain_lib
+
     ex = explain_lib.worked_example(gamma, beta)
     console.print(
         "Batch Normalization, training mode: per feature, mean and [bold]biased[/] variance over the batch, "
@@ -500,7 +540,7 @@ def explain(
 
 def main() -> None:
     """The console script: on CPU, one JAX device per core, so the vectorized engine uses them all."""
-    flag = engine_lib.cpu_device_flag(os.environ)
+    flag = options.cpu_device_flag(os.environ)
     if flag:
         os.environ["XLA_FLAGS"] = flag
     app()

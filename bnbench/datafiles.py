@@ -21,10 +21,10 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from bnbench import formats
+from bnbench import formats, options
 from bnbench.errors import BnbenchError
 
-ENV_VAR = "BNBENCH_DATA_DIR"
+ENV_VAR = options.DATA_DIR_ENV
 CHUNK = 1 << 20
 TIMEOUT_S = 30
 
@@ -61,7 +61,7 @@ def data_dir(explicit: str | Path | None = None) -> Path | None:
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/bnbench``, or ``~/.cache/bnbench``."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bnbench"
+    return options.user_cache_dir(os.environ)
 
 
 def search_roots(explicit: str | Path | None = None) -> list[Path]:

@@ -12,14 +12,13 @@ Both drive the same :class:`bnbench.train.Program`, so they compute the same mat
   debugging and as the reference the vectorized engine is tested against.
 
 On CPU every local device is a host "device"; the CLI exposes one per core (see
-:func:`cpu_device_flag`) so the vectorized engine spreads runs over the cores.
+:func:`bnbench.options.cpu_device_flag`) so the vectorized engine spreads runs over the cores.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 import time
 from pathlib import Path
@@ -31,10 +30,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnbench import data
 from bnbench.errors import BnbenchError
+from bnbench.options import ENGINES
 from bnbench.spec import RunConfig
 from bnbench.train import HParams, RunOutput, RunResult, Signature, device_data, make_program, summarize_output
 
-ENGINES = ("vectorized", "sequential")
 MAX_CHUNK = 512
 _DEFAULT_MEMORY = 8 << 30  # bytes, assumed where the device does not report its memory (CPU)
 
@@ -65,15 +64,28 @@ def group_runs(configs: list[RunConfig], data_dir: str | Path | None = None) -> 
     return list(groups.values())
 
 
-def cpu_device_flag(environ: dict[str, str]) -> str | None:
-    """The XLA flag exposing one host device per CPU core, or None if ``environ`` already sets a count.
+def enable_compilation_cache(folder: Path | None) -> str | None:
+    """Keeps every compiled program in ``folder`` for later processes (JAX's persistent compilation
+    cache), or turns the cache off with ``None``; returns a note if the folder cannot be used (then the
+    cache is off).
 
-    Must be applied before JAX initializes its backends.
+    Entries are keyed by a hash of the program, the devices and the JAX version, so a cached program is
+    the program that would be compiled, and results do not change. Processes may share the folder (each
+    entry is written once; one read while another process writes it fails its zlib check), and an
+    entry that cannot be read (half-written, truncated, corrupt) costs a compilation and a warning from
+    JAX, never an error: ``jax_raise_persistent_cache_errors`` stays off.
     """
-    flags = environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags:
-        return None
-    return f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            jax.config.update("jax_enable_compilation_cache", False)
+            return f"compilation cache off: cannot create {folder} ({err.strerror})"
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_enable_compilation_cache", folder is not None)
+    return None
 
 
 def validate(engine: str, devices: int | None) -> tuple[jax.Device, ...]:

@@ -23,14 +23,13 @@ import jax
 import jax.numpy as jnp
 
 from bnbench import bn, norms
+from bnbench.options import NORMS, PLACEMENTS
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "sigmoid": jax.nn.sigmoid,
     "tanh": jnp.tanh,
 }
-PLACEMENTS = ("pre", "post", "none")
-NORMS = ("batch", "group", "layer", "none")
 EVAL_STATS = ("running", "batch")  # "precise" is "running" with recomputed state (bnbench.train)
 
 # Spatial kernel size by number of spatial dimensions: 1-D signals (MNIST-1D) and 2-D images.

@@ -37,8 +37,9 @@ import numpy as np
 
 from bnbench import bn
 from bnbench.errors import BnbenchError
+from bnbench.options import PROFILE_DTYPES, PROFILE_MODES
 
-MODES = ("train", "grad", "infer", "fold")
+MODES = PROFILE_MODES
 TRAFFIC = {"train": 3, "grad": 8, "infer": 2, "fold": 2}  # bytes moved, in units of the tensor's size
 DEFAULT_SHAPES = (
     (32, 56, 56, 64),
@@ -49,7 +50,7 @@ DEFAULT_SHAPES = (
     (256, 4096),
     (2048, 4096),
 )
-DEFAULT_DTYPES = ("float32", "bfloat16")
+DEFAULT_DTYPES = PROFILE_DTYPES
 EPSILON = 1e-5
 MEAN_OVER_STD = 3000.0
 ACCURACY_ELEMENTS = 1 << 22  # accuracy is checked on the first samples of the shape, at most this many values

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from bnbench import schema
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CLIPPED_NOTE = "* interval clipped to the range the metric can take"
 

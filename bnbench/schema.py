@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnbench.spec import EVAL_STATS, RunConfig
-from bnbench.train import RunResult
+from typing import TYPE_CHECKING
+
+from bnbench.options import EVAL_STATS
+
+if TYPE_CHECKING:
+    from bnbench.spec import RunConfig
+    from bnbench.train import RunResult
 
 MOMENTUM_CONVENTION = "running=momentum*running+(1-momentum)*batch"
 

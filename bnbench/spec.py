@@ -67,11 +67,7 @@ from typing import Any, Callable, NamedTuple
 
 from bnbench import data
 from bnbench.errors import BnbenchError
-from bnbench.bn import RUNNING_VARIANCES
-from bnbench.models import ACTIVATIONS, MODELS, NORMS, PLACEMENTS
-
-OPTIMIZERS = ("sgd", "adam")
-EVAL_STATS = ("running", "batch", "precise")
+from bnbench.options import ACTIVATIONS, EVAL_STATS, MODELS, NORMS, OPTIMIZERS, PLACEMENTS, RUNNING_VARIANCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,9 +203,9 @@ def _parse_eval_stats(text: str) -> list[str]:
 RULES: dict[str, _Rule] = {
     "dataset": _choice(lambda: tuple(sorted(data.REGISTRY))),
     "num_samples": _integer(2),
-    "model": _choice(lambda: tuple(MODELS)),
+    "model": _choice(lambda: MODELS),
     "widths": _Rule(_widths_check, _parse_widths),
-    "activation": _choice(lambda: tuple(ACTIVATIONS)),
+    "activation": _choice(lambda: ACTIVATIONS),
     "placement": _choice(lambda: PLACEMENTS),
     "norm": _choice(lambda: NORMS),
     "groups": _integer(1),

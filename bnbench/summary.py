@@ -11,7 +11,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bnbench.errors import BnbenchError
 from bnbench.spec import RUN_FIELDS
@@ -77,7 +76,9 @@ def _groups(frame: pd.DataFrame, by: Sequence[str]):
 
 def _t_interval(mean, std, count, bounds: tuple[float, float]):
     """The 95% Student-t interval of a mean, clipped to ``bounds``: ``(low, high, clipped)``."""
-    half = stats.t.ppf(0.975, count - 1) * std / np.sqrt(count)
+    from scipy.special import stdtrit  # the Student-t quantile; imported here, where it is used (start-up)
+
+    half = stdtrit(count - 1, 0.975) * std / np.sqrt(count)
     low, high = mean - half, mean + half
     clipped = (low < bounds[0]) | (high > bounds[1])
     return np.clip(low, *bounds), np.clip(high, *bounds), clipped

@@ -6,15 +6,16 @@ import datetime
 import os
 import threading
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple
 
-import jax
-
-from bnbench import data, engine, provenance, schema
+from bnbench import data, provenance, schema
 from bnbench.errors import BnbenchError
+from bnbench.options import DEFAULT_MAX_RUNS
 from bnbench.results import ResultsStore
 from bnbench.spec import RunConfig, Spec
-from bnbench.train import RunResult
+
+if TYPE_CHECKING:
+    from bnbench.train import RunResult
 
 
 class SweepPlan(NamedTuple):
@@ -42,23 +43,75 @@ class Shard(NamedTuple):
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> Shard:
-        """Reads ``i/n`` with ``0 <= i < n``; raises :class:`ShardError` otherwise."""
+    def parse(
+        cls, text: str, environ: Mapping[str, str] = os.environ, jax_processes: Callable[[], tuple[int, int]] | None = None
+    ) -> Shard:
+        """Reads ``i/n`` with ``0 <= i < n``, or ``auto`` / ``auto/n`` (see :func:`shard_from_scheduler`);
+        raises :class:`ShardError` otherwise."""
         index, sep, count = text.partition("/")
+        if index == "auto":
+            return shard_from_scheduler(environ, count or None, jax_processes)
         try:
             shard = cls(int(index), int(count))
         except ValueError:
             shard = None
         if not sep or shard is None or not 0 <= shard.index < shard.count:
-            raise ShardError(f"--shard: expected i/n with 0 <= i < n, got {text!r}")
+            raise ShardError(f"--shard: expected i/n with 0 <= i < n, or auto, got {text!r}")
         return shard
+
+
+SHARD_COUNT_ENV = "BNBENCH_SHARD_COUNT"
+
+
+def _jax_processes() -> tuple[int, int]:
+    import jax  # here: only a run with no scheduler variables asks JAX
+
+    return jax.process_index(), jax.process_count()
+
+
+def shard_from_scheduler(
+    environ: Mapping[str, str], count_text: str | None = None, jax_processes: Callable[[], tuple[int, int]] | None = None
+) -> Shard:
+    """This process's shard, from the first scheduler found:
+
+    * a SLURM job array: ``(SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP`` of
+      ``SLURM_ARRAY_TASK_COUNT`` (``--array=0-7`` or ``--array=1-15:2`` alike);
+    * a Kubernetes indexed job: ``JOB_COMPLETION_INDEX`` of ``count_text`` (``--shard auto/N``) or
+      ``$BNBENCH_SHARD_COUNT`` (set it to the job's ``completions``);
+    * a multi-process JAX run (``jax.distributed.initialize()`` called): ``jax.process_index()`` of
+      ``jax.process_count()``.
+
+    ``count_text``, when given, must agree with the scheduler's count. Raises :class:`ShardError` when
+    no scheduler is found or its variables do not make a shard.
+    """
+    try:
+        count = int(count_text) if count_text is not None else None
+        if "SLURM_ARRAY_TASK_ID" in environ:
+            task, first = int(environ["SLURM_ARRAY_TASK_ID"]), int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+            step, total = int(environ.get("SLURM_ARRAY_TASK_STEP", "1")), int(environ["SLURM_ARRAY_TASK_COUNT"])
+            where, index = "SLURM array", (task - first) // step
+        elif "JOB_COMPLETION_INDEX" in environ:
+            where, index = "Kubernetes indexed job", int(environ["JOB_COMPLETION_INDEX"])
+            total = count if count is not None else int(environ[SHARD_COUNT_ENV]) if SHARD_COUNT_ENV in environ else None
+            if total is None:
+                raise ShardError(f"--shard auto: JOB_COMPLETION_INDEX is set but not the number of completions: pass "
+                                 f"--shard auto/N or set {SHARD_COUNT_ENV}")
+        else:
+            where, (index, total) = "JAX", (jax_processes or _jax_processes)()
+            if total == 1:
+                raise ShardError("--shard auto: no scheduler found (SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, or a "
+                                 "multi-process JAX run); pass --shard I/N")
+    except (KeyError, ValueError) as err:
+        raise ShardError(f"--shard auto: cannot read the scheduler's variables ({err})") from None
+    if count is not None and count != total:
+        raise ShardError(f"--shard auto/{count}: the {where} has {total} tasks")
+    if not 0 <= index < total:
+        raise ShardError(f"--shard auto: {where} task {index} is outside 0..{total - 1}")
+    return Shard(index, total)
 
 
 class ShardError(BnbenchError):
     """A malformed ``--shard``."""
-
-
-DEFAULT_MAX_RUNS = 1000
 
 
 class GridTooLarge(BnbenchError):
@@ -107,6 +160,8 @@ def plan(
 
 def environment() -> dict:
     """What a row needs to be reproduced, besides its spec: versions, commit, backend, devices, flags."""
+    import jax  # here, where it is used: planning a sweep needs no JAX (start-up time)
+
     device = jax.devices()[0]
     return {
         **provenance.software(),
@@ -136,6 +191,8 @@ def execute(
     ``engine_options`` go to :func:`bnbench.engine.run_all`. Setting ``stop`` ends the sweep once the
     runs in progress are saved. ``meta.json`` records ``finished`` only when every run is done.
     """
+    from bnbench import engine
+
     meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "started": _now()}
     meta.update(engine_options, data_dir=plan.data_dir and str(plan.data_dir), finished=None)
     plan.store.write_meta(meta)

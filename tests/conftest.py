@@ -22,6 +22,16 @@ epsilon = [1e-5, 1e-3]
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory):
+    """Sweeps in tests (in-process and subprocesses) share a compilation cache of their own, not the
+    user's."""
+    folder = tmp_path_factory.mktemp("xla-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BNBENCH_COMPILE_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     """A fresh current directory, so default output folders land in tmp."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bnbench import data, datafiles, formats
-from bnbench.datafiles import DataFile, Source
+from bnbench.datafiles import DataFile
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
 IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

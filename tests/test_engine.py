@@ -11,6 +11,7 @@ import pytest
 
 from bnbench import engine
 from bnbench.spec import RunConfig, load_spec
+from bnbench.sweep import Shard, ShardError
 
 BASE = dict(dataset="synthetic", num_samples=1200, steps=30, eval_every=10)
 
@@ -144,3 +145,45 @@ def test_bad_shard_is_a_one_line_error(tiny_spec, workdir, cli):
     result = cli("sweep", tiny_spec, "--shard", "2/2")
     assert result.exit_code == 2 and result.stderr.strip().startswith("error: --shard")
     assert not (workdir / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "environ, text, expected",
+    [
+        ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0"}, "auto", (3, 4)),
+        ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1",
+          "SLURM_ARRAY_TASK_STEP": "2"}, "auto", (2, 3)),
+        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "1"}, "auto/2", (0, 2)),
+        ({"JOB_COMPLETION_INDEX": "2"}, "auto/5", (2, 5)),
+        ({"JOB_COMPLETION_INDEX": "0", "BNBENCH_SHARD_COUNT": "3"}, "auto", (0, 3)),
+    ],
+)
+def test_shard_auto_reads_the_scheduler(environ, text, expected):
+    assert Shard.parse(text, environ, jax_processes=lambda: pytest.fail("asked JAX")) == expected
+
+
+def test_shard_auto_from_multi_process_jax_and_its_errors():
+    assert Shard.parse("auto", {}, jax_processes=lambda: (1, 4)) == (1, 4)
+    for environ, text, message in [
+        ({}, "auto", "no scheduler found"),
+        ({"JOB_COMPLETION_INDEX": "1"}, "auto", "pass --shard auto/N or set BNBENCH_SHARD_COUNT"),
+        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}, "auto/3", "the SLURM array has 2 tasks"),
+        ({"JOB_COMPLETION_INDEX": "x"}, "auto/2", "cannot read the scheduler's variables"),
+        ({"JOB_COMPLETION_INDEX": "4"}, "auto/2", "task 4 is outside 0..1"),
+    ]:
+        with pytest.raises(ShardError, match=message):
+            Shard.parse(text, environ, jax_processes=lambda: (0, 1))
+
+
+def test_slurm_array_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir, cli, monkeypatch):
+    assert cli("sweep", tiny_spec, "--out", "whole", "--engine", "sequential", "--no-plots").exit_code == 0
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "0")
+    for task in range(3):
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        result = cli("sweep", tiny_spec, "--shard", "auto", "--engine", "sequential", "--no-plots")
+        assert result.exit_code == 0 and f"tiny: {len(range(task, 8, 3))} runs" in result.stdout
+    parts = [f"results/tiny-shard{i}of3" for i in range(3)]
+    assert cli("merge", *parts, "--out", "merged").exit_code == 0
+    whole, merged = (pd.read_csv(workdir / name / "runs.csv") for name in ("whole", "merged"))
+    pd.testing.assert_frame_equal(merged[METRICS], whole[METRICS])

@@ -1,0 +1,93 @@
+"""The persistent compilation cache: same results cached or not, shared by processes, corrupt entries
+recompiled. Every sweep here is its own process, so that JAX's in-memory caches cannot hide a miss."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bnbench import options
+
+SPEC = """
+name = "cached"
+dataset = "synthetic"
+widths = [8]
+steps = 30
+eval_every = 10
+seeds = 2
+[grid]
+placement = ["pre", "none"]
+"""
+METRICS = ["run_id", "status", "final_train_loss", "test_loss", "test_acc"]
+
+
+def start(workdir: Path, out: str, cache: str) -> subprocess.Popen:
+    env = {**os.environ, options.COMPILE_CACHE_ENV: cache}
+    return subprocess.Popen([sys.executable, "-m", "bnbench", "sweep", "spec.toml", "--out", out, "--no-plots"],
+                            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def sweep(workdir: Path, out: str, cache: str) -> tuple[pd.DataFrame, str]:
+    process = start(workdir, out, cache)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    return pd.read_csv(workdir / out / "runs.csv")[METRICS], stderr
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cache")
+    (folder / "spec.toml").write_text(SPEC)
+    return folder
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.glob("*-cache"))
+
+
+def test_cached_runs_equal_uncached_runs_and_corrupt_entries_are_recompiled(workdir):
+    cache = workdir / "xla"
+    uncached, _ = sweep(workdir, "off", "off")
+    filled, _ = sweep(workdir, "cold", str(cache))
+    assert entries(cache), "the sweep wrote no cache entry"
+    warm, stderr = sweep(workdir, "warm", str(cache))
+    pd.testing.assert_frame_equal(filled, uncached)
+    pd.testing.assert_frame_equal(warm, uncached)
+    assert "persistent compilation cache" not in stderr
+    for i, entry in enumerate(entries(cache)):
+        blob = entry.read_bytes()
+        entry.write_bytes(blob[: len(blob) // 2] if i % 2 else bytes(reversed(blob)))
+    corrupt, stderr = sweep(workdir, "corrupt", str(cache))
+    pd.testing.assert_frame_equal(corrupt, uncached)
+    assert "Error reading persistent compilation cache entry" in stderr
+
+
+def test_concurrent_processes_share_one_cache(workdir):
+    cache = workdir / "shared-xla"
+    processes = [start(workdir, f"p{i}", str(cache)) for i in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    first, second = (pd.read_csv(workdir / f"p{i}" / "runs.csv")[METRICS] for i in range(2))
+    pd.testing.assert_frame_equal(first, second)
+    assert entries(cache)
+
+
+def test_the_cache_folder_comes_from_flag_environment_or_user_cache(tmp_path):
+    home = {"XDG_CACHE_HOME": str(tmp_path)}
+    assert options.compile_cache_dir(home) == tmp_path / "bnbench" / "xla"
+    assert options.compile_cache_dir({**home, options.COMPILE_CACHE_ENV: "/c"}) == Path("/c")
+    assert options.compile_cache_dir({**home, options.COMPILE_CACHE_ENV: "/c"}, "/d") == Path("/d")
+    assert options.compile_cache_dir({options.COMPILE_CACHE_ENV: "off"}) is None
+    assert options.compile_cache_dir(home, off=True) is None
+
+
+def test_an_unusable_cache_folder_turns_the_cache_off_with_a_note(tmp_path, write_spec, cli):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = cli("sweep", write_spec('dataset = "synthetic"\nwidths = [4]\nsteps = 5\n'), "--compile-cache",
+                 blocker / "xla", "--no-plots")
+    assert result.exit_code == 0 and "note: compilation cache off: cannot create" in result.stderr
