@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test bench-sweep bench-profile bench-cli clean
+.PHONY: sweep test bench-sweep bench-profile bench-cli bench-probes clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ bench-sweep: $(VENV)/.installed-test
 
 bench-cli: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cli.py
+
+bench-probes: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_probes.py
 
 bench-profile: $(VENV)/.installed
 	$(BIN)/bnbench profile --shape 128,56,56,64 --dtype float32 --mode train,grad,infer --out results/bench-profile.csv

@@ -14,7 +14,10 @@ Public surface:
 * :mod:`bnbench.engine`: ``run_all``, ``train_run`` (vectorized and sequential engines).
 * :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema).
 * :mod:`bnbench.summary`: ``summarize``, ``compare`` (mean, std, 95% CI over seeds; paired differences).
-* :mod:`bnbench.frames`: ``load_runs``, ``load_curves``, ``load_activations`` (typed DataFrames).
+* :mod:`bnbench.frames`: ``load_runs``, ``load_curves``, ``load_activations``, ``load_probes`` (typed
+  DataFrames).
+* :mod:`bnbench.probes`: the mechanism probes (gradient and weight norms, internal covariate shift,
+  loss-landscape smoothness, running-statistics gap).
 * :mod:`bnbench.plots`: ``write_plots`` (PNG figures of a sweep).
 * :mod:`bnbench.options`: the names options choose from, their defaults, the environment read.
 """
@@ -44,6 +47,7 @@ _EXPORTS = {
     "load_activations": ("bnbench.frames", "load_activations"),
     "load_curves": ("bnbench.frames", "load_curves"),
     "load_dataset": ("bnbench.data", "load"),
+    "load_probes": ("bnbench.frames", "load_probes"),
     "load_runs": ("bnbench.frames", "load_runs"),
     "load_spec": ("bnbench.spec", "load_spec"),
     "make_model": ("bnbench.models", "make_model"),

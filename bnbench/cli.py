@@ -22,17 +22,16 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.markup import escape
-from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
-
-if TYPE_CHECKING:
-    from bnbench.sweep import SweepPlan
 
 # Only typer, rich and bnbench's light modules are imported here; each command imports what it uses
 # (JAX, pandas, matplotlib) when it runs, so that help and argument errors come at once.
 from bnbench import options, render
 from bnbench.errors import BnbenchError
+
+if TYPE_CHECKING:
+    from bnbench.sweep import SweepPlan
+
 
 class _FlagsWithoutType:
     """Help without the Python types Typer shows beside each parameter (``<bool>``, ``<list[Path]>``):
@@ -118,12 +117,15 @@ def _report(
     comparison: tuple[str, str, str] | None = None,
     fmt: str = "table",
     plots: bool = True,
+    probe: str | None = None,
+    step: int | None = None,
 ) -> None:
     """Prints the summary (and a paired comparison) of a results folder and writes its plots.
 
     Everything that can fail on the user's arguments is checked before anything is printed. Only the
     tables go to stdout; plot paths go to stderr. With ``fmt="csv"`` stdout holds one table: the
-    comparison when one is asked for, else the summary.
+    comparison when one is asked for, else the summary. With ``probe`` the summary is that of the probe
+    value at ``step`` (default: the last probed) per group and layer, instead of ``metric``'s.
     """
     from bnbench import frames, results, summary
 
@@ -141,14 +143,17 @@ def _report(
         except results.ResultsError as err:
             raise results.ResultsError(f"{err}: cannot write plots there; pass --no-plots") from None
     by = summary.swept_axes(runs) if by is None else by
-    table = summary.summarize(runs, by, metric)
     name = ", ".join(runs["spec"].astype(str).unique()) or out_dir.name
+    if probe:
+        table, step = summary.summarize_probe(runs, frames.load_probes(out_dir), probe, step, by)
+        by, metric, title = [*by, "layer"], probe, f"{name}: {probe} at step {step} over seeds ({render.plural(len(runs), 'run')})"
+    else:
+        table, title = summary.summarize(runs, by, metric), render.summary_title(name, metric, len(runs))
     if fmt == "csv":
         typer.echo((paired if paired is not None else table).to_csv(index=False), nl=False)
     else:
         header, rows = render.summary_cells(table, by)
-        render.print_table(console, header, rows, render.summary_title(name, metric, len(runs)), fmt,
-                           best=render.best_row(table, metric))
+        render.print_table(console, header, rows, title, fmt, best=None if probe else render.best_row(table, metric))
     if paired is not None and fmt != "csv":
         axis, a, b = comparison
         group_by = [c for c in summary.swept_axes(runs) if c != axis]
@@ -160,7 +165,7 @@ def _report(
 
         curves, activations = frames.load_curves(out_dir), frames.load_activations(out_dir)
         try:
-            paths = plot_lib.write_plots(out_dir, runs, curves, activations, metric)
+            paths = plot_lib.write_plots(out_dir, runs, curves, activations, metric, frames.load_probes(out_dir))
         except OSError as err:
             raise results.ResultsError(f"{out_dir}: cannot write plots ({err.strerror or err}); pass --no-plots") from None
         for path in paths:
@@ -310,11 +315,11 @@ def sweep(
         engine_lib.validate(engine, devices)
     except BnbenchError as err:
         raise _fail(err) from None
-    cache_note = engine_lib.enable_compilation_cache(
-        options.compile_cache_dir(os.environ, compile_cache, off=no_compile_cache)
-    )
+    cache = options.compile_cache_dir(os.environ, compile_cache, off=no_compile_cache)
+    cache_note = engine_lib.enable_compilation_cache(cache)
     if cache_note:
         render.say(err_console, f"note: {cache_note}")
+    program_cache = cache / "traced" if cache is not None and not cache_note else None
     try:
         _fetch(resolved.datasets, data_dir)
     except BnbenchError as err:
@@ -335,7 +340,8 @@ def sweep(
     resume_hint = f"finished runs are saved in {plan.store.out_dir}; run the same command again to resume"
     try:
         with _stop_on_interrupt(stop):
-            _train_with_progress(plan, done, stop, dict(engine=engine, chunk_size=chunk_size, devices=devices))
+            engine_options = dict(engine=engine, chunk_size=chunk_size, devices=devices, program_cache=program_cache)
+            _train_with_progress(plan, done, stop, engine_options)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {resume_hint}", err=True)
         raise typer.Exit(code=130) from None
@@ -372,9 +378,21 @@ def report(
         help="table; markdown (to paste into a paper); csv (one table on stdout: the comparison if --compare, else the summary).",
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots."),
+    probe: Optional[str] = typer.Option(
+        None, "--probe", metavar="NAME",
+        help="Summarize this probe value (probes.csv: grad_norm, ics_distance, beta_smoothness, mean_gap, ...) "
+        "per group and layer instead of --metric.",
+    ),
+    step: Optional[int] = typer.Option(
+        None, "--step", metavar="N", show_default="the last step probed", help="With --probe: the step to summarize."
+    ),
 ) -> None:
     """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots."""
     try:
+        if probe and compare:
+            raise BnbenchError("--probe and --compare: pass one of them (a comparison is of a runs.csv metric)")
+        if step is not None and not probe:
+            raise BnbenchError("--step: applies to --probe only")
         if fmt not in options.REPORT_FORMATS:
             raise BnbenchError(f"--format: must be one of {', '.join(options.REPORT_FORMATS)}, got {fmt!r}")
         comparison = None
@@ -384,7 +402,8 @@ def report(
             if not axis or len(pair) != 2 or not all(pair):
                 raise BnbenchError(f"--compare: expected AXIS=A,B, got {compare!r}")
             comparison = (axis, pair[0], pair[1])
-        _report(results_dir, by=by, metric=metric, comparison=comparison, fmt=fmt, plots=not no_plots)
+        _report(results_dir, by=by, metric=metric, comparison=comparison, fmt=fmt, plots=not no_plots, probe=probe,
+                step=step)
     except BnbenchError as err:
         raise _fail(err) from None
 
@@ -457,25 +476,11 @@ def datasets(
         _fetch(download, data_dir)
     except BnbenchError as err:
         raise _fail(err, code=1) from None
-    table = Table(title="data sets (spec field `dataset`)")
-    for column in ("name", "description", "train", "test", "input", "available"):
-        table.add_column(column, justify="right" if column in ("train", "test") else "left", overflow="fold")
+    rows = []
     for name, entry in sorted(data.REGISTRY.items()):
-        if entry.source is None:
-            where = "generated locally"
-        else:
-            found = datafiles.locate(name, entry.source, data_dir)
-            problem = found and datafiles.verify(found, entry.source)
-            size = f"{entry.source.download_size / 1e6:.0f} MB"
-            if found is None:
-                where = f"[yellow]no[/]: {size} download on first use"
-            elif problem:
-                where = f"[red]corrupt[/]: {escape(problem)}"
-            else:
-                where = f"[green]yes[/] (MD5 checked): {escape(str(found.resolve()))}"
-        shape = "×".join(map(str, entry.input_shape))
-        table.add_row(name, escape(entry.description), f"{entry.split[0]:,}", f"{entry.split[1]:,}", shape, where)
-    console.print(table)
+        found = entry.source and datafiles.locate(name, entry.source, data_dir)
+        rows.append((entry, found, found and datafiles.verify(found, entry.source)))
+    console.print(render.datasets_table(rows))
     folders = ", ".join(map(str, datafiles.search_roots(data_dir)))
     render.say(console, f"searched: {folders} (each holding one sub-folder per data set); files are MD5-checked when read")
 
@@ -518,24 +523,7 @@ def explain(
     """Show BN's training-mode forward pass on the classic 10 x 2 worked example, step by step."""
     from bnbench import explain as explain_lib
 
-    ex = explain_lib.worked_example(gamma, beta)
-    console.print(
-        "Batch Normalization, training mode: per feature, mean and [bold]biased[/] variance over the batch, "
-        f"x̂ = (x − mean) / √(var + ε) with ε = {ex.epsilon:g}, then y = γ·x̂ + β with γ = {gamma:g}, β = {beta:g}."
-    )
-    stats = Table(title="Step 1–2: batch statistics per feature")
-    stats.add_column("statistic")
-    stats.add_column("feature 0", justify="right")
-    stats.add_column("feature 1", justify="right")
-    stats.add_row("mean = Σx / 10", *(f"{v:g}" for v in ex.mean))
-    stats.add_row("var = Σ(x − mean)² / 10", *(f"{v:g}" for v in ex.var))
-    console.print(stats)
-    steps = Table(title="Step 3–4: normalize, then scale and shift")
-    for column in ("x₀", "x₁", "x̂₀", "x̂₁", "y₀", "y₁"):
-        steps.add_column(column, justify="right")
-    for x, x_hat, y in zip(ex.x, ex.x_hat, ex.y):
-        steps.add_row(*(f"{v:g}" for v in x), *(f"{v:+.4f}" for v in (*x_hat, *y)))
-    console.print(steps)
+    render.explanation(console, explain_lib.worked_example(gamma, beta), gamma, beta)
 
 
 def main() -> None:

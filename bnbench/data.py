@@ -11,7 +11,10 @@ takes the first examples of each split in the published proportion. New data set
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.metadata
+import os
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -118,6 +121,27 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> Dataset
 
 
 def _load_mnist1d(num_samples: int) -> Dataset:
+    """MNIST-1D with the generator's default arguments (seed 42), generated once per ``num_samples``
+    and mnist1d version and kept in ``<cache>/mnist1d/`` (see :func:`bnbench.datafiles.cache_dir`):
+    generating takes seconds, reading the file milliseconds, and the arrays are the same bytes. A file
+    that cannot be read (truncated, corrupt: the archive's CRC) is generated again; one that cannot
+    be written is not kept."""
+    path = datafiles.cache_dir() / "mnist1d" / f"mnist1d-{importlib.metadata.version('mnist1d')}-{num_samples}.npz"
+    try:
+        with np.load(path) as saved:
+            x, y = saved["x"], saved["y"]
+    except Exception:  # noqa: BLE001 - any unreadable copy (CRC, truncation, a garbled header numpy cannot parse) is regenerated
+        x, y = _generate_mnist1d(num_samples)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            with tmp.open("wb") as out:
+                np.savez(out, x=x, y=y)
+            os.replace(tmp, path)  # atomic: processes generating at once leave one whole file
+    return _split("mnist1d", x, y, 10)
+
+
+def _generate_mnist1d(num_samples: int) -> tuple[np.ndarray, np.ndarray]:
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -128,9 +152,7 @@ def _load_mnist1d(num_samples: int) -> Dataset:
         raw = make_dataset(args)
     finally:
         np.random.set_state(saved)
-    x = np.concatenate([raw["x"], raw["x_test"]])
-    y = np.concatenate([raw["y"], raw["y_test"]])
-    return _split("mnist1d", x, y, 10)
+    return np.concatenate([raw["x"], raw["x_test"]]), np.concatenate([raw["y"], raw["y_test"]])
 
 
 def _load_synthetic(num_samples: int, num_features: int = 16, num_classes: int = 4) -> Dataset:

@@ -22,13 +22,13 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bnbench import data
+from bnbench import data, programcache
 from bnbench.errors import BnbenchError
 from bnbench.options import ENGINES
 from bnbench.spec import RunConfig
@@ -106,7 +106,8 @@ def select_devices(count: int | None) -> list[jax.Device]:
 
 
 def default_chunk_size(sig: Signature, num_test: int, device: jax.Device) -> int:
-    """Runs per vectorized chunk: an upper-bound memory estimate per run against a quarter of memory.
+    """Runs per vectorized chunk: an upper-bound memory estimate per run against a quarter of the free
+    memory (:func:`free_memory`).
 
     Per run, in float32: parameters with gradients and optimizer moments (x8 for temporaries), hidden
     activations of a training batch (x4: forward and backward) and of the test split at evaluation
@@ -120,18 +121,51 @@ def default_chunk_size(sig: Signature, num_test: int, device: jax.Device) -> int
     activations = positions * sum(sig.widths)
     epochs = sig.eval_every // max(1, sig.num_train // sig.batch_size) + 2
     per_run = 4 * (8 * num_params + (4 * sig.batch_size + 2 * num_test) * activations + epochs * sig.num_train)
-    memory = (device.memory_stats() or {}).get("bytes_limit", _DEFAULT_MEMORY)
-    return max(1, min(MAX_CHUNK, memory // 4 // per_run))
+    return max(1, min(MAX_CHUNK, free_memory(device) // 4 // per_run))
+
+
+def free_memory(device: jax.Device) -> int:
+    """Bytes the device can still give JAX: its allocator's limit less what is in use (on a GPU with
+    JAX's default preallocation, the limit is the pool JAX took, 75% of the card, and the data sets
+    already on it count as in use); an assumed 8 GiB where the device reports nothing (CPU)."""
+    stats = device.memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return _DEFAULT_MEMORY
+    return max(0, stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+
+
+def _jit_over(fn, devices: tuple[jax.Device, ...]):
+    """``fn`` jitted with its run axis (seeds, hyperparameters, outputs) sharded over ``devices`` and the
+    data replicated."""
+    if len(devices) == 1:
+        return jax.jit(fn)
+    mesh = Mesh(np.array(devices), ("runs",))
+    runs, replicated = NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
+    return jax.jit(fn, in_shardings=(runs, runs, *(replicated,) * 4), out_shardings=runs)
 
 
 @functools.lru_cache(maxsize=64)
 def _vectorized_fn(sig: Signature, devices: tuple[jax.Device, ...]):
-    run = jax.vmap(make_program(sig).run, in_axes=(0, 0, None, None, None, None))
-    if len(devices) == 1:
-        return jax.jit(run)
-    mesh = Mesh(np.array(devices), ("runs",))
-    runs, replicated = NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
-    return jax.jit(run, in_shardings=(runs, runs, *(replicated,) * 4), out_shardings=runs)
+    return _jit_over(jax.vmap(make_program(sig).run, in_axes=(0, 0, None, None, None, None)), devices)
+
+
+_READ_BACK: dict[str, Callable] = {}  # programs read from (or traced into) a program cache, by key
+
+
+def _chunk_program(sig: Signature, devices: tuple[jax.Device, ...], args: tuple, program_cache: Path | None):
+    """What runs a chunk: :func:`_vectorized_fn`, or with ``program_cache`` the same program traced
+    once per machine (:mod:`bnbench.programcache`)."""
+    fn = _vectorized_fn(sig, devices)
+    if program_cache is None:
+        return fn
+    program_key = programcache.key(sig, devices, args)
+    if program_key not in _READ_BACK:
+        exported = programcache.load(program_cache, program_key)
+        if exported is None:
+            exported = jax.export.export(fn)(*args)
+            programcache.save(program_cache, program_key, exported)
+        _READ_BACK[program_key] = _jit_over(exported.call, devices)
+    return _READ_BACK[program_key]
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,6 +176,7 @@ def _sequential_fns(sig: Signature):
         jax.jit(program.batch_indices, static_argnums=2),
         jax.jit(program.step, donate_argnums=0),
         jax.jit(program.evaluate),
+        jax.jit(program.probe),
     )
 
 
@@ -164,6 +199,7 @@ def run_vectorized(
     devices: tuple[jax.Device, ...],
     done: frozenset[str] = frozenset(),
     stop: threading.Event | None = None,
+    program_cache: Path | None = None,
 ) -> Iterator[tuple[RunConfig, RunResult]]:
     """Trains the group's runs not in ``done``, in chunks of one fixed size.
 
@@ -171,22 +207,23 @@ def run_vectorized(
     and rounded up to a multiple of the devices. It depends on the group, not on which of its runs
     are left, so a resumed sweep runs the same program on the same shapes and gets bitwise the same
     results. Short chunks are padded with copies of their last run. A chunk that runs out of device
-    memory is retried at half the size. No new chunk starts once ``stop`` is set. Yields
+    memory is retried at half the size. No new chunk starts once ``stop`` is set. With
+    ``program_cache`` (a folder) the traced program is kept there for later processes. Yields
     ``(config, result)`` per run; ``wall_s`` is the chunk's time divided by its runs (compilation
     included for the first).
     """
     sig = group.signature
+    arrays = device_data(group.dataset)  # first, so that the chunk size sees the memory they take
     size = chunk_size or default_chunk_size(sig, len(group.dataset.y_test), devices[0])
     size = -(-min(size, len(group.configs)) // len(devices)) * len(devices)
-    fn = _vectorized_fn(sig, devices)
-    arrays = device_data(group.dataset)
     pending = [c for c in group.configs if c.run_id not in done]
     while pending and not (stop and stop.is_set()):
         chunk = pending[:size]
         padded = chunk + [chunk[-1]] * (size - len(chunk))
         begin = time.perf_counter()
         try:
-            output = jax.device_get(fn(_seeds(padded), _stack_hparams(padded), *arrays))
+            args = (_seeds(padded), _stack_hparams(padded), *arrays)
+            output = jax.device_get(_chunk_program(sig, devices, args, program_cache)(*args))
         except Exception as err:
             if not _out_of_memory(err) or size == len(devices):
                 raise
@@ -206,7 +243,7 @@ def run_sequential(
     No new run starts once ``stop`` is set.
     """
     sig = group.signature
-    init, indices, step, evaluate = _sequential_fns(sig)
+    init, indices, step, evaluate, probe = _sequential_fns(sig)
     x_train, y_train, x_test, y_test = device_data(group.dataset)
     for config in (c for c in group.configs if c.run_id not in done):
         if stop and stop.is_set():
@@ -214,15 +251,20 @@ def run_sequential(
         begin = time.perf_counter()
         seed, hp = np.uint32(config.seed), HParams.of(config)
         state = init(seed, hp)
-        losses, evaluations = [], []
+        losses, evaluations, probed = [], [], [probe(state, seed, hp, x_train, y_train)]
         start = 0
         for end in sig.eval_steps:
             for idx in np.asarray(indices(seed, start, end - start)):
                 state, loss = step(state, idx, hp, x_train, y_train)
                 losses.append(loss)
             evaluations.append(evaluate(state, seed, hp, x_train, x_test, y_test))
+            probed.append(probe(state, seed, hp, x_train, y_train))
             start = end
-        output = RunOutput(np.stack(jax.device_get(losses)), *(np.stack(v) for v in zip(*jax.device_get(evaluations))))
+        output = RunOutput(
+            np.stack(jax.device_get(losses)),
+            *(np.stack(v) for v in zip(*jax.device_get(evaluations))),
+            np.stack(jax.device_get(probed)),
+        )
         yield config, summarize_output(sig, output, time.perf_counter() - begin)
 
 
@@ -235,19 +277,23 @@ def run_all(
     done: frozenset[str] = frozenset(),
     stop: threading.Event | None = None,
     data_dir: str | Path | None = None,
+    program_cache: Path | None = None,
 ) -> Iterator[tuple[RunConfig, RunResult]]:
     """Trains every run of ``configs`` whose id is not in ``done``, group by group.
 
     ``configs`` is the whole grid even when resuming: the vectorized engine sizes its chunks by it.
-    Once ``stop`` is set no new run or chunk starts. Data sets are loaded from ``data_dir``. Yields
-    ``(config, result)`` as runs finish.
+    Once ``stop`` is set no new run or chunk starts. Data sets are loaded from ``data_dir``. The
+    vectorized engine keeps its traced programs in ``program_cache`` if given. Yields ``(config,
+    result)`` as runs finish.
     """
     selected = validate(engine, devices)
     for group in group_runs(configs, data_dir):
         if engine == "sequential":
             yield from run_sequential(group, done=done, stop=stop)
         else:
-            yield from run_vectorized(group, chunk_size=chunk_size, devices=selected, done=done, stop=stop)
+            yield from run_vectorized(
+                group, chunk_size=chunk_size, devices=selected, done=done, stop=stop, program_cache=program_cache
+            )
 
 
 def train_run(config: RunConfig, engine: str = "sequential") -> RunResult:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench.errors import BnbenchError
-from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS
+from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS
 
 CATEGORICAL = (
     "spec",
@@ -22,6 +22,7 @@ CATEGORICAL = (
     "dataset",
     "model",
     "widths",
+    "probes",
     "activation",
     "placement",
     "norm",
@@ -59,6 +60,7 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
     dtypes = {c: "category" for c in CATEGORICAL} | {"run_id": "string", "widths": "category"}
     frame = _read(Path(results_dir) / "runs.csv", RUN_COLUMNS, dtypes)
     frame["diverged_step"] = frame["diverged_step"].astype("Int64")
+    frame["probes"] = frame["probes"].astype("string").fillna("").astype("category")  # an empty list reads as NaN
     for column in ("renorm", "bn_weight_decay", "track_activations"):
         frame[column] = frame[column].astype(bool)
     return frame
@@ -67,6 +69,16 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
 def load_curves(results_dir: str | Path) -> pd.DataFrame:
     """``curves.csv`` of a results folder: ``run_id`` string, ``step`` int, losses and accuracy float."""
     return _read(Path(results_dir) / "curves.csv", CURVE_COLUMNS, {"run_id": "string"})
+
+
+def load_probes(results_dir: str | Path) -> pd.DataFrame:
+    """``probes.csv`` of a results folder (empty if no run had probes): ``run_id`` string, ``step`` and
+    ``layer`` int, ``probe`` category, ``value`` float."""
+    path = Path(results_dir) / "probes.csv"
+    if not path.exists() and (Path(results_dir) / "runs.csv").exists():
+        empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in PROBE_COLUMNS})
+        return empty.astype({"run_id": "string", "step": "int64", "layer": "int64", "probe": "category"})
+    return _read(path, PROBE_COLUMNS, {"run_id": "string", "probe": "category"})
 
 
 def load_activations(results_dir: str | Path) -> pd.DataFrame:

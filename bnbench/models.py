@@ -64,7 +64,9 @@ class Model(NamedTuple):
     (``train=False``) BN normalizes with the running statistics (``eval_stats="running"``) or with the
     statistics of the batch ``x`` itself (``"batch"``; plain BN, state unchanged).
     ``preactivations(params, state, x, **same keywords) -> [array, ...]``: the input to each hidden
-    layer's nonlinearity, in evaluation mode.
+    layer's nonlinearity, in evaluation mode. In training, ``noise_key`` and ``noise_strength`` add
+    noise after every norm layer (:func:`add_noise`, the key folded with the layer's index); without
+    norm layers, after each hidden layer's linear map, where a "pre" norm layer would be.
     """
 
     init: Callable
@@ -73,12 +75,22 @@ class Model(NamedTuple):
 
 
 class _Scalars(NamedTuple):
-    """The traced scalars of the norm layers."""
+    """The traced scalars of the norm layers, and the noise after them (see :func:`add_noise`)."""
 
     momentum: float | jax.Array = bn.DEFAULT_MOMENTUM
     epsilon: float | jax.Array = bn.DEFAULT_EPSILON
     renorm_rmax: float | jax.Array = bn.DEFAULT_RENORM_RMAX
     renorm_dmax: float | jax.Array = bn.DEFAULT_RENORM_DMAX
+    noise_key: jax.Array | None = None
+    noise_strength: float | jax.Array = 0.0
+
+
+def add_noise(h: jax.Array, key: jax.Array, strength) -> jax.Array:
+    """Noisy BN (Santurkar et al. 2018, §2): each channel of ``h`` (last axis) times ``1 + s * u`` plus
+    ``s * v``, with ``u, v ~ N(0, 1)`` drawn from ``key`` once per channel: a scale of non-unit
+    variance and a shift of non-zero mean for the whole batch, which the caller redraws every step."""
+    u, v = jax.random.normal(key, (2, h.shape[-1]), jnp.float32)
+    return (h * (1 + strength * u) + strength * v).astype(h.dtype)
 
 
 def _normalize(h, params, state, norm: Normalization, *, train: bool, eval_stats: str, scalars: _Scalars):
@@ -163,21 +175,30 @@ def _stack(
         return {"layers": layers[:-1], "norm": norm_params, "head": layers[-1]}, state
 
     def forward(params, state, x, train, eval_stats, scalars):
+        def normalize(z, i):
+            out, s = _normalize(
+                z, params["norm"][i], state[i] if has_state else None, norm, train=train, eval_stats=eval_stats,
+                scalars=scalars,
+            )
+            return noisy(out, i), s
+
+        def noisy(z, i):
+            if not train or scalars.noise_key is None:
+                return z
+            return add_noise(z, jax.random.fold_in(scalars.noise_key, i), scalars.noise_strength)
+
+        def transform(z, layer, i):
+            # Without a norm layer, noise goes where a pre-activation norm layer would be (noise alone).
+            z = kind.apply(layer, z)
+            return z if use_norm else noisy(z, i)
+
         h = kind.prepare(x)
         new_state, preacts = [], []
         for i, layer in enumerate(params["layers"]):
             h, s, pre = _hidden_block(
                 h,
-                lambda z, layer=layer: kind.apply(layer, z),
-                lambda z, i=i: _normalize(
-                    z,
-                    params["norm"][i],
-                    state[i] if has_state else None,
-                    norm,
-                    train=train,
-                    eval_stats=eval_stats,
-                    scalars=scalars,
-                ),
+                lambda z, layer=layer, i=i: transform(z, layer, i),
+                lambda z, i=i: normalize(z, i),
                 activation=activation,
                 placement=placement if use_norm else "none",
             )

@@ -19,6 +19,7 @@ NORMS = ("batch", "group", "layer", "none")
 RUNNING_VARIANCES = ("biased", "unbiased")
 EVAL_STATS = ("running", "batch", "precise")
 OPTIMIZERS = ("sgd", "adam")
+PROBES = ("grad_norm", "weight_norm", "ics", "smoothness", "stats_gap")
 
 # Command line
 ENGINES = ("vectorized", "sequential")
@@ -31,6 +32,7 @@ PROFILE_IMPLEMENTATIONS = ("bnbench", "bnbench_folded", "two_pass", "one_pass", 
 # Environment
 DATA_DIR_ENV = "BNBENCH_DATA_DIR"  # a data folder (bnbench.datafiles)
 COMPILE_CACHE_ENV = "BNBENCH_COMPILE_CACHE"  # the compilation cache's folder, or "off"
+SHARD_COUNT_ENV = "BNBENCH_SHARD_COUNT"  # a Kubernetes indexed job's completions (--shard auto)
 
 
 def cpu_device_flag(environ: dict[str, str]) -> str | None:

@@ -18,6 +18,10 @@ Every figure shows every group of runs, or says on the figure what it leaves out
 * ``activations.png`` (when runs tracked activations): the 15th, 50th and 85th percentiles of each
   hidden layer's input to its nonlinearity against steps, one column per configuration (with and
   without BN side by side), as in Ioffe & Szegedy (2015, Fig. 1b-c).
+* ``probes.png`` (when runs had probes): one row per probe value, one column per configuration of the
+  categorical swept axes (norm on and off side by side), one line per layer, a band of one standard
+  deviation over seeds, from step 0 (initialization) on; at most :data:`MAX_ACTIVATION_COLUMNS`
+  columns, and the figure names any left out.
 """
 
 from __future__ import annotations
@@ -104,9 +108,19 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _save_columns(fig, title: str, shown: int, total: int, source: str, path: Path) -> Path:
+    """Saves a figure of one column per configuration, its title naming any configurations left out."""
+    if total > shown:
+        title += f"\n{total - shown} of {total} configurations left out (all in {source})"
+    fig.tight_layout()
+    fig.suptitle(title, y=1.0, va="bottom")  # above the panels; the saved figure's bounds include it
+    return _save(fig, path)
+
+
 def _legend(ax) -> None:
-    """A legend beside the axes, where it covers no data."""
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    """A legend beside the axes, where it covers no data (none for a panel with nothing labelled)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 def _positions(frame: pd.DataFrame, axis: str) -> pd.Series:
@@ -254,15 +268,49 @@ def activation_percentiles(runs: pd.DataFrame, activations: pd.DataFrame, path: 
                 ax.set_xlabel("training step")
     grid[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     title = "Distribution of each hidden layer's input to its nonlinearity (fixed test batch, mean over seeds)"
-    if len(every) > len(configs):
-        title += f"\n{len(every) - len(configs)} of {len(every)} configurations left out (all in activations.csv)"
-    fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save_columns(fig, title, len(configs), len(every), "activations.csv", path)
+
+
+def probe_curves(runs: pd.DataFrame, probes: pd.DataFrame, path: Path) -> Path:
+    """Each probe value against the training step; see the module docstring."""
+    columns = [a for a in swept_axes(runs) if a not in NUMERIC_AXES] or swept_axes(runs)[:1]
+    frame = probes.merge(runs[["run_id", *columns]], on="run_id")
+    names = list(dict.fromkeys(frame["probe"].astype(str)))
+    every = _groupby(frame, columns)
+    configs = every[:MAX_ACTIVATION_COLUMNS]
+    fig, grid = plt.subplots(len(names), len(configs), figsize=(4 * len(configs) + 1.5, 2.8 * len(names)),
+                             squeeze=False, sharex=True, sharey="row")
+    for col, (key, group) in enumerate(configs):
+        for row, name in enumerate(names):
+            ax = grid[row][col]
+            values = group[group["probe"].astype(str) == name]
+            if values.empty:
+                ax.text(0.5, 0.5, f"{name}: not measured in these runs\n(see bnbench.probes)", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8, color="0.4")
+            lowest = float("inf")
+            for layer, per_layer in values.groupby("layer"):
+                stats = per_layer.groupby("step")["value"].agg(["mean", "std"]).reset_index()
+                label = "whole network" if layer == 0 else f"layer {layer}"
+                line = ax.plot(stats["step"], stats["mean"], marker=".", label=label)[0]
+                spread = stats["std"].fillna(0)
+                ax.fill_between(stats["step"], stats["mean"] - spread, stats["mean"] + spread, color=line.get_color(), alpha=0.2)
+                lowest = min(lowest, (stats["mean"] - spread).min())
+            # A log scale only where every band stays positive: it would draw a band below 0 to the edge.
+            if lowest > 0 and name not in ("ics_cosine", "loss_min", "loss_max"):
+                ax.set_yscale("log")
+            ax.set_title(f"{name}: {_legend_name(columns, key)}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if row == len(names) - 1:
+                ax.set_xlabel("training step (0: initialization)")
+    for row in grid:
+        _legend(row[-1])
+    title = "Mechanism probes (bnbench.probes) on the fixed probe batch: mean ± std over seeds"
+    return _save_columns(fig, title, len(configs), len(every), "probes.csv", path)
 
 
 def write_plots(
-    out_dir: str | Path, runs: pd.DataFrame, curves: pd.DataFrame, activations: pd.DataFrame, metric: str
+    out_dir: str | Path, runs: pd.DataFrame, curves: pd.DataFrame, activations: pd.DataFrame, metric: str,
+    probes: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Writes every figure that applies to this sweep into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
@@ -275,4 +323,6 @@ def write_plots(
         paths.append(learning_curves(runs, curves, out_dir / "learning_curves.png"))
     if len(activations):
         paths.append(activation_percentiles(runs, activations, out_dir / "activations.png"))
+    if probes is not None and len(probes):
+        paths.append(probe_curves(runs, probes, out_dir / "probes.png"))
     return paths

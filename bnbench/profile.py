@@ -250,10 +250,26 @@ def _has(package: str) -> bool:
 # --- PyTorch -------------------------------------------------------------------------------------
 
 
-def _to_torch(x: np.ndarray, dtype: str):
+def torch_device() -> str:
+    """Where the PyTorch peer runs: on the GPU when JAX runs on one and PyTorch sees CUDA, else the CPU,
+    so that both sides of a comparison run on the same device."""
     import torch
 
-    tensor = torch.from_numpy(np.array(x, dtype=np.float32)).to(_torch_dtype(dtype))
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def _synchronize(device: str) -> None:
+    """Waits for the device's queued work: CUDA kernels return before they finish."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _to_torch(x: np.ndarray, dtype: str, device: str = "cpu"):
+    import torch
+
+    tensor = torch.from_numpy(np.array(x, dtype=np.float32)).to(device=device, dtype=_torch_dtype(dtype))
     # NHWC memory seen as NCHW: PyTorch's channels_last layout, without a copy.
     return tensor.permute(0, 3, 1, 2) if tensor.ndim == 4 else tensor
 
@@ -271,8 +287,9 @@ def _torch_kernel(case: Case):
     import torch.nn.functional as F
 
     params, state = _params_state(case.shape[-1])
-    weight, bias = (torch.from_numpy(np.array(a)) for a in params)
-    mean, var = (torch.from_numpy(np.array(a)) for a in state[:2])
+    device = torch_device()
+    weight, bias = (torch.from_numpy(np.array(a)).to(device) for a in params)
+    mean, var = (torch.from_numpy(np.array(a)).to(device) for a in state[:2])
 
     def run(x, g):
         if case.mode == "infer":
@@ -339,7 +356,9 @@ def accuracy(impl: Impl, shape: tuple[int, ...], dtype: str) -> tuple[float, flo
 
 
 def last_level_cache_bytes() -> tuple[int, bool]:
-    """The CPU's last-level cache size from sysfs, and whether it was read (else an assumed 64 MiB)."""
+    """The CPU's last-level cache size from sysfs, and whether it was read; on an accelerator (and where
+    sysfs says nothing) an assumed 64 MiB, more than any current GPU's L2 (H100 50 MB, A100 40 MB), so
+    that the 4x cache of input buffers are cold there too."""
     if jax.default_backend() == "cpu":
         sizes = []
         for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
@@ -423,8 +442,9 @@ def measure_case(
     cotangent = jax.random.normal(keys[-1], case.shape, dtype)
     copy_elements = max(math.prod(case.shape), 2 * cache_bytes // 4)  # two of them: >= 4 x cache in all
     copy_buffers = (jnp.ones((copy_elements,), jnp.float32), jnp.full((copy_elements,), 2.0, jnp.float32))
-    torch_inputs = [_to_torch(b, case.dtype) for b in buffers] if any(i.name == "torch" for i in impls) else []
-    torch_cotangent = _to_torch(cotangent, case.dtype) if torch_inputs else None
+    device = torch_device() if any(i.name == "torch" for i in impls) else "cpu"
+    torch_inputs = [_to_torch(b, case.dtype, device) for b in buffers] if any(i.name == "torch" for i in impls) else []
+    torch_cotangent = _to_torch(cotangent, case.dtype, device) if torch_inputs else None
 
     timers: dict[str, Callable[[], float]] = {}
     for impl in impls:
@@ -435,8 +455,10 @@ def measure_case(
             def torch_timer(op=op, state=state):
                 x = torch_inputs[state["i"] % len(torch_inputs)]
                 state["i"] += 1
+                _synchronize(device)
                 start = time.perf_counter()
                 op(x, torch_cotangent)
+                _synchronize(device)
                 return time.perf_counter() - start
 
             timers[impl.name] = torch_timer

@@ -57,7 +57,7 @@ def summary_cells(table: pd.DataFrame, by: list[str]) -> tuple[list[str], list[l
             str(row["n"]),
             str(row["diverged"]),
             _mean_std(row["mean"], row["std"]),
-            _interval(row["ci_low"], row["ci_high"], row.get("ci_clipped", False)),
+            "no spread" if row["std"] == 0 else _interval(row["ci_low"], row["ci_high"], row.get("ci_clipped", False)),
         ]
         for row in table.to_dict("records")
     ]
@@ -207,3 +207,43 @@ def _profile_verdict(rows: list) -> str:
 def summary_title(name: str, metric: str, runs: int) -> str:
     return f"{name}: {metric} over seeds ({plural(runs, 'run')})"
 
+
+
+def datasets_table(rows: list) -> Table:
+    """The data sets: ``rows`` of ``(registry entry, local folder or None, checksum problem or None)``."""
+    table = Table(title="data sets (spec field `dataset`)")
+    for column in ("name", "description", "train", "test", "input", "available"):
+        table.add_column(column, justify="right" if column in ("train", "test") else "left", overflow="fold")
+    for entry, found, problem in rows:
+        if entry.source is None:
+            where = "generated locally"
+        elif found is None:
+            where = f"[yellow]no[/]: {entry.source.download_size / 1e6:.0f} MB download on first use"
+        elif problem:
+            where = f"[red]corrupt[/]: {escape(problem)}"
+        else:
+            where = f"[green]yes[/] (MD5 checked): {escape(str(found.resolve()))}"
+        shape = "×".join(map(str, entry.input_shape))
+        table.add_row(entry.name, escape(entry.description), f"{entry.split[0]:,}", f"{entry.split[1]:,}", shape, where)
+    return table
+
+
+def explanation(console: Console, ex, gamma: float, beta: float) -> None:
+    """BN's training-mode forward pass on the worked example ``ex`` (:mod:`bnbench.explain`), step by step."""
+    console.print(
+        "Batch Normalization, training mode: per feature, mean and [bold]biased[/] variance over the batch, "
+        f"x̂ = (x − mean) / √(var + ε) with ε = {ex.epsilon:g}, then y = γ·x̂ + β with γ = {gamma:g}, β = {beta:g}."
+    )
+    stats = Table(title="Step 1–2: batch statistics per feature")
+    stats.add_column("statistic")
+    stats.add_column("feature 0", justify="right")
+    stats.add_column("feature 1", justify="right")
+    stats.add_row("mean = Σx / 10", *(f"{v:g}" for v in ex.mean))
+    stats.add_row("var = Σ(x − mean)² / 10", *(f"{v:g}" for v in ex.var))
+    console.print(stats)
+    steps = Table(title="Step 3–4: normalize, then scale and shift")
+    for column in ("x₀", "x₁", "x̂₀", "x̂₁", "y₀", "y₁"):
+        steps.add_column(column, justify="right")
+    for x, x_hat, y in zip(ex.x, ex.x_hat, ex.y):
+        steps.add_row(*(f"{v:g}" for v in x), *(f"{v:+.4f}" for v in (*x_hat, *y)))
+    console.print(steps)

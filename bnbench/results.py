@@ -23,10 +23,10 @@ from typing import Iterable, NamedTuple
 
 from bnbench import provenance
 from bnbench.errors import BnbenchError
-from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS, csv_value
-from bnbench.spec import Spec, first_difference, load_spec
+from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS, csv_value
+from bnbench.spec import LATER_FIELDS, RunConfig, Spec, first_difference, load_spec
 
-PLOT_FILES = ("*_vs_*.png", "learning_curves.png", "activations.png")  # the names bnbench.plots writes
+PLOT_FILES = ("*_vs_*.png", "learning_curves.png", "activations.png", "probes.png")  # the names bnbench.plots writes
 
 
 class ResultsError(BnbenchError):
@@ -78,7 +78,10 @@ def _append(path: Path, text: str) -> None:
 def _whole_rows_text(path: Path) -> str:
     """The file's text up to its last line break: a row cut off mid-way (a full disk, an interrupted
     copy) is not a row."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not UTF-8 text, so not a file bnbench wrote; move it away or pass --no-resume") from None
     return text[: text.rfind("\n") + 1]
 
 
@@ -114,13 +117,18 @@ class ResultsStore:
         self.runs_path = self.out_dir / "runs.csv"
         self.curves_path = self.out_dir / "curves.csv"
         self.activations_path = self.out_dir / "activations.csv"
+        self.probes_path = self.out_dir / "probes.csv"
         self.spec_path = self.out_dir / "spec.toml"
         self.meta_path = self.out_dir / "meta.json"
 
     @property
     def detail_files(self) -> dict[Path, tuple[str, ...]]:
         """The per-run detail files (curves, activation statistics) and their columns."""
-        return {self.curves_path: tuple(CURVE_COLUMNS), self.activations_path: tuple(ACTIVATION_COLUMNS)}
+        return {
+            self.curves_path: tuple(CURVE_COLUMNS),
+            self.activations_path: tuple(ACTIVATION_COLUMNS),
+            self.probes_path: tuple(PROBE_COLUMNS),
+        }
 
     def check_usable(self, spec: Spec, *, resume: bool) -> None:
         """Raises :class:`ResultsError` if the folder cannot take this sweep; creates nothing.
@@ -191,6 +199,8 @@ class ResultsStore:
         for path in (self.runs_path, *self.detail_files):
             if _drop_partial_row(path):
                 notes.append(f"{path}: dropped a last row that was cut off mid-way")
+        if self._add_later_columns():
+            notes.append(f"{self.runs_path}: added the columns of fields newer than its runs ({', '.join(LATER_FIELDS)})")
         done = {row["run_id"] for row in _read_rows(self.runs_path)}
         for path, columns in self.detail_files.items():
             rows = _read_rows(path)
@@ -201,6 +211,19 @@ class ResultsStore:
         if not self.runs_path.exists():
             write_csv(self.runs_path, RUN_COLUMNS, [])
         return done, notes
+
+    def _add_later_columns(self) -> bool:
+        """Rewrites a ``runs.csv`` written before the fields in :data:`bnbench.spec.LATER_FIELDS` existed
+        with their columns, at their defaults (the values its runs used); True if it did."""
+        if not self.runs_path.exists():
+            return False
+        with self.runs_path.open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+        if list(header) == list(RUN_COLUMNS):
+            return False
+        defaults = {name: csv_value(getattr(RunConfig(), name)) for name in LATER_FIELDS}
+        write_csv(self.runs_path, RUN_COLUMNS, [{**defaults, **row} for row in _read_rows(self.runs_path)])
+        return True
 
     def append(self, run_row: dict, details: dict[Path, list[dict]]) -> None:
         """Records one finished run: its rows in each detail file (created on first use), then its row

@@ -54,6 +54,8 @@ RUN_COLUMNS: dict[str, str] = {
     "epochs": "0, or the epochs steps were derived from",
     "eval_every": "steps between evaluations",
     "track_activations": "whether activations.csv holds this run's activation statistics",
+    "probes": "mechanism probes recorded in probes.csv, dash-separated (empty: none)",
+    "noisy_bn": "strength of the noise after every norm layer in training (0: off)",
     "seed": "seed of initialization and data order",
     "status": "ok or diverged",
     "diverged_step": "first step whose training loss was NaN/inf (empty if ok)",
@@ -86,6 +88,16 @@ ACTIVATION_COLUMNS: dict[str, str] = {
     "p85": "85th percentile of the same values",
     "mean": "mean of the same values",
     "std": "standard deviation (ddof=0) of the same values",
+}
+
+
+PROBE_COLUMNS: dict[str, str] = {
+    "run_id": "the run (runs.csv)",
+    "step": "training steps completed (0: at initialization)",
+    "layer": "layer, 1 = closest to the input, hidden layers then the head; 0: the whole network",
+    "probe": "what the value measures (bnbench.probes): grad_norm, weight_norm, effective_lr, ics_distance, "
+    "ics_cosine, loss_min, loss_max, grad_predictiveness, beta_smoothness, mean_gap, var_gap",
+    "value": "the measured value",
 }
 
 
@@ -123,3 +135,8 @@ def curve_rows(config: RunConfig, result: RunResult) -> list[dict]:
 def activation_rows(config: RunConfig, result: RunResult) -> list[dict]:
     """The ``activations.csv`` rows of one finished run (none unless it tracked activations)."""
     return [{"run_id": config.run_id, **point._asdict()} for point in result.activations]
+
+
+def probe_rows(config: RunConfig, result: RunResult) -> list[dict]:
+    """The ``probes.csv`` rows of one finished run (none unless it has probes)."""
+    return [{"run_id": config.run_id, **point._asdict()} for point in result.probes]

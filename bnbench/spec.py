@@ -50,6 +50,13 @@ epochs               0            0: train for steps; E > 0: steps = E * (traini
 eval_every           steps // 10  steps between evaluations on the test split, 1 .. steps
 track_activations    false        record percentiles of each hidden layer's input to its nonlinearity
                                   at every evaluation (activations.csv)
+probes               []           mechanism probes at step 0 and every evaluation (probes.csv; see
+                                  bnbench.probes): "grad_norm", "weight_norm", "ics", "smoothness",
+                                  "stats_gap"
+noisy_bn             0.0          strength s >= 0 of the noise after every norm layer in training
+                                  (Santurkar et al. 2018): each channel times 1 + s*u, plus s*v, with
+                                  u, v ~ N(0, 1) drawn anew every step and layer; 0: off. Without a
+                                  norm layer the noise goes where a "pre" one would be (noise alone)
 ==================== ============ ===================================================================
 """
 
@@ -67,7 +74,7 @@ from typing import Any, Callable, NamedTuple
 
 from bnbench import data
 from bnbench.errors import BnbenchError
-from bnbench.options import ACTIVATIONS, EVAL_STATS, MODELS, NORMS, OPTIMIZERS, PLACEMENTS, RUNNING_VARIANCES
+from bnbench.options import ACTIVATIONS, EVAL_STATS, MODELS, NORMS, OPTIMIZERS, PLACEMENTS, PROBES, RUNNING_VARIANCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +109,8 @@ class RunConfig:
     epochs: int = 0
     eval_every: int | None = None
     track_activations: bool = False
+    probes: tuple[str, ...] = ()
+    noisy_bn: float = 0.0
     seed: int = 0
 
     @property
@@ -111,12 +120,22 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        """A stable 12-hex-digit hash of every field: the same config always has the same id."""
-        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """A stable 12-hex-digit hash of every field: the same config always has the same id.
+
+        Fields added after results existed (:data:`LATER_FIELDS`) count only when they differ from
+        their default, so that the runs of earlier results keep their ids.
+        """
+        fields = dataclasses.asdict(self)
+        for name in LATER_FIELDS:
+            if fields[name] == _FIELD_DEFAULTS[name]:
+                del fields[name]
+        payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "seed")
+LATER_FIELDS = ("probes", "noisy_bn")
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 class SpecError(BnbenchError):
@@ -200,6 +219,13 @@ def _parse_eval_stats(text: str) -> list[str]:
     return text.split("-")
 
 
+def _probes_check(v):
+    allowed = ", ".join(repr(c) for c in PROBES)
+    if not isinstance(v, (list, tuple)) or any(p not in PROBES for p in v):
+        return f"must be a list of {allowed}, got {v!r}"
+    return None if len(set(v)) == len(v) else f"lists a probe twice: {v!r}"
+
+
 RULES: dict[str, _Rule] = {
     "dataset": _choice(lambda: tuple(sorted(data.REGISTRY))),
     "num_samples": _integer(2),
@@ -229,9 +255,11 @@ RULES: dict[str, _Rule] = {
     "epochs": _integer(0),
     "eval_every": _integer(1),
     "track_activations": _Rule(_boolean_check, _parse_boolean),
+    "probes": _Rule(_probes_check, lambda text: [p for p in text.split("-") if p]),
+    "noisy_bn": _real(0.0, None, lo_open=False),
 }
 TOP_LEVEL_KEYS = ("name", "seeds", "grid", *RUN_FIELDS)
-LIST_FIELDS = ("widths", "eval_stats")  # fields whose one value is a list
+LIST_FIELDS = ("widths", "eval_stats", "probes")  # fields whose one value is a list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,6 +394,7 @@ def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
             "eval_every": eval_every,
             "widths": tuple(fields["widths"]),
             "eval_stats": tuple(fields["eval_stats"]),
+            "probes": tuple(fields["probes"]),
             "seed": seed,
         }
     )
@@ -429,7 +458,7 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
                 raise SpecError(source, f, f"takes one value at the top level, got {raw[f]!r}; to sweep it, "
                                 f"put it under [grid]: {f} = {_toml_value(raw[f])}")
             values[f] = _check(source, f, raw[f])
-    for key in ("widths", "eval_stats"):
+    for key in LIST_FIELDS:
         values[key] = list(values[key])
     grid_raw = raw.get("grid", {})
     if not isinstance(grid_raw, dict):
@@ -501,7 +530,7 @@ def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None
             raise SpecError("--set", key, f"use --seeds N for a count of seeds (--seeds {text.strip()})")
         if key not in RUN_FIELDS:
             raise _unknown_key("--set", key, RUN_FIELDS, "run field")
-        texts = [text.replace(",", "-")] if key == "eval_stats" else text.split(",")
+        texts = [text.replace(",", "-")] if key in ("eval_stats", "probes") else text.split(",")
         try:
             axis = [RULES[key].parse(t.strip()) for t in texts]
         except ValueError:

@@ -48,12 +48,42 @@ def _determined_by(runs: pd.DataFrame, field: str, by: list[str]) -> bool:
 
 
 def metric_bounds(metric: str) -> tuple[float, float]:
-    """The range a metric's values can take: [0, 1] for accuracies, [0, inf) for losses and times."""
+    """The range a metric's values can take: [0, 1] for accuracies, [0, inf) for losses, times and the
+    probes' norms, distances and gaps, [-1, 1] for a cosine."""
     if "acc" in metric:
         return 0.0, 1.0
-    if "loss" in metric or metric == "wall_s":
+    if "cosine" in metric:
+        return -1.0, 1.0
+    if any(word in metric for word in ("loss", "norm", "distance", "gap", "effective_lr", "smoothness", "predictiveness")):
+        return 0.0, math.inf
+    if metric == "wall_s":
         return 0.0, math.inf
     return -math.inf, math.inf
+
+
+def summarize_probe(
+    runs: pd.DataFrame, probes: pd.DataFrame, probe: str, step: int | None = None, by: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, int]:
+    """The probe value ``probe`` at ``step`` (default: the last step probed) per group of ``by`` (default:
+    the swept axes) and layer, as :func:`summarize` summarizes a metric; returns the table and the step.
+
+    Runs that diverged before ``step`` count as diverged. Raises :class:`SummaryError` if no run
+    recorded ``probe`` or none was probed at ``step``.
+    """
+    names = sorted(set(probes["probe"].astype(str)))
+    if probe not in names:
+        raise SummaryError(f"--probe: no run recorded {probe!r}; recorded: {', '.join(names) or 'no probe'}")
+    chosen = probes[probes["probe"].astype(str) == probe]
+    steps = sorted(set(chosen["step"]))
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise SummaryError(f"--step: {probe} was recorded at steps {', '.join(map(str, steps))}, not {step}")
+    by = swept_axes(runs) if by is None else list(by)
+    at_step = chosen[chosen["step"] == step][["run_id", "layer", "value"]].rename(columns={"value": probe})
+    frame = runs[["run_id", "status", "diverged_step", *by]].merge(at_step, on="run_id")
+    before = frame["diverged_step"].notna() & (frame["diverged_step"] <= max(step, 1))
+    frame["status"] = frame["status"].astype(str).where(~before, "diverged").where(before, "ok")
+    return summarize(frame, [*by, "layer"], probe), step
 
 
 def check_metric(runs: pd.DataFrame, metric: str) -> None:
@@ -74,11 +104,42 @@ def _groups(frame: pd.DataFrame, by: Sequence[str]):
     return frame.groupby(keys, sort=False, dropna=False, observed=True)
 
 
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df >= 1`` degrees of freedom (12.706 for 1).
+
+    Bisection on the closed-form ``P(|T| <= t)`` for integer degrees of freedom (Abramowitz & Stegun
+    26.7.3 and 26.7.4), to double precision: every interval here has integer degrees of freedom, and
+    this keeps scipy (a second of import) out of the command line.
+    """
+
+    def central(t: float) -> float:
+        theta = math.atan(t / math.sqrt(df))
+        cos2, term, total = math.cos(theta) ** 2, 1.0, 1.0
+        first = 2 if df % 2 else 1  # the series' first power of cos^2
+        for k in range(first, df - 1, 2):
+            term *= cos2 * k / (k + 1)
+            total += term
+        if df % 2 == 0:
+            return math.sin(theta) * total
+        series = math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0
+        return 2 / math.pi * (theta + series)
+
+    low, high = 0.0, 1.0
+    while central(high) < 0.95:
+        high *= 2
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if central(middle) < 0.95 else (low, middle)
+        if high - low <= 1e-15 * high:
+            break
+    return (low + high) / 2
+
+
 def _t_interval(mean, std, count, bounds: tuple[float, float]):
     """The 95% Student-t interval of a mean, clipped to ``bounds``: ``(low, high, clipped)``."""
-    from scipy.special import stdtrit  # the Student-t quantile; imported here, where it is used (start-up)
-
-    half = stdtrit(count - 1, 0.975) * std / np.sqrt(count)
+    counts = np.atleast_1d(np.asarray(count, float))
+    quantile = np.array([t_quantile_975(int(n) - 1) if n >= 2 else np.nan for n in counts])
+    half = (quantile if np.ndim(count) else quantile[0]) * std / np.sqrt(count)
     low, high = mean - half, mean + half
     clipped = (low < bounds[0]) | (high > bounds[1])
     return np.clip(low, *bounds), np.clip(high, *bounds), clipped
@@ -89,8 +150,8 @@ def summarize(runs: pd.DataFrame, by: Sequence[str] | None = None, metric: str =
 
     Columns: the ``by`` columns; ``n`` (runs); ``diverged`` (runs with status "diverged"); ``mean``,
     ``std`` (sample, ddof=1), ``ci_low`` and ``ci_high`` (95% Student-t interval of the mean) of
-    ``metric`` over the runs that did not diverge; ``std`` and the interval are NaN below 2 runs. The
-    interval is clipped to the values the metric can take (:func:`metric_bounds`: an accuracy's to
+    ``metric`` over the runs that did not diverge; ``std`` is NaN below 2 runs, the interval also when
+    every run gave the same value (no spread to estimate it from). The interval is clipped to the values the metric can take (:func:`metric_bounds`: an accuracy's to
     [0, 1]), and ``ci_clipped`` says where that happened. Rows keep the order in which combinations
     first appear.
     """
@@ -105,8 +166,11 @@ def summarize(runs: pd.DataFrame, by: Sequence[str] | None = None, metric: str =
         std=("_value", "std"),
         _count=("_value", "count"),
     )
+    # Runs that all gave the same value (accuracies are multiples of 1/test size) leave no spread to
+    # estimate an interval from: a zero-width "95% interval" would claim certainty the data lack.
+    spread = table["std"].where(table["std"] > 0)
     table["ci_low"], table["ci_high"], table["ci_clipped"] = _t_interval(
-        table["mean"], table["std"], table["_count"], metric_bounds(metric)
+        table["mean"], spread, table["_count"], metric_bounds(metric)
     )
     table = table.drop(columns="_count")
     return table.reset_index(drop=not by)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple
 
 from bnbench import data, provenance, schema
 from bnbench.errors import BnbenchError
-from bnbench.options import DEFAULT_MAX_RUNS
+from bnbench.options import DEFAULT_MAX_RUNS, SHARD_COUNT_ENV
 from bnbench.results import ResultsStore
 from bnbench.spec import RunConfig, Spec
 
@@ -58,9 +58,6 @@ class Shard(NamedTuple):
         if not sep or shard is None or not 0 <= shard.index < shard.count:
             raise ShardError(f"--shard: expected i/n with 0 <= i < n, or auto, got {text!r}")
         return shard
-
-
-SHARD_COUNT_ENV = "BNBENCH_SHARD_COUNT"
 
 
 def _jax_processes() -> tuple[int, int]:
@@ -194,7 +191,8 @@ def execute(
     from bnbench import engine
 
     meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "started": _now()}
-    meta.update(engine_options, data_dir=plan.data_dir and str(plan.data_dir), finished=None)
+    meta.update({k: str(v) if isinstance(v, Path) else v for k, v in engine_options.items()})
+    meta.update(data_dir=plan.data_dir and str(plan.data_dir), finished=None)
     plan.store.write_meta(meta)
     finished = len(done)
     runs = engine.run_all(plan.runs, done=done, stop=stop, data_dir=plan.data_dir, **engine_options)
@@ -203,6 +201,7 @@ def execute(
         details = {
             plan.store.curves_path: schema.curve_rows(config, result),
             plan.store.activations_path: schema.activation_rows(config, result),
+            plan.store.probes_path: schema.probe_rows(config, result),
         }
         plan.store.append(row, details)
         finished += 1

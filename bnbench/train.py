@@ -16,6 +16,11 @@ statistics; test batches have the size BN normalized over in training: ``ghost_b
 frozen, the training-mode forward pass over ``precise_batches`` training batches, those that would
 follow the last step, gives each BN layer's population mean and variance: the mean of the batch means,
 and the mean of the batch variances plus the variance of the batch means).
+
+With ``probes``, :mod:`bnbench.probes` measures at step 0 and at every evaluation on a fixed probe batch
+(the first ``batch_size`` training examples). With ``noisy_bn``, every training step draws the noise
+after the norm layers from the run's own stream (its initialization key folded with a constant, split
+every step), so that both engines, and a resumed sweep, see the same noise.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnbench import bn
+from bnbench import bn, probes
 from bnbench.data import Dataset
 from bnbench.models import Normalization, make_model
 from bnbench.spec import RunConfig
@@ -44,6 +49,7 @@ class HParams(NamedTuple):
     optimizer_momentum: jax.Array
     renorm_rmax: jax.Array
     renorm_dmax: jax.Array
+    noisy_bn: jax.Array
 
     @classmethod
     def of(cls, config: RunConfig) -> HParams:
@@ -72,6 +78,8 @@ class Signature(NamedTuple):
     steps: int
     eval_every: int
     track_activations: bool
+    probes: tuple[str, ...]
+    noisy_bn: bool  # noise after the norm layers (its strength is traced: HParams.noisy_bn)
     input_shape: tuple[int, ...]
     num_classes: int
     num_train: int
@@ -95,10 +103,23 @@ class Signature(NamedTuple):
             config.steps,
             config.eval_every,
             config.track_activations,
+            config.probes,
+            config.noisy_bn > 0,
             data.input_shape,
             data.num_classes,
             len(data.y_train),
         )
+
+    @property
+    def norm_layers(self) -> bool:
+        """Whether a norm layer follows every hidden layer."""
+        return self.placement != "none" and self.norm.kind != "none"
+
+    @property
+    def probe_labels(self) -> tuple[tuple[int, str], ...]:
+        """``(layer, value name)`` of each probe value (:func:`bnbench.probes.labels`)."""
+        bn_layers = len(self.widths) if self.norm_layers and self.norm.kind == "batch" else 0
+        return probes.labels(self.probes, len(self.widths), self.norm_layers, bn_layers)
 
     @property
     def eval_steps(self) -> tuple[int, ...]:
@@ -120,6 +141,7 @@ class RunOutput(NamedTuple):
     test_loss: jax.Array  # (num_evals, eval_stats modes)
     test_acc: jax.Array  # (num_evals, eval_stats modes)
     activations: jax.Array  # (num_evals, hidden layers, 5) if tracked, else (num_evals, 0, 5)
+    probes: jax.Array  # (1 + num_evals, probe values): at step 0, then at each evaluation
 
 
 class CurvePoint(NamedTuple):
@@ -141,6 +163,15 @@ class ActivationPoint(NamedTuple):
     std: float
 
 
+class ProbePoint(NamedTuple):
+    """One probe value at one step (see :mod:`bnbench.probes`)."""
+
+    step: int
+    layer: int  # 1-based; 0: the whole network
+    probe: str
+    value: float
+
+
 class RunResult(NamedTuple):
     """What one run produced; metrics are NaN for a diverged run. ``test_loss``, ``test_acc`` and the
     curve's test metrics are those of the first ``eval_stats`` mode; ``test_acc_by_stats`` holds the
@@ -155,6 +186,7 @@ class RunResult(NamedTuple):
     wall_s: float
     activations: tuple[ActivationPoint, ...] = ()
     test_acc_by_stats: dict[str, float] = {}
+    probes: tuple[ProbePoint, ...] = ()
 
 
 def _all_but_norm_layers(params):
@@ -201,22 +233,26 @@ class TrainState(NamedTuple):
     params: Any
     bn_state: Any
     opt_state: Any
+    noise_key: Any = None  # with noisy_bn: the key of the next step's noise, split off every step
 
 
 class Program(NamedTuple):
     """The pure functions of one signature's training program (none of them jitted).
 
     ``init(seed, hp) -> TrainState``; ``batch_indices(seed, start, length) -> (length, batch)`` (``length``
-    static); ``step(state, idx, hp, x_train, y_train) -> (state, loss)``; ``evaluate(state, hp, x_test,
-    y_test) -> (loss, accuracy, activation statistics)``; ``run(seed, hp, x_train, y_train, x_test, y_test) -> RunOutput`` runs
-    every step and evaluation with ``lax.scan``. The engines in :mod:`bnbench.engine` drive either
-    ``run`` (vectorized) or the other four from a Python loop (sequential): the same math.
+    static); ``step(state, idx, hp, x_train, y_train) -> (state, loss)``; ``evaluate(state, seed, hp,
+    x_train, x_test, y_test) -> (loss, accuracy, activation statistics)``; ``probe(state, seed, hp,
+    x_train, y_train) -> probe values`` (:mod:`bnbench.probes`; empty without probes); ``run(seed, hp,
+    x_train, y_train, x_test, y_test) -> RunOutput`` runs every step, evaluation and probe with
+    ``lax.scan``. The engines in :mod:`bnbench.engine` drive either ``run`` (vectorized) or the others
+    from a Python loop (sequential): the same math.
     """
 
     init: Callable
     batch_indices: Callable
     step: Callable
     evaluate: Callable
+    probe: Callable
     precise_bn_state: Callable
     run: Callable
 
@@ -225,6 +261,9 @@ def _keys(seed) -> tuple[jax.Array, jax.Array]:
     """The (initialization, data order) keys of a seed."""
     init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
     return init_key, data_key
+
+
+_NOISE_STREAM = 0x6E6F6973  # folded into the initialization key: noisy BN's own random stream
 
 
 def make_program(sig: Signature) -> Program:
@@ -243,20 +282,27 @@ def make_program(sig: Signature) -> Program:
         return make_optimizer(sig.optimizer, hp, sig.bn_weight_decay)
 
     def init(seed, hp: HParams) -> TrainState:
-        params, bn_state = model.init(_keys(seed)[0])
-        return TrainState(params, bn_state, optimizer(hp).init(params))
+        init_key = _keys(seed)[0]
+        params, bn_state = model.init(init_key)
+        noise_key = jax.random.fold_in(init_key, _NOISE_STREAM) if sig.noisy_bn else None
+        return TrainState(params, bn_state, optimizer(hp).init(params), noise_key)
 
     def indices(seed, start, length: int):
         return batch_indices(_keys(seed)[1], start, length, sig.num_train, sig.batch_size)
 
     def step(state: TrainState, idx, hp: HParams, x_train, y_train):
+        noise, next_key = {}, None
+        if sig.noisy_bn:
+            next_key, key = jax.random.split(state.noise_key)
+            noise = dict(noise_key=key, noise_strength=hp.noisy_bn)
+
         def loss_fn(params):
-            logits, bn_state = model.apply(params, state.bn_state, x_train[idx], train=True, **hp.norm_scalars)
+            logits, bn_state = model.apply(params, state.bn_state, x_train[idx], train=True, **hp.norm_scalars, **noise)
             return cross_entropy(logits, y_train[idx]), bn_state
 
         (loss, bn_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer(hp).update(grads, state.opt_state, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), bn_state, opt_state), loss
+        return TrainState(optax.apply_updates(state.params, updates), bn_state, opt_state, next_key), loss
 
     def activation_stats(state: TrainState, hp: HParams, x_test):
         if not sig.track_activations:
@@ -305,26 +351,47 @@ def make_program(sig: Signature) -> Program:
         accuracies = jnp.stack([jnp.mean(jnp.argmax(z, -1) == y_test) for z in logits])
         return losses, accuracies, activation_stats(state, hp, x_test)
 
+    def probe(state: TrainState, seed, hp: HParams, x_train, y_train):
+        if not sig.probes:
+            return jnp.zeros((0,), jnp.float32)
+        # The fixed probe batch: the first batch_size training examples.
+        x, y = x_train[: sig.batch_size], y_train[: sig.batch_size]
+
+        def loss(params):
+            logits, _ = model.apply(params, state.bn_state, x, train=True, **hp.norm_scalars)
+            return cross_entropy(logits, y)
+
+        grads = jax.grad(loss)(state.params)
+        updates, _ = optimizer(hp).update(grads, state.opt_state, state.params)
+        return probes.values(
+            sig.probes, loss, state.params, updates, hp.lr, sig.norm_layers, state.bn_state,
+            lambda: precise_bn_state(state, seed, hp, x_train),
+        )
+
     def run(seed, hp: HParams, x_train, y_train, x_test, y_test) -> RunOutput:
         def segment(state, start, length):
             state, losses = jax.lax.scan(
                 lambda st, idx: step(st, idx, hp, x_train, y_train), state, indices(seed, start, length)
             )
-            return state, (losses, *evaluate(state, seed, hp, x_train, x_test, y_test))
+            measured = (*evaluate(state, seed, hp, x_train, x_test, y_test), probe(state, seed, hp, x_train, y_train))
+            return state, (losses, *measured)
 
+        first = init(seed, hp)
         num_segments, remainder = divmod(sig.steps, sig.eval_every)
         starts = jnp.arange(num_segments) * sig.eval_every
         state, (losses, *evaluations) = jax.lax.scan(
-            lambda st, start: segment(st, start, sig.eval_every), init(seed, hp), starts
+            lambda st, start: segment(st, start, sig.eval_every), first, starts
         )
         losses = losses.reshape(-1)
         if remainder:
             _, (last_losses, *last) = segment(state, num_segments * sig.eval_every, remainder)
             losses = jnp.concatenate([losses, last_losses])
             evaluations = [jnp.concatenate([e, x[None]]) for e, x in zip(evaluations, last)]
-        return RunOutput(losses, *evaluations)
+        *evaluations, probed = evaluations
+        probed = jnp.concatenate([probe(first, seed, hp, x_train, y_train)[None], probed])
+        return RunOutput(losses, *evaluations, probed)
 
-    return Program(init, indices, step, evaluate, precise_bn_state, run)
+    return Program(init, indices, step, evaluate, probe, precise_bn_state, run)
 
 
 def device_data(data: Dataset) -> tuple[jax.Array, ...]:
@@ -362,9 +429,17 @@ def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunRes
         for i, step in enumerate(sig.eval_steps)
         for layer in range(stats.shape[1])
     )
+    probed = np.asarray(output.probes, np.float32)
+    probe_points = tuple(
+        ProbePoint(step, layer, name, math.nan if diverged_step is not None and step >= diverged_step else _shortest(probed[i, j]))
+        for i, step in enumerate((0, *sig.eval_steps))
+        for j, (layer, name) in enumerate(sig.probe_labels)
+    )
     if diverged_step is not None:
         by_stats = dict.fromkeys(sig.eval_stats, math.nan)
-        return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s, activations, by_stats)
+        return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s, activations, by_stats,
+                         probe_points)
     last = curve[-1]
     by_stats = {mode: _shortest(acc) for mode, acc in zip(sig.eval_stats, test_acc[-1])}
-    return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s, activations, by_stats)
+    return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s, activations, by_stats,
+                     probe_points)

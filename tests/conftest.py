@@ -24,11 +24,12 @@ epsilon = [1e-5, 1e-3]
 
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
-    """Sweeps in tests (in-process and subprocesses) share a compilation cache of their own, not the
-    user's."""
+    """Sweeps in tests (in-process and subprocesses) share a compilation cache and a user cache folder
+    (generated data sets) of their own, not the user's."""
     folder = tmp_path_factory.mktemp("xla-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BNBENCH_COMPILE_CACHE", str(folder))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("user-cache")))
         yield folder
 
 

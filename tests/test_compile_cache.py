@@ -45,7 +45,8 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def entries(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.glob("*-cache"))
+    """The compiled programs and the traced ones (bnbench.programcache)."""
+    return sorted([*cache.glob("*-cache"), *cache.glob("traced/*.jaxexport")])
 
 
 def test_cached_runs_equal_uncached_runs_and_corrupt_entries_are_recompiled(workdir):
@@ -53,10 +54,14 @@ def test_cached_runs_equal_uncached_runs_and_corrupt_entries_are_recompiled(work
     uncached, _ = sweep(workdir, "off", "off")
     filled, _ = sweep(workdir, "cold", str(cache))
     assert entries(cache), "the sweep wrote no cache entry"
+    traced = sorted(cache.glob("traced/*.jaxexport"))
+    assert traced, "the sweep kept no traced program"
+    stamps = [p.stat().st_mtime_ns for p in traced]
     warm, stderr = sweep(workdir, "warm", str(cache))
     pd.testing.assert_frame_equal(filled, uncached)
     pd.testing.assert_frame_equal(warm, uncached)
     assert "persistent compilation cache" not in stderr
+    assert [p.stat().st_mtime_ns for p in traced] == stamps  # read back, not traced and written again
     for i, entry in enumerate(entries(cache)):
         blob = entry.read_bytes()
         entry.write_bytes(blob[: len(blob) // 2] if i % 2 else bytes(reversed(blob)))
@@ -91,3 +96,22 @@ def test_an_unusable_cache_folder_turns_the_cache_off_with_a_note(tmp_path, writ
     result = cli("sweep", write_spec('dataset = "synthetic"\nwidths = [4]\nsteps = 5\n'), "--compile-cache",
                  blocker / "xla", "--no-plots")
     assert result.exit_code == 0 and "note: compilation cache off: cannot create" in result.stderr
+
+
+def test_program_keys_change_with_what_the_trace_depends_on():
+    import jax
+    import numpy as np
+
+    from bnbench import data, programcache
+    from bnbench.spec import RunConfig
+    from bnbench.train import Signature
+
+    dataset = data.load("synthetic", 1200)
+    sig = Signature.of(RunConfig(dataset="synthetic", num_samples=1200, widths=(8,)), dataset)
+    devices = tuple(jax.devices()[:1])
+    args = (np.zeros(4, np.uint32), np.zeros((4, 3), np.float32))
+    same = programcache.key(sig, devices, args)
+    assert programcache.key(sig, devices, args) == same
+    assert programcache.key(sig._replace(batch_size=32), devices, args) != same
+    assert programcache.key(sig, devices, (np.zeros(8, np.uint32), args[1])) != same
+    assert programcache.key(sig, devices, (args[0], args[1].astype(np.float64))) != same

@@ -214,3 +214,22 @@ def test_real_mnist_files():
     assert len(y_train) == 60000 and len(y_test) == 10000
     assert abs(x_train.mean() / 255 - 0.1307) < 1e-4
     assert set(np.unique(y_train)) == set(range(10))
+
+
+def test_generated_mnist1d_is_cached_bitwise_and_regenerated_when_corrupt(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fresh = data._load_mnist1d(600)
+    (path,) = (tmp_path / "bnbench" / "mnist1d").glob("mnist1d-*-600.npz")
+    cached = data._load_mnist1d(600)
+    for a, b in zip(fresh[1:5], cached[1:5]):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    monkeypatch.setattr(data, "_generate_mnist1d", lambda n: pytest.fail("generated although a cached copy exists"))
+    data._load_mnist1d(600)
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    again = data._load_mnist1d(600)
+    assert np.array_equal(again.x_train, fresh.x_train) and path.stat().st_size == len(blob)
+    path.write_bytes(blob[:100] + bytes(255 - b for b in blob[100:200]) + blob[200:])
+    assert np.array_equal(data._load_mnist1d(600).x_test, fresh.x_test)

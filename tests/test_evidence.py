@@ -27,6 +27,13 @@ def paired_runs(diffs, base=0.6):
     return pd.DataFrame(rows)
 
 
+def test_t_quantile_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    assert summary.t_quantile_975(1) == pytest.approx(T_975_1DF, rel=1e-9)
+    for df in [*range(1, 120), 255, 999, 4000]:
+        assert summary.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
+
+
 def test_compare_at_two_pairs_gives_the_paired_t_interval_and_names_no_direction():
     # The quickstart's batch-32 pairs: +0.034 and +0.041. A bootstrap gave [0.034, 0.041] and "pre higher".
     (row,) = summary.compare(paired_runs([0.034, 0.041]), "placement", "pre", "post").to_dict("records")
@@ -46,6 +53,17 @@ def test_compare_names_a_direction_only_when_the_t_interval_excludes_zero():
     assert weak["ci_includes_zero"] and weak["verdict"].startswith("no evidence of a difference over 3 pairs")
     flat = summary.compare(paired_runs([0.01, 0.01, 0.01]), "placement", "pre", "post").iloc[0]
     assert math.isnan(flat["ci_low"]) and "no spread" in flat["verdict"]
+
+
+def test_runs_that_all_gave_one_value_get_no_interval():
+    runs = pd.DataFrame({"lr": [0.01, 0.01, 0.1, 0.1], "seed": [0, 1, 0, 1], "status": ["ok"] * 4,
+                         "test_acc": [0.649, 0.649, 0.70, 0.71]})
+    table = summary.summarize(runs, ["lr"])
+    flat, spread = table.iloc[0], table.iloc[1]
+    assert flat["std"] == 0 and math.isnan(flat["ci_low"]) and math.isnan(flat["ci_high"])
+    assert spread["ci_low"] < 0.705 < spread["ci_high"]
+    _, rows = render.summary_cells(table, ["lr"])
+    assert rows[0][-2:] == ["0.6490 ± 0.0000", "no spread"]
 
 
 def test_accuracy_intervals_are_clipped_to_0_1_and_say_so():
@@ -132,7 +150,8 @@ def test_every_metric_is_nan_from_the_divergence_on():
     config = RunConfig(dataset="synthetic", num_samples=1200, widths=(4,), steps=30, eval_every=10)
     sig = Signature.of(config, data.load("synthetic", 1200))
     losses = np.r_[np.ones(14), np.full(16, np.nan)].astype(np.float32)
-    output = RunOutput(losses, np.array([[0.5], [np.nan], [np.nan]]), np.array([[0.8], [0.102], [0.102]]), np.zeros((3, 0, 5)))
+    output = RunOutput(losses, np.array([[0.5], [np.nan], [np.nan]]), np.array([[0.8], [0.102], [0.102]]), np.zeros((3, 0, 5)),
+                       np.zeros((4, 0)))
     result = summarize_output(sig, output, 1.0)
     assert result.status == "diverged" and result.diverged_step == 15
     assert result.curve[0] == (10, 1.0, 0.5, 0.8)
@@ -238,6 +257,12 @@ def test_unreadable_runs_csv_and_unwritable_plots_are_one_line_errors(tiny_resul
     (tiny_results / "runs.csv").write_bytes(b"run_id,spec\n\xff\xfe,x\n")
     result = cli("report", tiny_results, "--no-plots")
     assert result.exit_code == 2 and "not UTF-8 text" in result.stderr and "Traceback" not in result.output
+
+
+def test_resuming_onto_an_undecodable_runs_csv_is_a_one_line_error(tiny_results, tiny_spec, cli):
+    (tiny_results / "runs.csv").write_bytes(b"run_id\n\xff\xfe\n")
+    result = cli("sweep", tiny_spec)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "runs.csv: not UTF-8 text" in result.stderr
 
 
 def test_profile_checks_its_output_path_before_measuring(workdir, cli, monkeypatch):

@@ -1,0 +1,82 @@
+"""Choices that depend on the backend (GPU/TPU paths), checked with the backend mocked where that can
+be done honestly: which device the PyTorch peer uses, the cache size that makes buffers cold, the
+allocator note, the memory a chunk size is computed from, out-of-memory detection."""
+
+import jax
+import pytest
+
+from bnbench import engine, options
+from bnbench import profile as P
+from bnbench.spec import RunConfig
+from bnbench import data
+from bnbench.train import Signature
+
+
+class FakeDevice:
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memory_stats(self):
+        return self.stats
+
+
+def test_free_memory_counts_what_is_in_use_and_assumes_8_gib_without_stats():
+    assert engine.free_memory(FakeDevice({"bytes_limit": 60 << 30, "bytes_in_use": 20 << 30})) == 40 << 30
+    assert engine.free_memory(FakeDevice({"bytes_limit": 1 << 30, "bytes_in_use": 2 << 30})) == 0
+    assert engine.free_memory(FakeDevice(None)) == 8 << 30
+    assert engine.free_memory(FakeDevice({})) == 8 << 30
+
+
+def test_chunk_size_shrinks_with_the_free_memory_of_the_device():
+    config = RunConfig(dataset="synthetic", num_samples=1200, widths=(64, 64), batch_size=32, steps=100, eval_every=10)
+    sig = Signature.of(config, data.load("synthetic", 1200))
+    roomy = engine.default_chunk_size(sig, 240, FakeDevice({"bytes_limit": 80 << 30, "bytes_in_use": 0}))
+    crowded = engine.default_chunk_size(sig, 240, FakeDevice({"bytes_limit": 80 << 30, "bytes_in_use": (80 << 30) - (8 << 20)}))
+    full = engine.default_chunk_size(sig, 240, FakeDevice({"bytes_limit": 1 << 20, "bytes_in_use": 1 << 20}))
+    assert roomy == engine.MAX_CHUNK and 1 < crowded < roomy and full == 1
+
+
+def test_device_out_of_memory_errors_are_recognised():
+    assert engine._out_of_memory(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 2.0GiB on GPU"))
+    assert not engine._out_of_memory(jax.errors.JaxRuntimeError("INVALID_ARGUMENT: shapes"))
+    assert not engine._out_of_memory(ValueError("RESOURCE_EXHAUSTED"))
+
+
+def test_pytorch_peer_runs_where_jax_runs(monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(P.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert P.torch_device() == "cuda"
+    synchronized = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: synchronized.append(1))
+    P._synchronize("cuda")
+    P._synchronize("cpu")
+    assert synchronized == [1]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert P.torch_device() == "cpu"
+    monkeypatch.setattr(P.jax, "default_backend", lambda: "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert P.torch_device() == "cpu"
+
+
+def test_cold_buffers_on_an_accelerator_cover_several_times_its_l2(monkeypatch):
+    monkeypatch.setattr(P.jax, "default_backend", lambda: "gpu")
+    cache, read = P.last_level_cache_bytes()
+    assert not read and cache >= 50_000_000  # an H100's L2
+    tensor = 32 * 56 * 56 * 64 * 4
+    assert P.buffer_count(tensor, cache) * tensor >= 4 * 50_000_000
+
+
+def test_allocator_note_is_cpu_only(monkeypatch):
+    monkeypatch.setattr(P.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(P, "allocator_overhead", lambda *a: pytest.fail("measured the allocator on a GPU"))
+    assert P._allocator_note(P.Case((128, 56, 56, 64), "float32", "train")) == []
+
+
+def test_option_names_are_the_implemented_ones():
+    from bnbench import models, spec
+
+    assert tuple(P.implementations()) == options.PROFILE_IMPLEMENTATIONS
+    assert tuple(models.ACTIVATIONS) == options.ACTIVATIONS and tuple(models.MODELS) == options.MODELS
+    assert P.MODES == options.PROFILE_MODES and tuple(P.TRAFFIC) == options.PROFILE_MODES
+    assert spec.EVAL_STATS == options.EVAL_STATS
