@@ -146,7 +146,8 @@ def _report(
     name = ", ".join(runs["spec"].astype(str).unique()) or out_dir.name
     if probe:
         table, step = summary.summarize_probe(runs, frames.load_probes(out_dir), probe, step, by)
-        by, metric, title = [*by, "layer"], probe, f"{name}: {probe} at step {step} over seeds ({render.plural(len(runs), 'run')})"
+        by, metric = [*by, "layer"], probe
+        title = f"{name}: {probe} at step {step} over seeds ({render.plural(len(runs), 'run')})"
     else:
         table, title = summary.summarize(runs, by, metric), render.summary_title(name, metric, len(runs))
     if fmt == "csv":
@@ -507,11 +508,11 @@ def merge(
 
 @app.command(cls=_Command)
 def columns() -> None:
-    """The columns of runs.csv, curves.csv and activations.csv, and what each holds."""
+    """The columns of runs.csv, curves.csv, activations.csv and probes.csv, and what each holds."""
     from bnbench import schema
 
     for name, table in (("runs.csv", schema.RUN_COLUMNS), ("curves.csv", schema.CURVE_COLUMNS),
-                        ("activations.csv", schema.ACTIVATION_COLUMNS)):
+                        ("activations.csv", schema.ACTIVATION_COLUMNS), ("probes.csv", schema.PROBE_COLUMNS)):
         console.print(render.columns_table(name, table))
 
 

@@ -74,18 +74,19 @@ def load_curves(results_dir: str | Path) -> pd.DataFrame:
 def load_probes(results_dir: str | Path) -> pd.DataFrame:
     """``probes.csv`` of a results folder (empty if no run had probes): ``run_id`` string, ``step`` and
     ``layer`` int, ``probe`` category, ``value`` float."""
-    path = Path(results_dir) / "probes.csv"
-    if not path.exists() and (Path(results_dir) / "runs.csv").exists():
-        empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in PROBE_COLUMNS})
-        return empty.astype({"run_id": "string", "step": "int64", "layer": "int64", "probe": "category"})
-    return _read(path, PROBE_COLUMNS, {"run_id": "string", "probe": "category"})
+    return _read_details(results_dir, "probes.csv", PROBE_COLUMNS, {"run_id": "string", "probe": "category"})
 
 
 def load_activations(results_dir: str | Path) -> pd.DataFrame:
     """``activations.csv`` of a results folder (empty if no run tracked activations)."""
-    path = Path(results_dir) / "activations.csv"
+    return _read_details(results_dir, "activations.csv", ACTIVATION_COLUMNS, {"run_id": "string"})
+
+
+def _read_details(results_dir: str | Path, name: str, columns, dtypes: dict) -> pd.DataFrame:
+    """A per-run detail file of a results folder, typed; empty (same columns and dtypes) where the
+    folder holds runs but no run wrote this file."""
+    path = Path(results_dir) / name
     if not path.exists() and (Path(results_dir) / "runs.csv").exists():
-        return pd.DataFrame({c: pd.Series(dtype="float64") for c in ACTIVATION_COLUMNS}).astype(
-            {"run_id": "string", "step": "int64", "layer": "int64"}
-        )
-    return _read(path, ACTIVATION_COLUMNS, {"run_id": "string"})
+        empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+        return empty.astype({"step": "int64", "layer": "int64", **dtypes})
+    return _read(path, columns, dtypes)

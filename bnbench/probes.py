@@ -74,8 +74,10 @@ def _norm(tree) -> jax.Array:
 
 def _updated_before(params, updates, layer: int):
     """``params`` with every hidden layer before ``layer`` (1-based) and its norm parameters updated."""
+
     def before(key):
-        return [jax.tree_util.tree_map(jnp.add, p, u) if j < layer - 1 else p for j, (p, u) in enumerate(zip(params[key], updates[key]))]
+        pairs = enumerate(zip(params[key], updates[key]))
+        return [jax.tree_util.tree_map(jnp.add, p, u) if j < layer - 1 else p for j, (p, u) in pairs]
 
     return {**params, "layers": before("layers"), "norm": before("norm")}
 
@@ -84,6 +86,7 @@ def values(
     probes: tuple[str, ...],
     loss: Callable,
     params,
+    grads,
     updates,
     lr: jax.Array,
     norm_layers: bool,
@@ -92,11 +95,11 @@ def values(
 ) -> jax.Array:
     """Every probe value, in the order of :func:`labels` (see the module docstring).
 
-    ``loss(params) -> scalar`` is the probe batch's training-mode loss; ``updates`` is this step's
-    optimizer update (a pytree like ``params``); ``bn_state`` the running statistics and
+    ``loss(params) -> scalar`` is the probe batch's training-mode loss and ``grads`` its gradient at
+    ``params``; ``updates`` is this step's optimizer update (a pytree like ``params``); ``bn_state`` the
+    running statistics and
     ``population() -> [BNState, ...]`` their population counterpart (``stats_gap`` only).
     """
-    grads = jax.grad(loss)(params)
     out: list[jax.Array] = []
     for probe in probes:
         if probe == "grad_norm":

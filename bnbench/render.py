@@ -8,7 +8,6 @@ escaped so that rich never reads it as markup.
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -206,7 +205,6 @@ def _profile_verdict(rows: list) -> str:
 
 def summary_title(name: str, metric: str, runs: int) -> str:
     return f"{name}: {metric} over seeds ({plural(runs, 'run')})"
-
 
 
 def datasets_table(rows: list) -> Table:

@@ -54,9 +54,9 @@ def metric_bounds(metric: str) -> tuple[float, float]:
         return 0.0, 1.0
     if "cosine" in metric:
         return -1.0, 1.0
-    if any(word in metric for word in ("loss", "norm", "distance", "gap", "effective_lr", "smoothness", "predictiveness")):
-        return 0.0, math.inf
-    if metric == "wall_s":
+    if metric == "wall_s" or any(
+        word in metric for word in ("loss", "norm", "distance", "gap", "effective_lr", "smoothness", "predictiveness")
+    ):
         return 0.0, math.inf
     return -math.inf, math.inf
 
@@ -67,7 +67,7 @@ def summarize_probe(
     """The probe value ``probe`` at ``step`` (default: the last step probed) per group of ``by`` (default:
     the swept axes) and layer, as :func:`summarize` summarizes a metric; returns the table and the step.
 
-    Runs that diverged before ``step`` count as diverged. Raises :class:`SummaryError` if no run
+    Runs that diverged at or before ``step`` count as diverged. Raises :class:`SummaryError` if no run
     recorded ``probe`` or none was probed at ``step``.
     """
     names = sorted(set(probes["probe"].astype(str)))
@@ -81,8 +81,9 @@ def summarize_probe(
     by = swept_axes(runs) if by is None else list(by)
     at_step = chosen[chosen["step"] == step][["run_id", "layer", "value"]].rename(columns={"value": probe})
     frame = runs[["run_id", "status", "diverged_step", *by]].merge(at_step, on="run_id")
-    before = frame["diverged_step"].notna() & (frame["diverged_step"] <= max(step, 1))
-    frame["status"] = frame["status"].astype(str).where(~before, "diverged").where(before, "ok")
+    # A run's probe values are NaN from its divergence step on (bnbench.train.summarize_output).
+    diverged = frame["diverged_step"].notna() & (frame["diverged_step"] <= step)
+    frame["status"] = np.where(diverged, "diverged", "ok")
     return summarize(frame, [*by, "layer"], probe), step
 
 
@@ -151,9 +152,9 @@ def summarize(runs: pd.DataFrame, by: Sequence[str] | None = None, metric: str =
     Columns: the ``by`` columns; ``n`` (runs); ``diverged`` (runs with status "diverged"); ``mean``,
     ``std`` (sample, ddof=1), ``ci_low`` and ``ci_high`` (95% Student-t interval of the mean) of
     ``metric`` over the runs that did not diverge; ``std`` is NaN below 2 runs, the interval also when
-    every run gave the same value (no spread to estimate it from). The interval is clipped to the values the metric can take (:func:`metric_bounds`: an accuracy's to
-    [0, 1]), and ``ci_clipped`` says where that happened. Rows keep the order in which combinations
-    first appear.
+    every run gave the same value (no spread to estimate it from). The interval is clipped to the
+    values the metric can take (:func:`metric_bounds`: an accuracy's to [0, 1]), and ``ci_clipped``
+    says where that happened. Rows keep the order in which combinations first appear.
     """
     by = swept_axes(runs) if by is None else list(by)
     ok = runs["status"] == "ok"

@@ -364,7 +364,7 @@ def make_program(sig: Signature) -> Program:
         grads = jax.grad(loss)(state.params)
         updates, _ = optimizer(hp).update(grads, state.opt_state, state.params)
         return probes.values(
-            sig.probes, loss, state.params, updates, hp.lr, sig.norm_layers, state.bn_state,
+            sig.probes, loss, state.params, grads, updates, hp.lr, sig.norm_layers, state.bn_state,
             lambda: precise_bn_state(state, seed, hp, x_train),
         )
 
@@ -431,9 +431,9 @@ def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunRes
     )
     probed = np.asarray(output.probes, np.float32)
     probe_points = tuple(
-        ProbePoint(step, layer, name, math.nan if diverged_step is not None and step >= diverged_step else _shortest(probed[i, j]))
-        for i, step in enumerate((0, *sig.eval_steps))
-        for j, (layer, name) in enumerate(sig.probe_labels)
+        ProbePoint(step, layer, name, math.nan if diverged_step is not None and step >= diverged_step else _shortest(value))
+        for step, values in zip((0, *sig.eval_steps), probed)
+        for (layer, name), value in zip(sig.probe_labels, values)
     )
     if diverged_step is not None:
         by_stats = dict.fromkeys(sig.eval_stats, math.nan)

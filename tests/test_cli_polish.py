@@ -107,5 +107,5 @@ def test_datasets_says_yes_for_verified_files(cli):
 def test_columns_lists_the_csv_schema(cli):
     result = cli("columns")
     assert result.exit_code == 0
-    for name in ("runs.csv", "curves.csv", "activations.csv", "momentum_convention", "diverged_step"):
+    for name in ("runs.csv", "curves.csv", "activations.csv", "probes.csv", "momentum_convention", "diverged_step"):
         assert name in result.stdout

@@ -100,7 +100,7 @@ def test_stats_gap_is_zero_at_the_population_and_the_hand_value_elsewhere():
     running = [bn.BNState(mean=jnp.array([1.5, -2.0]), var=jnp.array([4.0, 6.0]), count=jnp.array(0))]
 
     def values(state):
-        return np.asarray(probes.values(("stats_gap",), lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.ones(2)}, None,
+        return np.asarray(probes.values(("stats_gap",), lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.ones(2)}, None, None,
                                         jnp.float32(0.1), True, state, lambda: pop))
 
     np.testing.assert_array_equal(values(pop), [0.0, 0.0])
