@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test bench-sweep bench-profile bench-cli bench-probes clean
+.PHONY: sweep test bench-sweep bench-profile bench-cli bench-probes bench-resnet clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench-cli: $(VENV)/.installed
 
 bench-probes: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_probes.py
+
+bench-resnet: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_resnet.py
 
 bench-profile: $(VENV)/.installed
 	$(BIN)/bnbench profile --shape 128,56,56,64 --dtype float32 --mode train,grad,infer --out results/bench-profile.csv

@@ -5,8 +5,9 @@ Public surface:
 * :mod:`bnbench.bn`: ``init``, ``batch_norm``, ``BNParams``, ``BNState`` (the BN function and its state;
   ghost BN, Batch Renormalization and the running-variance convention are options of ``batch_norm``).
 * :mod:`bnbench.norms`: ``group_norm``, ``layer_norm`` (the per-example alternatives).
-* :mod:`bnbench.models`: ``make_model``, ``Normalization``, ``mlp``, ``cnn`` (pure init/apply pairs with
-  norm placement).
+* :mod:`bnbench.models`: ``make_model``, ``Normalization``, ``mlp``, ``cnn``, ``vgg``, ``resnet`` (pure
+  init/apply pairs with norm placement, every residual-unit arrangement, Fixup and SkipInit).
+* :mod:`bnbench.recipe`: learning-rate schedules and crop-and-flip augmentation.
 * :mod:`bnbench.data`: the data set registry (``load``, ``register``, ``raw_splits``);
   :mod:`bnbench.datafiles` finds, downloads and checks published files; :mod:`bnbench.formats` reads them.
 * :mod:`bnbench.spec`: ``load_spec``, ``RunConfig`` (the spec parser and its fields).

@@ -105,23 +105,55 @@ def select_devices(count: int | None) -> list[jax.Device]:
     return devices[:count]
 
 
-def default_chunk_size(sig: Signature, num_test: int, device: jax.Device) -> int:
-    """Runs per vectorized chunk: an upper-bound memory estimate per run against a quarter of the free
-    memory (:func:`free_memory`).
+# Where the vectorized engine does not vmap: on CPU, XLA runs a convolution whose kernel carries a run
+# axis (vmap makes it a grouped convolution) about 4x slower than the same runs one after another, and
+# a convolution inside a lax.scan (a while loop) about 40x slower than the same step compiled alone
+# (ResNet-20, batch 128, 2-core CPU: 0.40 s per step jitted, 15 s per step in a scan, 3.4 s per step
+# for 2 vmapped runs). Deep convolutional nets there run one at a time, a jitted step per batch: the
+# sequential engine's path. Measured by `make bench-resnet`; untested on GPU/TPU, where they vmap.
+UNVMAPPED_ON_CPU = ("vgg", "resnet")
 
-    Per run, in float32: parameters with gradients and optimizer moments (x8 for temporaries), hidden
-    activations of a training batch (x4: forward and backward) and of the test split at evaluation
-    (x2), and the epoch permutations of one evaluation interval. For a CNN, every hidden layer is
-    counted at full input resolution and every kernel at 25 taps: an overestimate, never an under-.
+
+def vmaps(model: str, platform: str) -> bool:
+    """Whether the vectorized engine vmaps the runs of ``model`` on ``platform`` (else: one at a time)."""
+    return not (platform == "cpu" and model in UNVMAPPED_ON_CPU)
+
+
+def execution_paths(configs: list[RunConfig], engine: str, platform: str) -> dict[str, str]:
+    """How each model of ``configs`` is executed: ``"vmapped"`` or ``"one run at a time"`` (for meta.json)."""
+    return {
+        model: "vmapped" if engine == "vectorized" and vmaps(model, platform) else "one run at a time"
+        for model in sorted({c.model for c in configs})
+    }
+
+
+def run_memory(sig: Signature, num_test: int) -> int:
+    """An upper estimate of the device memory one vectorized run takes, in bytes (float32 values).
+
+    Counted from the model's shapes (``jax.eval_shape``, nothing computed): parameters with their
+    gradients, optimizer moments and temporaries (x8); a training step's activations kept for the
+    backward pass, for every example of the batch three arrays per nonlinearity (the layer's output,
+    the norm layer's, the nonlinearity's), five in a residual net (also a unit's shortcut and sum);
+    evaluation, which keeps at most two layers of the test split alive at once; the epoch permutations
+    of one evaluation interval. Checked against XLA's buffer assignment (``compiled.memory_analysis()``)
+    in the tests: never below it, at most 2x above.
     """
-    in_features = math.prod(sig.input_shape)
-    positions, taps = (in_features, 25) if sig.model == "cnn" else (1, 1)
-    sizes = (in_features, *sig.widths, sig.num_classes)
-    num_params = taps * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    activations = positions * sum(sig.widths)
+    model = sig.make_model()
+    params, state = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    example = jax.ShapeDtypeStruct((1, *sig.input_shape), np.float32)
+    preacts = jax.eval_shape(lambda p, s, x: model.preactivations(p, s, x), params, state, example)
+    sizes = [math.prod(a.shape) for a in preacts] or [0]
+    per_example = (5 if sig.model == "resnet" else 3) * sum(sizes) + math.prod(sig.input_shape)
+    training = sig.batch_size * per_example
+    evaluation = num_test * 2 * (max(sizes) + math.prod(sig.input_shape))
     epochs = sig.eval_every // max(1, sig.num_train // sig.batch_size) + 2
-    per_run = 4 * (8 * num_params + (4 * sig.batch_size + 2 * num_test) * activations + epochs * sig.num_train)
-    return max(1, min(MAX_CHUNK, free_memory(device) // 4 // per_run))
+    return 4 * (8 * sig.num_params + max(training, evaluation) + epochs * sig.num_train)
+
+
+def default_chunk_size(sig: Signature, num_test: int, device: jax.Device) -> int:
+    """Runs per vectorized chunk: :func:`run_memory` against a quarter of the free memory
+    (:func:`free_memory`)."""
+    return max(1, min(MAX_CHUNK, free_memory(device) // 4 // run_memory(sig, num_test)))
 
 
 def free_memory(device: jax.Device) -> int:
@@ -201,7 +233,8 @@ def run_vectorized(
     stop: threading.Event | None = None,
     program_cache: Path | None = None,
 ) -> Iterator[tuple[RunConfig, RunResult]]:
-    """Trains the group's runs not in ``done``, in chunks of one fixed size.
+    """Trains the group's runs not in ``done``, in chunks of one fixed size (one at a time, as
+    :func:`run_sequential`, where :func:`vmaps` says so).
 
     The chunk size is ``chunk_size`` (default: :func:`default_chunk_size`), at most the whole group
     and rounded up to a multiple of the devices. It depends on the group, not on which of its runs
@@ -213,6 +246,9 @@ def run_vectorized(
     included for the first).
     """
     sig = group.signature
+    if not vmaps(sig.model, devices[0].platform):
+        yield from run_sequential(group, done=done, stop=stop)
+        return
     arrays = device_data(group.dataset)  # first, so that the chunk size sees the memory they take
     size = chunk_size or default_chunk_size(sig, len(group.dataset.y_test), devices[0])
     size = -(-min(size, len(group.configs)) // len(devices)) * len(devices)

@@ -30,6 +30,14 @@ CATEGORICAL = (
     "eval_stats",
     "momentum_convention",
     "optimizer",
+    "residual_unit",
+    "shortcut",
+    "init",
+    "schedule",
+    "lr_milestones",
+    "augment",
+    "dropout_placement",
+    "dtype",
     "status",
     "backend",
 )
@@ -61,7 +69,7 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
     frame = _read(Path(results_dir) / "runs.csv", RUN_COLUMNS, dtypes)
     frame["diverged_step"] = frame["diverged_step"].astype("Int64")
     frame["probes"] = frame["probes"].astype("string").fillna("").astype("category")  # an empty list reads as NaN
-    for column in ("renorm", "bn_weight_decay", "track_activations"):
+    for column in ("renorm", "bn_weight_decay", "track_activations", "nesterov"):
         frame[column] = frame[column].astype(bool)
     return frame
 

@@ -12,7 +12,17 @@ import os
 from pathlib import Path
 
 # Spec fields (bnbench.spec)
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "vgg", "resnet")
+# What a spec that does not set a model's widths or depth gets (bnbench.spec resolves them per run).
+DEFAULT_WIDTHS = {"mlp": (100, 100, 100), "cnn": (100, 100, 100), "vgg": (64, 128, 256, 512, 512), "resnet": (16, 32, 64)}
+DEFAULT_DEPTH = {"vgg": 11, "resnet": 20}
+RESIDUAL_UNITS = ("original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact", "none")
+SHORTCUTS = ("pad", "projection")
+INITS = ("default", "fixup", "skipinit")
+AUGMENTATIONS = ("none", "crop_flip")
+SCHEDULES = ("constant", "step", "cosine")
+DROPOUT_PLACEMENTS = ("after_activation", "before_norm")
+DTYPES = ("float32", "bfloat16")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 PLACEMENTS = ("pre", "post", "none")
 NORMS = ("batch", "group", "layer", "none")

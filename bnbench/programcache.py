@@ -37,13 +37,18 @@ def _register_pytrees() -> None:
     export.register_namedtuple_serialization(RunOutput, serialized_name="bnbench.train.RunOutput")
 
 
+def source_digest(package: Path) -> str:
+    """A hash of the names and text of every Python file under ``package``, sub-packages included."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=1)
 def _source_digest() -> str:
-    """A hash of the text of every bnbench source file: any edit traces afresh."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    """The digest of bnbench's own sources (bnbench.models included): any edit traces afresh."""
+    return source_digest(Path(__file__).resolve().parent)
 
 
 def key(signature, devices, args) -> str:

@@ -118,13 +118,23 @@ def print_table(
         cells = [c for row in rows for c in ([row[j]] if header[j] in _NO_WRAP or not row[j] else row[j].split())]
         return max(len(piece) for piece in [*header_text.split("\n"), *cells])
 
-    natural = sum(longest_piece(j, column) + 1 for j, column in enumerate(header))
+    # Each column takes its width, one space of padding and one of the divider after it.
+    natural = sum(longest_piece(j, column) + 2 for j, column in enumerate(header))
+    narrowest = 0
     for j, column in enumerate(header):
         shown = column.replace("_", "_\n") if natural > console.width else column
         table.add_column(escape(shown), no_wrap=column in _NO_WRAP, min_width=longest_piece(j, shown))
+        narrowest += longest_piece(j, shown) + 2
     for i, cells in enumerate(rows):
         table.add_row(*map(escape, cells), style="bold green" if colour and i == best else None)
-    console.print(table)
+    # A table that cannot fit is printed whole, wider than the terminal (which wraps its lines), never
+    # with a column cut off: a cropped interval reads as a different number.
+    width = console.width
+    console.width = max(width, narrowest)  # print(width=...) cannot exceed the console's own width
+    try:
+        console.print(table)
+    finally:
+        console.width = width
     for note in footnotes:
         say(console, note)
 

@@ -221,7 +221,7 @@ class ResultsStore:
             header = next(csv.reader(f), [])
         if list(header) == list(RUN_COLUMNS):
             return False
-        defaults = {name: csv_value(getattr(RunConfig(), name)) for name in LATER_FIELDS}
+        defaults = {name: csv_value(getattr(RunConfig(), name)) for name in LATER_FIELDS} | {"num_params": ""}
         write_csv(self.runs_path, RUN_COLUMNS, [{**defaults, **row} for row in _read_rows(self.runs_path)])
         return True
 

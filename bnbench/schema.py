@@ -26,8 +26,8 @@ RUN_COLUMNS: dict[str, str] = {
     "spec_hash": "hash of the resolved spec (spec.toml) the run came from",
     "dataset": "data set name",
     "num_samples": "examples in the data set (train + test)",
-    "model": "mlp or cnn",
-    "widths": "hidden widths / channels, dash-separated (100-100-100)",
+    "model": "mlp, cnn, vgg or resnet",
+    "widths": "hidden widths / channels, dash-separated (100-100-100); vgg and resnet: channels per stage",
     "activation": "relu, sigmoid or tanh",
     "placement": "pre (norm layer before the activation), post (after) or none (no norm layer)",
     "norm": "batch (BN), group (GroupNorm), layer (LayerNorm) or none",
@@ -56,6 +56,20 @@ RUN_COLUMNS: dict[str, str] = {
     "track_activations": "whether activations.csv holds this run's activation statistics",
     "probes": "mechanism probes recorded in probes.csv, dash-separated (empty: none)",
     "noisy_bn": "strength of the noise after every norm layer in training (0: off)",
+    "depth": "vgg's or resnet's depth (weighted layers); 0 for mlp and cnn",
+    "residual_unit": "resnet's unit: original, bn_after_add, relu_before_add, relu_preact, full_preact, or none "
+    "(no shortcuts); original for other models",
+    "shortcut": "resnet's shortcut where a unit changes shape: pad (option A) or projection (option B)",
+    "init": "resnet's initialization: default (He), fixup or skipinit",
+    "schedule": "learning-rate schedule: constant, step or cosine",
+    "warmup_steps": "steps of linear learning-rate warm-up from 0",
+    "lr_milestones": "step schedule: fractions of training after which lr is multiplied by lr_decay, dash-separated",
+    "lr_decay": "step schedule's factor",
+    "nesterov": "whether SGD used Nesterov momentum",
+    "augment": "training augmentation: none or crop_flip (pad 4, random crop, random left-right flip)",
+    "dropout": "dropout rate in training (0: off)",
+    "dropout_placement": "after_activation or before_norm",
+    "dtype": "float32, or bfloat16 (computation; parameters, optimizer state and norm statistics float32)",
     "seed": "seed of initialization and data order",
     "status": "ok or diverged",
     "diverged_step": "first step whose training loss was NaN/inf (empty if ok)",
@@ -68,6 +82,8 @@ RUN_COLUMNS: dict[str, str] = {
     "wall_s": "seconds the run took, including compilation for the first run of each compiled signature; "
     "vectorized engine: its chunk's time divided by the runs in the chunk",
     "backend": "JAX backend (cpu, gpu, tpu)",
+    "num_params": "learned parameters of the run's model (norm layers' scale and offset included; empty for "
+    "runs recorded before the column existed)",
 }
 
 CURVE_COLUMNS: dict[str, str] = {
@@ -114,6 +130,7 @@ def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str, 
     row.update({k: csv_value(v) for k, v in dataclasses.asdict(config).items()})
     row.update(
         momentum_convention=MOMENTUM_CONVENTION,
+        num_params=result.num_params,
         effective_lr=config.effective_lr,
         status=result.status,
         diverged_step=result.diverged_step,

@@ -13,11 +13,23 @@ field                default      meaning
 ==================== ============ ===================================================================
 dataset              "mnist1d"    data set name (see ``bnbench.data.REGISTRY``)
 num_samples          data set's   examples generated in all (train + test); mnist1d: 5000
-model                "mlp"        "mlp" or "cnn"
-widths               [100,100,100] hidden widths (MLP) or channels (CNN), one per hidden block
+model                "mlp"        "mlp", "cnn", "vgg" or "resnet" (bnbench.models)
+widths               model's      hidden widths (MLP) or channels (CNN), one per hidden block; VGG:
+                                  channels of its 5 stages; ResNet: of its 3 stages. Default: mlp
+                                  and cnn [100, 100, 100], vgg [64, 128, 256, 512, 512], resnet
+                                  [16, 32, 64]
+depth                0            vgg: 11 or 16; resnet: 6n+2 (8, 14, 20, 32, 44, 56, 110, ...);
+                                  0: the model's default (vgg 11, resnet 20); mlp and cnn: 0
+residual_unit        "original"   resnet's unit (He et al. 2016, Fig. 4): "original",
+                                  "bn_after_add", "relu_before_add", "relu_preact", "full_preact",
+                                  or "none" (a plain net: no shortcuts)
+shortcut             "pad"        resnet's shortcut where a unit changes shape: "pad" (option A,
+                                  parameter-free) or "projection" (1x1 convolution and norm)
+init                 "default"    resnet's initialization: "default" (He), "fixup" (Zhang et al.
+                                  2019) or "skipinit" (De & Smith 2020)
 activation           "relu"       "relu", "sigmoid" or "tanh"
 placement            "pre"        the norm layer before the activation ("pre"), after it ("post"), or
-                                  none ("none")
+                                  none ("none"); mlp, cnn and vgg (resnet: residual_unit)
 norm                 "batch"      "batch" (BN), "group" (GroupNorm), "layer" (LayerNorm) or "none"
 groups               4            GroupNorm's groups; must divide every width (norm = "group" only)
 ghost_batch_size     0            BN statistics over consecutive sub-batches of this size (ghost BN);
@@ -43,11 +55,26 @@ lr                   1e-3         learning rate, > 0
 lr_scaling_batch_size 0           0: lr as given; B > 0: lr is for batch size B and scales linearly,
                                   lr * batch_size / B (Goyal et al. 2017)
 optimizer_momentum   0.9          SGD's momentum, in [0, 1) (unused by adam)
+nesterov             false        Nesterov momentum for SGD (unused by adam)
+schedule             "constant"   learning-rate schedule: "constant", "step" or "cosine" (to 0 at the
+                                  last step); closed forms in bnbench.recipe
+warmup_steps         0            steps of linear warm-up from 0 to lr before the schedule, < steps
+lr_milestones        [0.5, 0.75]  "step": fractions of training after which lr is multiplied by
+                                  lr_decay, increasing, in (0, 1)
+lr_decay             0.1          "step": the factor, in (0, 1]
 weight_decay         0.0          weight decay, >= 0
 bn_weight_decay      true         whether the norm layers' scale and offset get weight decay
 steps                1000         training steps, >= 1
 epochs               0            0: train for steps; E > 0: steps = E * (training split // batch_size)
 eval_every           steps // 10  steps between evaluations on the test split, 1 .. steps
+augment              "none"       "crop_flip": 4-pixel zero padding, random crop, random left-right
+                                  flip of every training image, drawn from the run's seed (images only)
+dropout              0.0          dropout rate in training, in [0, 1); 0: off
+dropout_placement    "after_activation" where dropout acts: "after_activation" (on each block's
+                                  output; resnet: on its branch's inner activation) or "before_norm"
+                                  (on the norm layer's input; Li et al. 2019)
+dtype                "float32"    "bfloat16": the network computes in bfloat16, with parameters,
+                                  optimizer state and norm statistics in float32
 track_activations    false        record percentiles of each hidden layer's input to its nonlinearity
                                   at every evaluation (activations.csv)
 probes               []           mechanism probes at step 0 and every evaluation (probes.csv; see
@@ -74,7 +101,10 @@ from typing import Any, Callable, NamedTuple
 
 from bnbench import data
 from bnbench.errors import BnbenchError
-from bnbench.options import ACTIVATIONS, EVAL_STATS, MODELS, NORMS, OPTIMIZERS, PLACEMENTS, PROBES, RUNNING_VARIANCES
+from bnbench.options import (
+    ACTIVATIONS, AUGMENTATIONS, DEFAULT_DEPTH, DEFAULT_WIDTHS, DROPOUT_PLACEMENTS, DTYPES, EVAL_STATS, INITS, MODELS,
+    NORMS, OPTIMIZERS, PLACEMENTS, PROBES, RESIDUAL_UNITS, RUNNING_VARIANCES, SCHEDULES, SHORTCUTS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +141,19 @@ class RunConfig:
     track_activations: bool = False
     probes: tuple[str, ...] = ()
     noisy_bn: float = 0.0
+    depth: int = 0
+    residual_unit: str = "original"
+    shortcut: str = "pad"
+    init: str = "default"
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_decay: float = 0.1
+    nesterov: bool = False
+    augment: str = "none"
+    dropout: float = 0.0
+    dropout_placement: str = "after_activation"
+    dtype: str = "float32"
     seed: int = 0
 
     @property
@@ -134,7 +177,11 @@ class RunConfig:
 
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "seed")
-LATER_FIELDS = ("probes", "noisy_bn")
+LATER_FIELDS = (
+    "probes", "noisy_bn", "depth", "residual_unit", "shortcut", "init", "schedule", "warmup_steps", "lr_milestones",
+    "lr_decay", "nesterov", "augment", "dropout", "dropout_placement", "dtype",
+)
+
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
@@ -219,6 +266,18 @@ def _parse_eval_stats(text: str) -> list[str]:
     return text.split("-")
 
 
+def _milestones_check(v):
+    if not isinstance(v, (list, tuple)) or not v:
+        return f"must be a non-empty increasing list of fractions in (0, 1), got {v!r}"
+    if any(isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < 1 for m in v):
+        return f"must be a non-empty increasing list of fractions in (0, 1), got {v!r}"
+    return None if all(a < b for a, b in zip(v, v[1:])) else f"must be increasing, got {v!r}"
+
+
+def _parse_milestones(text: str) -> list[float]:
+    return [float(m) for m in text.split("-")]
+
+
 def _probes_check(v):
     allowed = ", ".join(repr(c) for c in PROBES)
     if not isinstance(v, (list, tuple)) or any(p not in PROBES for p in v):
@@ -257,9 +316,22 @@ RULES: dict[str, _Rule] = {
     "track_activations": _Rule(_boolean_check, _parse_boolean),
     "probes": _Rule(_probes_check, lambda text: [p for p in text.split("-") if p]),
     "noisy_bn": _real(0.0, None, lo_open=False),
+    "depth": _integer(0),
+    "residual_unit": _choice(lambda: RESIDUAL_UNITS),
+    "shortcut": _choice(lambda: SHORTCUTS),
+    "init": _choice(lambda: INITS),
+    "schedule": _choice(lambda: SCHEDULES),
+    "warmup_steps": _integer(0),
+    "lr_milestones": _Rule(_milestones_check, _parse_milestones),
+    "lr_decay": _real(0.0, 1.0, lo_open=True, hi_open=False),
+    "nesterov": _Rule(_boolean_check, _parse_boolean),
+    "augment": _choice(lambda: AUGMENTATIONS),
+    "dropout": _real(0.0, 1.0, lo_open=False),
+    "dropout_placement": _choice(lambda: DROPOUT_PLACEMENTS),
+    "dtype": _choice(lambda: DTYPES),
 }
 TOP_LEVEL_KEYS = ("name", "seeds", "grid", *RUN_FIELDS)
-LIST_FIELDS = ("widths", "eval_stats", "probes")  # fields whose one value is a list
+LIST_FIELDS = ("widths", "eval_stats", "probes", "lr_milestones")  # fields whose one value is a list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,6 +348,13 @@ class Spec:
     def num_runs(self) -> int:
         """The number of runs of the grid, computed from the axes without expanding them."""
         return math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
+
+    def axis(self, field: str) -> list[Any]:
+        """The values ``field`` takes in the grid; unset widths are the fixed model's default."""
+        values = self.grid.get(field, [self.values[field]])
+        if field == "widths" and values == [None] and "model" not in self.grid:
+            return [list(DEFAULT_WIDTHS[self.values["model"]])]
+        return values
 
     @property
     def datasets(self) -> list[str]:
@@ -310,8 +389,11 @@ class Spec:
         lines = [f"name = {_toml_value(self.name)}", f"seeds = {_toml_value(list(self.seeds))}"]
         # With epochs, steps are derived: writing the default steps too would read back as setting both.
         derived = {"steps"} if self.values["epochs"] or "epochs" in self.grid else set()
-        skip = derived | set(self.grid)
-        lines += [f"{k} = {_toml_value(v)}" for k, v in self.values.items() if v is not None and k not in skip]
+        # Fields newer than the first specs are written only where they differ from their defaults, so
+        # that an MLP spec's TOML does not list ResNet options.
+        skip = derived | set(self.grid) | {k for k in LATER_FIELDS if _same(self.values[k], _FIELD_DEFAULTS[k])}
+        values = {**self.values, "widths": self.axis("widths")[0]} if "widths" not in self.grid else self.values
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None and k not in skip]
         if self.grid:
             lines += ["", "[grid]"] + [f"{k} = {_toml_value(v)}" for k, v in self.grid.items()]
         return "\n".join(lines) + "\n"
@@ -339,11 +421,14 @@ def first_difference(stored: Spec, new: Spec, *, superset_ok: bool = False) -> s
     if lost or (not superset_ok and len(new.seeds) != len(stored.seeds)):
         return f"seeds {list(stored.seeds)} there, {list(new.seeds)} here"
     for field in RUN_FIELDS:
-        old_values = stored.grid.get(field, [stored.values[field]])
-        new_values = new.grid.get(field, [new.values[field]])
+        old_values, new_values = stored.axis(field), new.axis(field)
         if differs(old_values, new_values) or (not superset_ok and old_values != new_values):
             return f"{field} is {_listed(old_values)} there, {_listed(new_values)} here"
     return None
+
+
+def _same(value: Any, default: Any) -> bool:
+    return list(value) == list(default) if isinstance(default, tuple) else value == default
 
 
 def _listed(values: list) -> str:
@@ -363,7 +448,8 @@ def _toml_value(v: Any) -> str:
 # The fields whose combination _resolve checks (see Spec.validate).
 COMBINATION_FIELDS = (
     "dataset", "num_samples", "batch_size", "norm", "groups", "widths", "ghost_batch_size", "renorm",
-    "epochs", "steps", "eval_every",
+    "epochs", "steps", "eval_every", "model", "depth", "placement", "residual_unit", "shortcut", "init",
+    "probes", "augment", "warmup_steps",
 )
 
 
@@ -379,8 +465,14 @@ def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
             "batch_size",
             f"{batch_size} is larger than the training split of {fields['dataset']!r} ({train_size} examples)",
         )
-    _check_norm_options(fields, source)
+    widths = tuple(fields["widths"] or DEFAULT_WIDTHS[fields["model"]])
+    depth = _check_model_options({**fields, "widths": widths}, source)
+    _check_norm_options({**fields, "widths": widths}, source)
+    if fields["augment"] != "none" and len(data.info(fields["dataset"]).input_shape) != 3:
+        raise SpecError(source, "augment", f"{fields['augment']!r} takes images; {fields['dataset']!r} is not an image data set")
     steps = fields["epochs"] * (train_size // batch_size) if fields["epochs"] else fields["steps"]
+    if fields["warmup_steps"] >= steps:
+        raise SpecError(source, "warmup_steps", f"must be less than steps={steps}, got {fields['warmup_steps']}")
     eval_every = fields["eval_every"]
     if eval_every is None:
         eval_every = max(1, steps // 10)
@@ -392,12 +484,47 @@ def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
             "num_samples": num_samples,
             "steps": steps,
             "eval_every": eval_every,
-            "widths": tuple(fields["widths"]),
+            "widths": widths,
+            "depth": depth,
             "eval_stats": tuple(fields["eval_stats"]),
             "probes": tuple(fields["probes"]),
+            "lr_milestones": tuple(fields["lr_milestones"]),
             "seed": seed,
         }
     )
+
+
+_RESNET_OPTIONS = (("residual_unit", "original"), ("shortcut", "pad"), ("init", "default"))
+_STAGES = {"vgg": 5, "resnet": 3}
+
+
+def _check_model_options(fields: dict[str, Any], source: str) -> int:
+    """Refuses options the run's model does not have (they would be silently ignored) and depths it
+    cannot take; returns the depth (0 resolved to the model's default)."""
+    model, depth = fields["model"], fields["depth"]
+    if model != "resnet":
+        for option, default in _RESNET_OPTIONS:
+            if fields[option] != default:
+                raise SpecError(source, option, f"applies to model = 'resnet' only, not {model!r}")
+    if model in ("mlp", "cnn"):
+        if depth:
+            raise SpecError(source, "depth", f"applies to models 'vgg' and 'resnet'; {model!r} takes its depth from widths")
+        return 0
+    if len(fields["widths"]) != _STAGES[model]:
+        raise SpecError(source, "widths", f"{model} takes one width per stage ({_STAGES[model]}), got {list(fields['widths'])}")
+    if model == "vgg":
+        if depth not in (0, 11, 16):
+            raise SpecError(source, "depth", f"vgg depth must be 11 or 16, got {depth}")
+        return depth or DEFAULT_DEPTH[model]
+    if depth and (depth < 8 or (depth - 2) % 6):
+        raise SpecError(source, "depth", f"resnet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}")
+    if fields["placement"] != "pre":
+        raise SpecError(source, "placement", "resnet places its norm layers by residual_unit; placement applies to mlp, cnn and vgg")
+    if fields["init"] != "default" and fields["residual_unit"] == "none":
+        raise SpecError(source, "init", f"{fields['init']!r} scales residual branches; residual_unit 'none' has none")
+    if "ics" in fields["probes"]:
+        raise SpecError(source, "probes", "'ics' needs a chain of layers (mlp, cnn, vgg); a resnet's earlier layers are not one")
+    return depth or DEFAULT_DEPTH[model]
 
 
 def _check_norm_options(fields: dict[str, Any], source: str) -> None:
@@ -458,8 +585,10 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
                 raise SpecError(source, f, f"takes one value at the top level, got {raw[f]!r}; to sweep it, "
                                 f"put it under [grid]: {f} = {_toml_value(raw[f])}")
             values[f] = _check(source, f, raw[f])
+    if "widths" not in raw:
+        values["widths"] = None  # the model's own (DEFAULT_WIDTHS), resolved per run
     for key in LIST_FIELDS:
-        values[key] = list(values[key])
+        values[key] = None if values[key] is None else list(values[key])
     grid_raw = raw.get("grid", {})
     if not isinstance(grid_raw, dict):
         raise SpecError(source, "grid", "must be a table of field = [values, ...]")

@@ -17,8 +17,9 @@ from bnbench.spec import RUN_FIELDS
 
 CONFIG_COLUMNS = (*RUN_FIELDS, "seed")
 # Run fields a spec may leave to be derived from others, in the order they are derived: the data set's
-# size from the data set, steps from epochs and the batch size, eval_every from steps.
-DERIVED_FIELDS = ("num_samples", "steps", "eval_every")
+# size from the data set, a model's widths and depth from the model, steps from epochs and the batch
+# size, eval_every from steps.
+DERIVED_FIELDS = ("num_samples", "widths", "depth", "steps", "eval_every")
 MIN_PAIRS_FOR_DIRECTION = 3
 
 

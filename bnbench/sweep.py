@@ -193,6 +193,7 @@ def execute(
     meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "started": _now()}
     meta.update({k: str(v) if isinstance(v, Path) else v for k, v in engine_options.items()})
     meta.update(data_dir=plan.data_dir and str(plan.data_dir), finished=None)
+    meta["execution"] = engine.execution_paths(plan.runs, engine_options.get("engine", "vectorized"), meta["backend"])
     plan.store.write_meta(meta)
     finished = len(done)
     runs = engine.run_all(plan.runs, done=done, stop=stop, data_dir=plan.data_dir, **engine_options)

@@ -18,13 +18,16 @@ follow the last step, gives each BN layer's population mean and variance: the me
 and the mean of the batch variances plus the variance of the batch means).
 
 With ``probes``, :mod:`bnbench.probes` measures at step 0 and at every evaluation on a fixed probe batch
-(the first ``batch_size`` training examples). With ``noisy_bn``, every training step draws the noise
-after the norm layers from the run's own stream (its initialization key folded with a constant, split
-every step), so that both engines, and a resumed sweep, see the same noise.
+(the first ``batch_size`` training examples). With ``noisy_bn``, ``dropout`` or ``augment``, every
+training step draws its noise, dropout masks and crops from the run's own stream (its initialization
+key folded with a constant, split every step), so that both engines, and a resumed sweep, see the
+same draws. The learning rate of each update follows the run's schedule (:mod:`bnbench.recipe`); the
+``effective_lr`` probe uses the peak rate.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -33,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnbench import bn, probes
+from bnbench import bn, probes, recipe
 from bnbench.data import Dataset
-from bnbench.models import Normalization, make_model
+from bnbench.models import Model, Normalization, make_model, num_params
 from bnbench.spec import RunConfig
 
 
@@ -50,6 +53,9 @@ class HParams(NamedTuple):
     renorm_rmax: jax.Array
     renorm_dmax: jax.Array
     noisy_bn: jax.Array
+    warmup_steps: jax.Array
+    lr_decay: jax.Array
+    dropout: jax.Array
 
     @classmethod
     def of(cls, config: RunConfig) -> HParams:
@@ -80,6 +86,16 @@ class Signature(NamedTuple):
     track_activations: bool
     probes: tuple[str, ...]
     noisy_bn: bool  # noise after the norm layers (its strength is traced: HParams.noisy_bn)
+    depth: int
+    residual_unit: str
+    shortcut: str
+    init: str
+    dropout: bool  # dropout in training (its rate is traced: HParams.dropout)
+    dropout_placement: str
+    dtype: str
+    augment: str
+    schedule: recipe.Schedule
+    nesterov: bool
     input_shape: tuple[int, ...]
     num_classes: int
     num_train: int
@@ -105,21 +121,55 @@ class Signature(NamedTuple):
             config.track_activations,
             config.probes,
             config.noisy_bn > 0,
+            config.depth,
+            config.residual_unit,
+            config.shortcut,
+            config.init,
+            config.dropout > 0,
+            config.dropout_placement,
+            config.dtype,
+            config.augment,
+            recipe.Schedule(config.schedule, config.steps, config.lr_milestones if config.schedule == "step" else (),
+                            config.warmup_steps > 0),
+            config.nesterov,
             data.input_shape,
             data.num_classes,
             len(data.y_train),
         )
 
     @property
+    def model_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`bnbench.models.make_model` (after the family's name)."""
+        return dict(
+            input_shape=self.input_shape, widths=self.widths, num_classes=self.num_classes,
+            activation=self.activation, placement=self.placement, norm=self.norm, depth=self.depth,
+            residual_unit=self.residual_unit, shortcut=self.shortcut, init=self.init,
+            dropout_placement=self.dropout_placement, dtype=self.dtype,
+        )
+
+    def make_model(self) -> Model:
+        return make_model(self.model, **self.model_options)
+
+    @property
+    def num_params(self) -> int:
+        """The model's learned parameters (norm layers' scale and offset included)."""
+        return num_params(self.model, **self.model_options)
+
+    @property
     def norm_layers(self) -> bool:
-        """Whether a norm layer follows every hidden layer."""
+        """Whether the model has norm layers."""
         return self.placement != "none" and self.norm.kind != "none"
+
+    @property
+    def step_randomness(self) -> bool:
+        """Whether a training step draws random numbers (noise, dropout, augmentation)."""
+        return self.noisy_bn or self.dropout or self.augment != "none"
 
     @property
     def probe_labels(self) -> tuple[tuple[int, str], ...]:
         """``(layer, value name)`` of each probe value (:func:`bnbench.probes.labels`)."""
-        bn_layers = len(self.widths) if self.norm_layers and self.norm.kind == "batch" else 0
-        return probes.labels(self.probes, len(self.widths), self.norm_layers, bn_layers)
+        model = self.make_model()
+        return probes.labels(self.probes, model.hidden_layers, self.norm_layers, model.bn_layers)
 
     @property
     def eval_steps(self) -> tuple[int, ...]:
@@ -187,6 +237,7 @@ class RunResult(NamedTuple):
     activations: tuple[ActivationPoint, ...] = ()
     test_acc_by_stats: dict[str, float] = {}
     probes: tuple[ProbePoint, ...] = ()
+    num_params: int | None = None
 
 
 def _all_but_norm_layers(params):
@@ -194,18 +245,30 @@ def _all_but_norm_layers(params):
     return {k: jax.tree_util.tree_map(lambda _: k != "norm", v) for k, v in params.items()}
 
 
-def make_optimizer(kind: str, hp: HParams, bn_weight_decay: bool = True) -> optax.GradientTransformation:
-    """``sgd``: L2 weight decay added to the gradient, then SGD with momentum. ``adam``: AdamW.
+def make_optimizer(
+    kind: str,
+    hp: HParams,
+    bn_weight_decay: bool = True,
+    schedule: recipe.Schedule = recipe.Schedule(),
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+    """``sgd``: L2 weight decay added to the gradient, then SGD with momentum (Nesterov's with
+    ``nesterov``). ``adam``: AdamW. The learning rate follows ``schedule`` (:func:`bnbench.recipe.learning_rate`)
+    from ``hp.lr``.
 
     With ``bn_weight_decay`` false, the norm layers' parameters (``params["norm"]``) get no decay.
     """
     mask = None if bn_weight_decay else _all_but_norm_layers
+    lr = hp.lr if schedule.constant else functools.partial(
+        recipe.learning_rate, schedule, lr=hp.lr, warmup_steps=hp.warmup_steps, lr_decay=hp.lr_decay
+    )
     if kind == "sgd":
         return optax.chain(
-            optax.add_decayed_weights(hp.weight_decay, mask=mask), optax.sgd(hp.lr, hp.optimizer_momentum)
+            optax.add_decayed_weights(hp.weight_decay, mask=mask),
+            optax.sgd(lr, hp.optimizer_momentum, nesterov=nesterov),
         )
     if kind == "adam":
-        return optax.adamw(hp.lr, weight_decay=hp.weight_decay, mask=mask)
+        return optax.adamw(lr, weight_decay=hp.weight_decay, mask=mask)
     raise ValueError(f"unknown optimizer {kind!r}")
 
 
@@ -233,7 +296,7 @@ class TrainState(NamedTuple):
     params: Any
     bn_state: Any
     opt_state: Any
-    noise_key: Any = None  # with noisy_bn: the key of the next step's noise, split off every step
+    key: Any = None  # with step_randomness: the key of the next step's draws, split off every step
 
 
 class Program(NamedTuple):
@@ -263,41 +326,42 @@ def _keys(seed) -> tuple[jax.Array, jax.Array]:
     return init_key, data_key
 
 
-_NOISE_STREAM = 0x6E6F6973  # folded into the initialization key: noisy BN's own random stream
+# Folded into the initialization key: the stream of the training steps' draws (noise, dropout,
+# augmentation); then into each step's key, one constant per use (noise takes the step's key itself).
+_STEP_STREAM = 0x6E6F6973
+_DROPOUT_STREAM = 0x64726F70
+_AUGMENT_STREAM = 0x61756720
 
 
 def make_program(sig: Signature) -> Program:
     """Builds the training program of ``sig``."""
-    model = make_model(
-        sig.model,
-        input_shape=sig.input_shape,
-        widths=sig.widths,
-        num_classes=sig.num_classes,
-        activation=sig.activation,
-        placement=sig.placement,
-        norm=sig.norm,
-    )
+    model = sig.make_model()
 
     def optimizer(hp: HParams) -> optax.GradientTransformation:
-        return make_optimizer(sig.optimizer, hp, sig.bn_weight_decay)
+        return make_optimizer(sig.optimizer, hp, sig.bn_weight_decay, sig.schedule, sig.nesterov)
 
     def init(seed, hp: HParams) -> TrainState:
         init_key = _keys(seed)[0]
         params, bn_state = model.init(init_key)
-        noise_key = jax.random.fold_in(init_key, _NOISE_STREAM) if sig.noisy_bn else None
-        return TrainState(params, bn_state, optimizer(hp).init(params), noise_key)
+        key = jax.random.fold_in(init_key, _STEP_STREAM) if sig.step_randomness else None
+        return TrainState(params, bn_state, optimizer(hp).init(params), key)
 
     def indices(seed, start, length: int):
         return batch_indices(_keys(seed)[1], start, length, sig.num_train, sig.batch_size)
 
     def step(state: TrainState, idx, hp: HParams, x_train, y_train):
-        noise, next_key = {}, None
-        if sig.noisy_bn:
-            next_key, key = jax.random.split(state.noise_key)
-            noise = dict(noise_key=key, noise_strength=hp.noisy_bn)
+        x, draws, next_key = x_train[idx], {}, None
+        if sig.step_randomness:
+            next_key, key = jax.random.split(state.key)
+            if sig.noisy_bn:
+                draws |= dict(noise_key=key, noise_strength=hp.noisy_bn)
+            if sig.dropout:
+                draws |= dict(dropout_key=jax.random.fold_in(key, _DROPOUT_STREAM), dropout_rate=hp.dropout)
+            if sig.augment == "crop_flip":
+                x = recipe.crop_flip(jax.random.fold_in(key, _AUGMENT_STREAM), x)
 
         def loss_fn(params):
-            logits, bn_state = model.apply(params, state.bn_state, x_train[idx], train=True, **hp.norm_scalars, **noise)
+            logits, bn_state = model.apply(params, state.bn_state, x, train=True, **hp.norm_scalars, **draws)
             return cross_entropy(logits, y_train[idx]), bn_state
 
         (loss, bn_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -438,8 +502,8 @@ def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunRes
     if diverged_step is not None:
         by_stats = dict.fromkeys(sig.eval_stats, math.nan)
         return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s, activations, by_stats,
-                         probe_points)
+                         probe_points, sig.num_params)
     last = curve[-1]
     by_stats = {mode: _shortest(acc) for mode, acc in zip(sig.eval_stats, test_acc[-1])}
     return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s, activations, by_stats,
-                     probe_points)
+                     probe_points, sig.num_params)

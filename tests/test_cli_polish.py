@@ -109,3 +109,18 @@ def test_columns_lists_the_csv_schema(cli):
     assert result.exit_code == 0
     for name in ("runs.csv", "curves.csv", "activations.csv", "probes.csv", "momentum_convention", "diverged_step"):
         assert name in result.stdout
+
+
+def test_a_table_too_wide_for_the_terminal_is_printed_whole_not_cropped():
+    import io
+
+    from rich.console import Console
+
+    from bnbench import render
+
+    header = ["norm", "dropout", "dropout_placement", "residual_unit", "n", "diverged", "mean ± std", "95% CI"]
+    rows = [["batch", "0.3", "after_activation", "relu_before_add", "3", "0", "0.7293 ± 0.0119", "[0.6997, 0.7590]"]]
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    render.print_table(console, header, rows, "wide", "table")
+    text = console.file.getvalue()
+    assert "[0.6997, 0.7590]" in text and "0.7293 ± 0.0119" in text

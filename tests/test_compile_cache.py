@@ -115,3 +115,14 @@ def test_program_keys_change_with_what_the_trace_depends_on():
     assert programcache.key(sig._replace(batch_size=32), devices, args) != same
     assert programcache.key(sig, devices, (np.zeros(8, np.uint32), args[1])) != same
     assert programcache.key(sig, devices, (args[0], args[1].astype(np.float64))) != same
+
+
+def test_traced_programs_are_keyed_by_every_source_file_sub_packages_included(tmp_path):
+    from bnbench import programcache
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "train.py").write_text("a = 1\n")
+    (tmp_path / "models" / "resnet.py").write_text("b = 1\n")
+    before = programcache.source_digest(tmp_path)
+    (tmp_path / "models" / "resnet.py").write_text("b = 2\n")
+    assert programcache.source_digest(tmp_path) != before

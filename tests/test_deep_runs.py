@@ -1,0 +1,102 @@
+"""Deep networks and recipes end to end: both engines, a grid mixing model families, the columns they
+write, the execution path and the memory estimate."""
+
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from bnbench import engine
+from bnbench.data import Dataset
+from bnbench.models import num_params
+from bnbench.spec import RunConfig
+from bnbench.train import HParams, Signature, device_data
+
+
+def images(n_train=96, n_test=32, size=8):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_train + n_test, size, size, 3)).astype(np.float32)
+    y = rng.integers(0, 4, n_train + n_test).astype(np.int32)
+    return Dataset("images", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 4)
+
+
+def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
+    dataset = images()
+    configs = [
+        RunConfig(model="resnet", depth=8, widths=(4, 8, 8), batch_size=16, steps=12, eval_every=4, optimizer="sgd",
+                  lr=0.05, nesterov=True, schedule="cosine", warmup_steps=3, augment="crop_flip", dropout=0.2,
+                  shortcut="projection", residual_unit="full_preact", seed=seed)
+        for seed in (0, 1)
+    ]
+    group = engine.Group(Signature.of(configs[0], dataset), dataset, configs)
+    sequential = [r for _, r in engine.run_sequential(group)]
+    # On CPU the vectorized engine runs a ResNet one run at a time; force the vmapped path (GPU's) here.
+    monkeypatch.setattr(engine, "UNVMAPPED_ON_CPU", ())
+    vmapped = [r for _, r in engine.run_vectorized(group, devices=tuple(jax.devices()[:1]), chunk_size=2)]
+    for got, ref in zip(vmapped, sequential):
+        assert got.status == ref.status == "ok"
+        np.testing.assert_allclose([p.train_loss for p in got.curve], [p.train_loss for p in ref.curve], rtol=1e-4)
+        np.testing.assert_allclose([p.test_loss for p in got.curve], [p.test_loss for p in ref.curve], rtol=1e-4)
+    assert sequential[0].curve != sequential[1].curve  # the seeds differ
+    assert sequential[0].num_params == num_params("resnet", **group.signature.model_options)
+
+
+def test_the_vectorized_engine_runs_deep_conv_nets_one_at_a_time_on_cpu():
+    configs = [RunConfig(model="mlp"), RunConfig(model="cnn"), RunConfig(model="vgg", widths=(8,) * 5), RunConfig(model="resnet")]
+    assert engine.execution_paths(configs, "vectorized", "cpu") == {
+        "cnn": "vmapped", "mlp": "vmapped", "resnet": "one run at a time", "vgg": "one run at a time",
+    }
+    assert set(engine.execution_paths(configs, "vectorized", "gpu").values()) == {"vmapped"}
+    assert set(engine.execution_paths(configs, "sequential", "gpu").values()) == {"one run at a time"}
+
+
+def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, workdir, cli):
+    path = write_spec("""
+        name = "mixed"
+        num_samples = 600
+        batch_size = 32
+        steps = 4
+        eval_every = 2
+        seeds = 1
+        [grid]
+        model = ["mlp", "resnet"]
+        dtype = ["float32", "bfloat16"]
+    """)
+    result = cli("sweep", path, "--no-plots")
+    assert result.exit_code == 0, result.output
+    runs = pd.read_csv(workdir / "results" / "mixed" / "runs.csv")
+    assert list(runs["model"]) == ["mlp", "mlp", "resnet", "resnet"]
+    assert list(runs["widths"]) == ["100-100-100"] * 2 + ["16-32-64"] * 2
+    assert list(runs["depth"]) == [0, 0, 20, 20]
+    assert (runs["status"] == "ok").all()
+    mlp_params = 40 * 100 + 100 + 2 * (100 * 100 + 100) + 3 * 2 * 100 + 100 * 10 + 10
+    resnet_params = num_params("resnet", input_shape=(40,), widths=(16, 32, 64), num_classes=10, depth=20)
+    assert list(runs["num_params"]) == [mlp_params] * 2 + [resnet_params] * 2
+    meta = json.loads((workdir / "results" / "mixed" / "meta.json").read_text())
+    assert meta["execution"] == {"mlp": "vmapped", "resnet": "one run at a time"}
+    report = cli("report", workdir / "results" / "mixed", "--no-plots")
+    assert report.exit_code == 0 and "model" in report.stdout and "widths" not in report.stdout.split("\n")[2]
+
+
+@pytest.mark.parametrize(
+    "config, dataset",
+    [
+        (RunConfig(eval_every=100), "mnist1d"),
+        (RunConfig(model="cnn", widths=(16, 16), eval_every=100), "mnist1d"),
+        (RunConfig(model="resnet", depth=8, widths=(8, 8, 16), batch_size=64, steps=20, eval_every=10), "mnist1d"),
+        (RunConfig(model="resnet", depth=14, widths=(8, 16, 16), batch_size=32, steps=20, eval_every=10), "images"),
+        (RunConfig(model="vgg", widths=(8, 8, 16, 16, 16), batch_size=32, steps=20, eval_every=10), "images"),
+    ],
+    ids=["mlp", "cnn", "resnet-8", "resnet-14", "vgg-11"],
+)
+def test_memory_estimate_is_at_most_2x_above_xla_buffer_assignment_and_never_below(config, dataset):
+    from bnbench import data
+
+    ds = data.load("mnist1d", 2000) if dataset == "mnist1d" else images(512, 256, 16)
+    sig, runs = Signature.of(config, ds), 4
+    args = (np.arange(runs, dtype=np.uint32), HParams(*(np.stack([v] * runs) for v in HParams.of(config))), *device_data(ds))
+    analysis = engine._vectorized_fn(sig, tuple(jax.devices()[:1])).lower(*args).compile().memory_analysis()
+    measured = (analysis.temp_size_in_bytes + analysis.output_size_in_bytes) / runs
+    assert 1.0 <= engine.run_memory(sig, len(ds.y_test)) / measured <= 2.0
