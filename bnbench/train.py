@@ -245,31 +245,45 @@ def _all_but_norm_layers(params):
     return {k: jax.tree_util.tree_map(lambda _: k != "norm", v) for k, v in params.items()}
 
 
+FIXUP_SCALAR_LR = 0.1
+
+
+def _fixup_scalars(params):
+    """The mask of Fixup's scalar multipliers and biases."""
+    return {k: jax.tree_util.tree_map(lambda _: k in ("branch", "head_bias"), v) for k, v in params.items()}
+
+
 def make_optimizer(
     kind: str,
     hp: HParams,
     bn_weight_decay: bool = True,
     schedule: recipe.Schedule = recipe.Schedule(),
     nesterov: bool = False,
+    fixup: bool = False,
 ) -> optax.GradientTransformation:
     """``sgd``: L2 weight decay added to the gradient, then SGD with momentum (Nesterov's with
     ``nesterov``). ``adam``: AdamW. The learning rate follows ``schedule`` (:func:`bnbench.recipe.learning_rate`)
     from ``hp.lr``.
 
-    With ``bn_weight_decay`` false, the norm layers' parameters (``params["norm"]``) get no decay.
+    With ``bn_weight_decay`` false, the norm layers' parameters (``params["norm"]``) get no decay. With
+    ``fixup``, the updates of Fixup's scalars (``params["branch"]``, ``params["head_bias"]``) are scaled by
+    :data:`FIXUP_SCALAR_LR`.
     """
     mask = None if bn_weight_decay else _all_but_norm_layers
     lr = hp.lr if schedule.constant else functools.partial(
         recipe.learning_rate, schedule, lr=hp.lr, warmup_steps=hp.warmup_steps, lr_decay=hp.lr_decay
     )
     if kind == "sgd":
-        return optax.chain(
+        base = optax.chain(
             optax.add_decayed_weights(hp.weight_decay, mask=mask),
             optax.sgd(lr, hp.optimizer_momentum, nesterov=nesterov),
         )
-    if kind == "adam":
-        return optax.adamw(lr, weight_decay=hp.weight_decay, mask=mask)
-    raise ValueError(f"unknown optimizer {kind!r}")
+    elif kind == "adam":
+        base = optax.adamw(lr, weight_decay=hp.weight_decay, mask=mask)
+    else:
+        raise ValueError(f"unknown optimizer {kind!r}")
+    # Fixup trains its scalar multipliers and biases at a tenth of the learning rate (Zhang et al. 2019).
+    return optax.chain(base, optax.masked(optax.scale(FIXUP_SCALAR_LR), _fixup_scalars)) if fixup else base
 
 
 def batch_indices(key: jax.Array, start_step, num_steps: int, num_examples: int, batch_size: int) -> jax.Array:
@@ -338,7 +352,7 @@ def make_program(sig: Signature) -> Program:
     model = sig.make_model()
 
     def optimizer(hp: HParams) -> optax.GradientTransformation:
-        return make_optimizer(sig.optimizer, hp, sig.bn_weight_decay, sig.schedule, sig.nesterov)
+        return make_optimizer(sig.optimizer, hp, sig.bn_weight_decay, sig.schedule, sig.nesterov, sig.init == "fixup")
 
     def init(seed, hp: HParams) -> TrainState:
         init_key = _keys(seed)[0]

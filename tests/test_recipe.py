@@ -138,3 +138,13 @@ def test_dropout_acts_where_its_placement_says(where):
     plain, _ = make_model("mlp", input_shape=(6,), widths=(5,), num_classes=3, activation="relu",
                           placement="pre").apply(params, state, x, train=False)
     np.testing.assert_array_equal(eval_logits, plain)
+
+
+def test_fixup_scalars_train_at_a_tenth_of_the_learning_rate():
+    hp = hparams(lr=0.5)
+    params = {"layers": [{"w": jnp.zeros((2,))}], "branch": [{"scale": jnp.ones(())}], "head_bias": jnp.zeros(())}
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, _ = train.make_optimizer("sgd", hp, fixup=True).update(grads, train.make_optimizer("sgd", hp, fixup=True).init(params), params)
+    np.testing.assert_allclose(updates["layers"][0]["w"], -0.5)
+    np.testing.assert_allclose(updates["branch"][0]["scale"], -0.05, rtol=1e-6)
+    np.testing.assert_allclose(updates["head_bias"], -0.05, rtol=1e-6)

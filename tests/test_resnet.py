@@ -159,8 +159,10 @@ def test_fixup_rescales_the_first_convolution_of_each_branch():
         np.testing.assert_array_equal(fixup["layers"][first + 1]["w"], 0)
 
 
-def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters_and_statistics():
-    model = make_model("resnet", input_shape=(8, 8, 3), widths=(4, 4, 4), num_classes=5, depth=8, dtype="bfloat16")
+@pytest.mark.parametrize("init", ["default", "fixup", "skipinit"])
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters_and_statistics(init):
+    model = make_model("resnet", input_shape=(8, 8, 3), widths=(4, 4, 4), num_classes=5, depth=8, dtype="bfloat16",
+                       init=init)
     params, state = model.init(jax.random.PRNGKey(0))
     x = jnp.ones((4, 8, 8, 3))
     jaxpr = jax.make_jaxpr(lambda p, s: model.apply(p, s, x, train=True))(params, state)
@@ -171,3 +173,23 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters_and_statisti
     assert logits.dtype == jnp.float32
     floats = {leaf.dtype for leaf in jax.tree_util.tree_leaves((params, grads, new_state)) if jnp.issubdtype(leaf.dtype, jnp.floating)}
     assert floats == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize(
+    "norm, bn_layers",
+    [(Normalization("group", groups=2), 0), (Normalization("layer"), 0), (Normalization(ghost_batch_size=4), 9),
+     (Normalization(renorm=True), 9), (Normalization("none"), 0)],
+    ids=["group", "layer", "ghost", "renorm", "none"],
+)
+def test_every_norm_layer_of_a_resnet_is_the_chosen_norm(norm, bn_layers):
+    model = make_model("resnet", input_shape=(8, 8, 3), widths=(4, 8, 8), num_classes=5, depth=8, norm=norm,
+                       shortcut="projection")
+    params, state = model.init(jax.random.PRNGKey(0))
+    assert model.bn_layers == len(state) == bn_layers
+    assert len(params["norm"]) == (0 if norm.kind == "none" else 9)  # stem, 2 per unit, 2 projections
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 8, 8, 3))
+    logits, new_state = model.apply(params, state, x, train=True)
+    assert np.isfinite(np.asarray(logits)).all() and len(new_state) == bn_layers
+    if norm.kind == "group":  # per-example: an example's output does not depend on the rest of the batch
+        alone, _ = model.apply(params, state, x[:1], train=True)
+        np.testing.assert_allclose(alone, logits[:1], rtol=1e-5, atol=1e-5)

@@ -23,9 +23,12 @@ The shortcut takes the unit's input ``x``; elsewhere it is the identity.
 
 ``init``: ``"default"`` (He normal convolutions, LeCun normal head, zero biases); ``"skipinit"`` (De &
 Smith 2020): each residual branch ends in a learned scalar ``alpha``, initialized to 0; ``"fixup"``
-(Zhang et al. 2019): scalar biases before each convolution and activation of the branch and a scalar
-multiplier (1) and bias at its end; the branch's first convolution scaled by ``L^(-1/(2m-2)) = L^(-1/2)``
-(``L = 3n`` branches of ``m = 2`` layers), its last convolution and the head initialized to zero. With
+(Zhang et al. 2019): scalar biases before each convolution and activation of the branch, a scalar
+multiplier (1) and bias at its end, and a scalar bias before the head; the branch's first convolution
+scaled by ``L^(-1/(2m-2)) = L^(-1/2)`` (``L = 3n`` branches of ``m = 2`` layers), its last convolution
+and the head initialized to zero. Fixup's scalars are in ``params["branch"]`` and
+``params["head_bias"]``, where the training program gives them a tenth of the learning rate, as the
+paper does. With
 either, a unit at initialization passes its input through unchanged (up to the final activation of the
 arrangements that have one). Both are meant for ``norm = "none"``, and keep any norm layers given.
 
@@ -153,6 +156,7 @@ def resnet(
                  "bias_out2": zero}
                 for _ in units
             ]
+            params["head_bias"] = zero
         return params, [s for _, s in norm_pairs] if has_state else []
 
     def forward(params, state, x, train, eval_stats, scalars: Scalars):
@@ -197,17 +201,20 @@ def resnet(
             first, second = u.convs
             n1, n2 = u.norms
 
+            def scalar(name, like):  # float32 parameters, cast so that bfloat16 stays bfloat16
+                return branch[name].astype(like.dtype)
+
             def conv1(z):
-                z = conv_at(z + branch["bias_in1"] if fix else z, first, u.stride)
-                return z + branch["bias_out1"] if fix else z
+                z = conv_at(z + scalar("bias_in1", z) if fix else z, first, u.stride)
+                return z + scalar("bias_out1", z) if fix else z
 
             def conv2(z):
-                return conv_at(z + branch["bias_in2"] if fix else z, second)
+                return conv_at(z + scalar("bias_in2", z) if fix else z, second)
 
             def finish(z):
                 if fix:
-                    return z * branch["scale"] + branch["bias_out2"]
-                return z * branch["alpha"] if init == "skipinit" else z
+                    return z * scalar("scale", z) + scalar("bias_out2", z)
+                return z * scalar("alpha", z) if init == "skipinit" else z
 
             if residual_unit == "relu_preact":
                 z = norm_at(conv1(activate(h)), n1)
@@ -239,6 +246,8 @@ def resnet(
         if preact:
             h = activate(norm_at(h, len(norm_channels) - 1))
         features = h.mean(axis=tuple(range(1, spatial + 1)))
+        if init == "fixup":
+            features = features + params["head_bias"].astype(features.dtype)
         head = params["head"]
         logits = features @ head["w"].astype(compute_dtype) + head["b"].astype(compute_dtype)
         return logits.astype(jnp.float32), new_state if has_state else [], preacts
