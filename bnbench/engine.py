@@ -106,11 +106,11 @@ def select_devices(count: int | None) -> list[jax.Device]:
 
 
 # Where the vectorized engine does not vmap: on CPU, XLA runs a convolution whose kernel carries a run
-# axis (vmap makes it a grouped convolution) about 4x slower than the same runs one after another, and
-# a convolution inside a lax.scan (a while loop) about 40x slower than the same step compiled alone
-# (ResNet-20, batch 128, 2-core CPU: 0.40 s per step jitted, 15 s per step in a scan, 3.4 s per step
-# for 2 vmapped runs). Deep convolutional nets there run one at a time, a jitted step per batch: the
-# sequential engine's path. Measured by `make bench-resnet`; untested on GPU/TPU, where they vmap.
+# axis (vmap makes it a grouped convolution) several times slower than the same runs one after another,
+# and a convolution inside a lax.scan (a while loop) about 40x slower than the same step compiled alone
+# (`make bench-resnet`, ResNet-20, batch 128, 2-core CPU: 0.376 s per step jitted, 15.4 s inside a
+# scan, 8.56 s for 4 vmapped runs' steps). Deep convolutional nets there run one at a time, a jitted
+# step per batch: the sequential engine's path. Not measured on GPU/TPU, where they vmap.
 UNVMAPPED_ON_CPU = ("vgg", "resnet")
 
 
