@@ -10,8 +10,10 @@ import pytest
 
 from bnbench import engine
 from bnbench.data import Dataset
+from bnbench.frames import load_runs
 from bnbench.models import num_params
 from bnbench.spec import RunConfig
+from bnbench.summary import swept_axes
 from bnbench.train import HParams, Signature, device_data
 
 
@@ -76,8 +78,9 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
     assert list(runs["num_params"]) == [mlp_params] * 2 + [resnet_params] * 2
     meta = json.loads((workdir / "results" / "mixed" / "meta.json").read_text())
     assert meta["execution"] == {"mlp": "vmapped", "resnet": "one run at a time"}
-    report = cli("report", workdir / "results" / "mixed", "--no-plots")
-    assert report.exit_code == 0 and "model" in report.stdout and "widths" not in report.stdout.split("\n")[2]
+    # widths and depth follow from the model: the swept axes are the two the spec swept.
+    assert swept_axes(load_runs(workdir / "results" / "mixed")) == ["model", "dtype"]
+    assert cli("report", workdir / "results" / "mixed", "--no-plots").exit_code == 0
 
 
 @pytest.mark.parametrize(
