@@ -199,8 +199,9 @@ class ResultsStore:
         for path in (self.runs_path, *self.detail_files):
             if _drop_partial_row(path):
                 notes.append(f"{path}: dropped a last row that was cut off mid-way")
-        if self._add_later_columns():
-            notes.append(f"{self.runs_path}: added the columns of fields newer than its runs ({', '.join(LATER_FIELDS)})")
+        added = self._add_later_columns()
+        if added:
+            notes.append(f"{self.runs_path}: added the columns newer than its runs ({', '.join(added)})")
         done = {row["run_id"] for row in _read_rows(self.runs_path)}
         for path, columns in self.detail_files.items():
             rows = _read_rows(path)
@@ -212,18 +213,19 @@ class ResultsStore:
             write_csv(self.runs_path, RUN_COLUMNS, [])
         return done, notes
 
-    def _add_later_columns(self) -> bool:
-        """Rewrites a ``runs.csv`` written before the fields in :data:`bnbench.spec.LATER_FIELDS` existed
-        with their columns, at their defaults (the values its runs used); True if it did."""
+    def _add_later_columns(self) -> list[str]:
+        """Rewrites a ``runs.csv`` written before the fields in :data:`bnbench.spec.LATER_FIELDS` (or the
+        ``num_params`` column) existed with their columns: fields at their defaults (the values its runs
+        used), ``num_params`` empty, every column in its place. Returns the columns it added."""
         if not self.runs_path.exists():
-            return False
+            return []
         with self.runs_path.open(encoding="utf-8", newline="") as f:
             header = next(csv.reader(f), [])
         if list(header) == list(RUN_COLUMNS):
-            return False
+            return []
         defaults = {name: csv_value(getattr(RunConfig(), name)) for name in LATER_FIELDS} | {"num_params": ""}
         write_csv(self.runs_path, RUN_COLUMNS, [{**defaults, **row} for row in _read_rows(self.runs_path)])
-        return True
+        return [c for c in RUN_COLUMNS if c not in header]
 
     def append(self, run_row: dict, details: dict[Path, list[dict]]) -> None:
         """Records one finished run: its rows in each detail file (created on first use), then its row

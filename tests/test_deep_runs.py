@@ -103,3 +103,19 @@ def test_memory_estimate_is_at_most_2x_above_xla_buffer_assignment_and_never_bel
     analysis = engine._vectorized_fn(sig, tuple(jax.devices()[:1])).lower(*args).compile().memory_analysis()
     measured = (analysis.temp_size_in_bytes + analysis.output_size_in_bytes) / runs
     assert 1.0 <= engine.run_memory(sig, len(ds.y_test)) / measured <= 2.0
+
+
+def test_results_written_before_the_new_columns_resume_with_them_added(tiny_spec, workdir, cli):
+    from bnbench.schema import RUN_COLUMNS
+
+    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
+    path = workdir / "results" / "tiny" / "runs.csv"
+    new = ["depth", "residual_unit", "dtype", "num_params"]
+    pd.read_csv(path).drop(columns=new).to_csv(path, index=False)  # as an earlier bnbench wrote it
+    result = cli("sweep", tiny_spec, "--no-plots")
+    assert result.exit_code == 0 and "8 already in" in result.stdout
+    assert "added the columns newer than its runs (depth, residual_unit, dtype, num_params)" in result.stderr
+    runs = pd.read_csv(path)
+    assert list(runs.columns) == list(RUN_COLUMNS)
+    assert (runs["depth"] == 0).all() and (runs["residual_unit"] == "original").all()
+    assert runs["num_params"].isna().all()
