@@ -80,6 +80,20 @@ class Scalars(NamedTuple):
     dropout_rate: float | jax.Array = 0.0
 
 
+def from_forward(init: Callable, forward: Callable, hidden_layers: int, bn_layers: int) -> Model:
+    """The :class:`Model` of ``init`` and ``forward(params, state, x, train, eval_stats, scalars) ->
+    (logits, new_state, preactivations)``, with ``scalars`` a :class:`Scalars`."""
+
+    def apply(params, state, x, *, train, eval_stats="running", **scalars):
+        logits, new_state, _ = forward(params, state, x, train, eval_stats, Scalars(**scalars))
+        return logits, new_state
+
+    def preactivations(params, state, x, *, eval_stats="running", **scalars):
+        return forward(params, state, x, False, eval_stats, Scalars(**scalars))[2]
+
+    return Model(init, apply, preactivations, hidden_layers, bn_layers)
+
+
 def add_noise(h: jax.Array, key: jax.Array, strength) -> jax.Array:
     """Noisy BN (Santurkar et al. 2018, §2): each channel of ``h`` (last axis) times ``1 + s * u`` plus
     ``s * v``, with ``u, v ~ N(0, 1)`` drawn from ``key`` once per channel: a scale of non-unit

@@ -47,7 +47,8 @@ import jax.numpy as jnp
 from bnbench import bn
 from bnbench.models.cnn import channels_last
 from bnbench.models.layers import (
-    ACTIVATIONS, DTYPES, Model, Normalization, Scalars, add_noise, conv, dropout, he_std, normal_weights, normalize,
+    ACTIVATIONS, DTYPES, Model, Normalization, Scalars, add_noise, conv, dropout, from_forward, he_std,
+    normal_weights, normalize,
 )
 from bnbench.options import DEFAULT_WIDTHS, DROPOUT_PLACEMENTS, INITS, RESIDUAL_UNITS, SHORTCUTS
 
@@ -252,12 +253,5 @@ def resnet(
         logits = features @ head["w"].astype(compute_dtype) + head["b"].astype(compute_dtype)
         return logits.astype(jnp.float32), new_state if has_state else [], preacts
 
-    def apply(params, state, x, *, train, eval_stats="running", **scalars):
-        logits, new_state, _ = forward(params, state, x, train, eval_stats, Scalars(**scalars))
-        return logits, new_state
-
-    def preactivations(params, state, x, *, eval_stats="running", **scalars):
-        return forward(params, state, x, False, eval_stats, Scalars(**scalars))[2]
-
-    return Model(init_fn, apply, preactivations, len(conv_shapes), len(norm_channels) if has_state else 0)
+    return from_forward(init_fn, forward, len(conv_shapes), len(norm_channels) if has_state else 0)
 

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from bnbench import bn
 from bnbench.models.layers import (
-    ACTIVATIONS, DTYPES, Model, Normalization, Scalars, add_noise, dropout, he_std, normal_weights, normalize,
+    ACTIVATIONS, DTYPES, Model, Normalization, Scalars, add_noise, dropout, from_forward, he_std, normal_weights,
+    normalize,
 )
 from bnbench.options import DROPOUT_PLACEMENTS, NORMS, PLACEMENTS
 
@@ -121,11 +122,4 @@ def stack(
         logits = kind.flatten(h) @ head["w"].astype(compute_dtype) + head["b"].astype(compute_dtype)
         return logits.astype(jnp.float32), new_state, preacts
 
-    def apply(params, state, x, *, train, eval_stats="running", **scalars):
-        logits, new_state, _ = forward(params, state, x, train, eval_stats, Scalars(**scalars))
-        return logits, new_state
-
-    def preactivations(params, state, x, *, eval_stats="running", **scalars):
-        return forward(params, state, x, False, eval_stats, Scalars(**scalars))[2]
-
-    return Model(init, apply, preactivations, len(widths), len(widths) if has_state else 0)
+    return from_forward(init, forward, len(widths), len(widths) if has_state else 0)
