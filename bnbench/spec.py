@@ -466,8 +466,9 @@ def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
             f"{batch_size} is larger than the training split of {fields['dataset']!r} ({train_size} examples)",
         )
     widths = tuple(fields["widths"] or DEFAULT_WIDTHS[fields["model"]])
-    depth = _check_model_options({**fields, "widths": widths}, source)
-    _check_norm_options({**fields, "widths": widths}, source)
+    fields = {**fields, "widths": widths}
+    depth = _check_model_options(fields, source)
+    _check_norm_options(fields, source)
     if fields["augment"] != "none" and len(data.info(fields["dataset"]).input_shape) != 3:
         raise SpecError(source, "augment", f"{fields['augment']!r} takes images; {fields['dataset']!r} is not an image data set")
     steps = fields["epochs"] * (train_size // batch_size) if fields["epochs"] else fields["steps"]

@@ -144,7 +144,8 @@ def test_fixup_scalars_train_at_a_tenth_of_the_learning_rate():
     hp = hparams(lr=0.5)
     params = {"layers": [{"w": jnp.zeros((2,))}], "branch": [{"scale": jnp.ones(())}], "head_bias": jnp.zeros(())}
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
-    updates, _ = train.make_optimizer("sgd", hp, fixup=True).update(grads, train.make_optimizer("sgd", hp, fixup=True).init(params), params)
+    tx = train.make_optimizer("sgd", hp, fixup=True)
+    updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["layers"][0]["w"], -0.5)
     np.testing.assert_allclose(updates["branch"][0]["scale"], -0.05, rtol=1e-6)
     np.testing.assert_allclose(updates["head_bias"], -0.05, rtol=1e-6)

@@ -83,16 +83,15 @@ def stack(
         return {"layers": layers[:-1], "norm": [p for p, _ in norm_pairs], "head": layers[-1]}, state
 
     def forward(params, state, x, train, eval_stats, scalars: Scalars):
-        def keyed(key, i):
-            return train and key is not None, jax.random.fold_in(key, i) if train and key is not None else None
-
         def noisy(z, i):
-            on, key = keyed(scalars.noise_key, i)
-            return add_noise(z, key, scalars.noise_strength) if on else z
+            if not train or scalars.noise_key is None:
+                return z
+            return add_noise(z, jax.random.fold_in(scalars.noise_key, i), scalars.noise_strength)
 
         def dropped(z, i, where):
-            on, key = keyed(scalars.dropout_key, i)
-            return dropout(z, key, scalars.dropout_rate) if on and where == dropout_placement else z
+            if not train or scalars.dropout_key is None or where != dropout_placement:
+                return z
+            return dropout(z, jax.random.fold_in(scalars.dropout_key, i), scalars.dropout_rate)
 
         def normalize_at(z, i):
             z = dropped(z, i, "before_norm")
