@@ -134,9 +134,9 @@ def run_memory(sig: Signature, num_test: int) -> int:
     gradients, optimizer moments and temporaries (x8); a training step's activations kept for the
     backward pass, for every example of the batch three arrays per nonlinearity (the layer's output,
     the norm layer's, the nonlinearity's), five in a residual net (also a unit's shortcut and sum);
-    evaluation, which keeps at most two layers of the test split alive at once; the epoch permutations
-    of one evaluation interval. Checked against XLA's buffer assignment (``compiled.memory_analysis()``)
-    in the tests: never below it, at most 2x above.
+    evaluation, which keeps at most two layers of the test split alive at once; the order of the epoch
+    in progress and of the next, being drawn. Checked against XLA's buffer assignment
+    (``compiled.memory_analysis()``) in the tests: never below it, at most 2x above.
     """
     model = sig.make_model()
     params, state = jax.eval_shape(model.init, jax.random.PRNGKey(0))
@@ -146,8 +146,7 @@ def run_memory(sig: Signature, num_test: int) -> int:
     per_example = (5 if sig.model == "resnet" else 3) * sum(sizes) + math.prod(sig.input_shape)
     training = sig.batch_size * per_example
     evaluation = num_test * 2 * (max(sizes) + math.prod(sig.input_shape))
-    epochs = sig.eval_every // max(1, sig.num_train // sig.batch_size) + 2
-    return 4 * (8 * sig.num_params + max(training, evaluation) + epochs * sig.num_train)
+    return 4 * (8 * sig.num_params + max(training, evaluation) + 2 * sig.num_train)
 
 
 def default_chunk_size(sig: Signature, num_test: int, device: jax.Device) -> int:

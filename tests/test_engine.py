@@ -44,6 +44,27 @@ def test_vectorized_and_sequential_engines_agree_on_a_mixed_grid():
         np.testing.assert_allclose([p.test_loss for p in got.curve], [p.test_loss for p in ref.curve], atol=1e-5)
 
 
+def test_whole_run_trains_on_the_batches_of_batch_indices_across_epochs():
+    """``Program.run`` draws each epoch's order once and carries it; the sequential engine slices
+    ``batch_indices``. 160 training examples in batches of 32 are 5 steps per epoch: epochs begin inside
+    the 7-step evaluation intervals and in the 2 steps left over, and every step's loss must agree."""
+    from bnbench import data
+    from bnbench.train import HParams, Signature, device_data, make_program
+
+    config = RunConfig(dataset="synthetic", num_samples=200, widths=(8,), batch_size=32, steps=23, eval_every=7)
+    dataset = data.load("synthetic", 200)
+    assert len(dataset.y_train) // config.batch_size == 5
+    program = make_program(Signature.of(config, dataset))
+    hp, arrays = HParams.of(config), device_data(dataset)
+    for seed in (np.uint32(0), np.uint32(3)):
+        whole = jax.jit(program.run)(seed, hp, *arrays).train_losses
+        state, stepped = program.init(seed, hp), []
+        for idx in program.batch_indices(seed, 0, config.steps):
+            state, loss = program.step(state, idx, hp, *arrays[:2])
+            stepped.append(loss)
+        np.testing.assert_allclose(whole, stepped, rtol=1e-6)
+
+
 def test_one_compilation_per_group():
     grid = mixed_grid(widths=(11,))  # widths no other test compiles
     compiles = []

@@ -49,3 +49,23 @@ def test_public_api_is_unchanged():
     assert bnbench.load_dataset is data.load and bnbench.summarize is summary.summarize
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         bnbench.nothing  # noqa: B018
+
+
+def bnbench_process(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_the_command_skips_teardown_yet_keeps_its_output_and_exit_status(tmp_path):
+    """The console script ends with ``os._exit``: what it printed into a pipe is all there, and errors
+    keep their exit status and one-line message."""
+    listed = bnbench_process("-m", "bnbench", "columns", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout.rstrip().endswith("┘")
+    assert all(name in listed.stdout for name in ("runs.csv", "curves.csv", "activations.csv", "probes.csv"))
+    missing = bnbench_process("-m", "bnbench", "sweep", "missing.toml", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == ["error: missing.toml: file: no such spec file"]
+
+
+def test_under_a_profiler_the_command_exits_normally(tmp_path):
+    """cProfile (as coverage) writes what it gathered at the interpreter's normal exit."""
+    profiled = bnbench_process("-m", "cProfile", "-o", "profile.out", "-m", "bnbench", "columns", cwd=tmp_path)
+    assert profiled.returncode == 0 and (tmp_path / "profile.out").stat().st_size > 0
