@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from bnbench import data, options
-from bnbench.spec import RunConfig
+from bnbench.config import RunConfig
 from bnbench.train import HParams, Signature, make_program
 
 CALLS = 200

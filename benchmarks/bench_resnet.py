@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from bnbench import engine  # noqa: E402
+from bnbench.config import RunConfig  # noqa: E402
 from bnbench.data import Dataset  # noqa: E402
-from bnbench.spec import RunConfig  # noqa: E402
 from bnbench.train import HParams, Signature, make_program  # noqa: E402
 
 BATCH, LR, SGD_MOMENTUM, WIDTHS, DEPTH = 128, 0.1, 0.9, (16, 32, 64), 20

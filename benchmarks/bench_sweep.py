@@ -40,7 +40,7 @@ import optax  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 from bnbench import data, engine  # noqa: E402
-from bnbench.spec import RunConfig  # noqa: E402
+from bnbench.config import RunConfig  # noqa: E402
 
 EPSILONS = (1e-5, 1e-4, 1e-3, 1e-2)
 MOMENTA = (0.9, 0.99, 0.999)

@@ -10,7 +10,8 @@ Public surface:
 * :mod:`bnbench.recipe`: learning-rate schedules and crop-and-flip augmentation.
 * :mod:`bnbench.data`: the data set registry (``load``, ``register``, ``raw_splits``);
   :mod:`bnbench.datafiles` finds, downloads and checks published files; :mod:`bnbench.formats` reads them.
-* :mod:`bnbench.spec`: ``load_spec``, ``RunConfig`` (the spec parser and its fields).
+* :mod:`bnbench.config`: ``RunConfig`` (one run's fields and defaults).
+* :mod:`bnbench.spec`: ``load_spec``, ``Spec`` (the spec parser).
 * :mod:`bnbench.train`: the training program (init, train step, evaluation, a whole run as a scan).
 * :mod:`bnbench.engine`: ``run_all``, ``train_run`` (vectorized and sequential engines).
 * :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema).
@@ -37,7 +38,7 @@ _EXPORTS = {
     "Model": ("bnbench.models", "Model"),
     "Normalization": ("bnbench.models", "Normalization"),
     "RUN_COLUMNS": ("bnbench.schema", "RUN_COLUMNS"),
-    "RunConfig": ("bnbench.spec", "RunConfig"),
+    "RunConfig": ("bnbench.config", "RunConfig"),
     "RunResult": ("bnbench.train", "RunResult"),
     "Spec": ("bnbench.spec", "Spec"),
     "batch_norm": ("bnbench.bn", "batch_norm"),

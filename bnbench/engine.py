@@ -29,9 +29,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnbench import data, programcache
+from bnbench.config import RunConfig
 from bnbench.errors import BnbenchError
 from bnbench.options import ENGINES
-from bnbench.spec import RunConfig
 from bnbench.train import HParams, RunOutput, RunResult, Signature, device_data, make_program, summarize_output
 
 MAX_CHUNK = 512

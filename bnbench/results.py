@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from bnbench import provenance
+from bnbench.config import LATER_FIELDS, RunConfig
 from bnbench.errors import BnbenchError
 from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS, csv_value
-from bnbench.spec import LATER_FIELDS, RunConfig, Spec, first_difference, load_spec
+from bnbench.spec import Spec, first_difference, load_spec
 
 PLOT_FILES = ("*_vs_*.png", "learning_curves.png", "activations.png", "probes.png")  # the names bnbench.plots writes
 
@@ -214,7 +215,7 @@ class ResultsStore:
         return done, notes
 
     def _add_later_columns(self) -> list[str]:
-        """Rewrites a ``runs.csv`` written before the fields in :data:`bnbench.spec.LATER_FIELDS` (or the
+        """Rewrites a ``runs.csv`` written before the fields in :data:`bnbench.config.LATER_FIELDS` (or the
         ``num_params`` column) existed with their columns: fields at their defaults (the values its runs
         used), ``num_params`` empty, every column in its place. Returns the columns it added."""
         if not self.runs_path.exists():

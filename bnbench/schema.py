@@ -9,13 +9,12 @@ metrics are written as ``nan``. ``results/README.md`` documents the same columns
 from __future__ import annotations
 
 import dataclasses
-
 from typing import TYPE_CHECKING
 
 from bnbench.options import EVAL_STATS
 
 if TYPE_CHECKING:
-    from bnbench.spec import RunConfig
+    from bnbench.config import RunConfig
     from bnbench.train import RunResult
 
 MOMENTUM_CONVENTION = "running=momentum*running+(1-momentum)*batch"

@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from bnbench.config import RUN_FIELDS
 from bnbench.errors import BnbenchError
-from bnbench.spec import RUN_FIELDS
 
 CONFIG_COLUMNS = (*RUN_FIELDS, "seed")
 # Run fields a spec may leave to be derived from others, in the order they are derived: the data set's

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple
 
 from bnbench import data, provenance, schema
+from bnbench.config import RunConfig
 from bnbench.errors import BnbenchError
 from bnbench.options import DEFAULT_MAX_RUNS, SHARD_COUNT_ENV
 from bnbench.results import ResultsStore
-from bnbench.spec import RunConfig, Spec
+from bnbench.spec import Spec
 
 if TYPE_CHECKING:
     from bnbench.train import RunResult

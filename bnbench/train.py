@@ -37,9 +37,9 @@ import numpy as np
 import optax
 
 from bnbench import bn, probes, recipe
+from bnbench.config import RunConfig
 from bnbench.data import Dataset
 from bnbench.models import Model, Normalization, make_model, num_params
-from bnbench.spec import RunConfig
 
 
 class HParams(NamedTuple):

@@ -5,10 +5,9 @@ allocator note, the memory a chunk size is computed from, out-of-memory detectio
 import jax
 import pytest
 
-from bnbench import engine, options
+from bnbench import data, engine, options
 from bnbench import profile as P
-from bnbench.spec import RunConfig
-from bnbench import data
+from bnbench.config import RunConfig
 from bnbench.train import Signature
 
 

@@ -103,7 +103,7 @@ def test_program_keys_change_with_what_the_trace_depends_on():
     import numpy as np
 
     from bnbench import data, programcache
-    from bnbench.spec import RunConfig
+    from bnbench.config import RunConfig
     from bnbench.train import Signature
 
     dataset = data.load("synthetic", 1200)

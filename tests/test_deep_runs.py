@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from bnbench import engine
+from bnbench.config import RunConfig
 from bnbench.data import Dataset
 from bnbench.frames import load_runs
 from bnbench.models import num_params
-from bnbench.spec import RunConfig
 from bnbench.summary import swept_axes
 from bnbench.train import HParams, Signature, device_data
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from bnbench import engine
-from bnbench.spec import RunConfig, load_spec
+from bnbench.config import RunConfig
+from bnbench.spec import load_spec
 from bnbench.sweep import Shard, ShardError
 
 BASE = dict(dataset="synthetic", num_samples=1200, steps=30, eval_every=10)

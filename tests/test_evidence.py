@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import plots, render, summary
+from bnbench import data, plots, render, summary
 from bnbench import profile as profile_lib
+from bnbench.config import RunConfig
 from bnbench.train import RunOutput, Signature, summarize_output
-from bnbench.spec import RunConfig
-from bnbench import data
 
 T_975_1DF, T_975_2DF = 12.706204736, 4.302652730
 

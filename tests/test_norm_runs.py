@@ -8,8 +8,8 @@ import optax
 import pandas as pd
 
 from bnbench import data
+from bnbench.config import RunConfig
 from bnbench.models import make_model
-from bnbench.spec import RunConfig
 from bnbench.train import HParams, Signature, cross_entropy, make_optimizer, make_program
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from bnbench import bn, data, options, probes
+from bnbench.config import RunConfig
 from bnbench.engine import train_run
 from bnbench.models import add_noise, make_model
-from bnbench.spec import RunConfig
 from bnbench.train import HParams, Signature, make_program
 
 EPS, LR, BATCH = 1e-5, 0.1, 16

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from bnbench import recipe, train
+from bnbench.config import RunConfig
 from bnbench.data import Dataset
 from bnbench.models import dropout, make_model
-from bnbench.spec import RunConfig
 
 
 def closed_form(kind, t, lr, steps, warmup, milestones=(), decay=0.1):

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from bnbench import data, engine, results
 from bnbench.cli import app
-from bnbench.spec import RULES, RUN_FIELDS, TOP_LEVEL_KEYS, RunConfig
+from bnbench.config import RUN_FIELDS, RunConfig
+from bnbench.spec import RULES, TOP_LEVEL_KEYS
 
 CRASH_SPEC = """
 name = "crash"

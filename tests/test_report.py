@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from bnbench import data, frames, summary
+from bnbench.config import RunConfig
 from bnbench.engine import train_run
 from bnbench.models import make_model
-from bnbench.spec import RunConfig
 from bnbench.train import ACTIVATION_EXAMPLES, HParams, Signature, make_program
 
 RUNS = pd.DataFrame(

@@ -4,9 +4,9 @@ import dataclasses
 import re
 from pathlib import Path
 
-from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS
+from bnbench.config import RunConfig
 from bnbench.profile import Row
-from bnbench.spec import RunConfig
+from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, RUN_COLUMNS
 
 README = Path(__file__).resolve().parents[1] / "results" / "README.md"
 

@@ -1,10 +1,10 @@
 """Specs: expansion and overrides; every invalid input exits 2 with one line and writes nothing."""
 
+import pytest
 import tomllib
 
-import pytest
-
-from bnbench.spec import RunConfig, load_spec, parse_spec, with_overrides
+from bnbench.config import RunConfig
+from bnbench.spec import load_spec, parse_spec, with_overrides
 
 
 def test_expansion_is_the_grid_product_times_seeds(tiny_spec):
@@ -15,6 +15,13 @@ def test_expansion_is_the_grid_product_times_seeds(tiny_spec):
     ]
     assert all(r.dataset == "synthetic" and r.widths == (8,) and r.steps == 30 for r in runs)
     assert len({r.run_id for r in runs}) == 8
+
+
+def test_every_run_field_has_a_row_in_the_field_table():
+    from bnbench import config
+
+    documented = {line.split()[0] for line in config.__doc__.splitlines() if line[:1].isalpha() and "  " in line}
+    assert set(config.RUN_FIELDS) <= documented
 
 
 def test_defaults_are_resolved():
