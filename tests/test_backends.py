@@ -6,6 +6,7 @@ import jax
 import pytest
 
 from bnbench import data, engine, options
+from bnbench import peers
 from bnbench import profile as P
 from bnbench.config import RunConfig
 from bnbench.train import Signature
@@ -45,17 +46,17 @@ def test_pytorch_peer_runs_where_jax_runs(monkeypatch):
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(P.jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert P.torch_device() == "cuda"
+    assert peers.torch_device() == "cuda"
     synchronized = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: synchronized.append(1))
-    P._synchronize("cuda")
-    P._synchronize("cpu")
+    peers.synchronize("cuda")
+    peers.synchronize("cpu")
     assert synchronized == [1]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert P.torch_device() == "cpu"
+    assert peers.torch_device() == "cpu"
     monkeypatch.setattr(P.jax, "default_backend", lambda: "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert P.torch_device() == "cpu"
+    assert peers.torch_device() == "cpu"
 
 
 def test_cold_buffers_on_an_accelerator_cover_several_times_its_l2(monkeypatch):
@@ -69,13 +70,13 @@ def test_cold_buffers_on_an_accelerator_cover_several_times_its_l2(monkeypatch):
 def test_allocator_note_is_cpu_only(monkeypatch):
     monkeypatch.setattr(P.jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(P, "allocator_overhead", lambda *a: pytest.fail("measured the allocator on a GPU"))
-    assert P._allocator_note(P.Case((128, 56, 56, 64), "float32", "train")) == []
+    assert P._allocator_note(peers.Case((128, 56, 56, 64), "float32", "train")) == []
 
 
 def test_option_names_are_the_implemented_ones():
     from bnbench import models, spec
 
-    assert tuple(P.implementations()) == options.PROFILE_IMPLEMENTATIONS
+    assert tuple(peers.implementations()) == options.PROFILE_IMPLEMENTATIONS
     assert tuple(models.ACTIVATIONS) == options.ACTIVATIONS and tuple(models.MODELS) == options.MODELS
     assert P.MODES == options.PROFILE_MODES and tuple(P.TRAFFIC) == options.PROFILE_MODES
     assert spec.EVAL_STATS == options.EVAL_STATS

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from bnbench import bn
+from bnbench import peers
 from bnbench import profile as P
 
 
 def test_traffic_and_ratio_arithmetic():
-    case = P.Case((8, 1024, 128), "float32", "train")  # T = 4 MiB
+    case = peers.Case((8, 1024, 128), "float32", "train")  # T = 4 MiB
     assert case.tensor_bytes == 8 * 1024 * 128 * 4
     kernel, elementwise, copy = P.Measurement(3e-3, 0, 0), P.Measurement(2e-3, 0, 0), P.Measurement(1e-3, 0, 0)
     gbps, pct, rel = P.rates(case, kernel, elementwise, copy, copy_bytes=10**7)
@@ -38,17 +39,17 @@ WELL_CONDITIONED = (16, 6, 6, 8)
 
 
 def available_impls():
-    return [i for i in P.implementations().values() if i.requires is None or P._has(i.requires)]
+    return [i for i in peers.implementations().values() if i.requires is None or peers.installed(i.requires)]
 
 
 def reference(x, params, state, train):
     x64 = np.asarray(x, np.float64)
     axes = tuple(range(x.ndim - 1))
     mean, var = (x64.mean(axes), x64.var(axes)) if train else (np.asarray(state.mean), np.asarray(state.var))
-    return np.asarray(params.scale) * (x64 - mean) / np.sqrt(var + P.EPSILON) + np.asarray(params.offset)
+    return np.asarray(params.scale) * (x64 - mean) / np.sqrt(var + peers.EPSILON) + np.asarray(params.offset)
 
 
-IMPLEMENTED = [(i, m) for i in available_impls() for m in ("train", "infer") if i.build(P.Case(WELL_CONDITIONED, "float32", m))]
+IMPLEMENTED = [(i, m) for i in available_impls() for m in ("train", "infer") if i.build(peers.Case(WELL_CONDITIONED, "float32", m))]
 
 
 def test_forward_modes_cover_every_implementation():
@@ -57,11 +58,11 @@ def test_forward_modes_cover_every_implementation():
 
 @pytest.mark.parametrize("impl, mode", IMPLEMENTED, ids=lambda v: getattr(v, "name", v))
 def test_every_implementation_matches_float64_on_well_conditioned_input(impl, mode):
-    op = impl.build(P.Case(WELL_CONDITIONED, "float32", mode))
+    op = impl.build(peers.Case(WELL_CONDITIONED, "float32", mode))
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), WELL_CONDITIONED) * 2 + 1)
-    params, state = P._params_state(WELL_CONDITIONED[-1])
+    params, state = peers._params_state(WELL_CONDITIONED[-1])
     if impl.name == "torch":
-        y = op(P._to_torch(x, "float32"), None).permute(0, 2, 3, 1).numpy()
+        y = op(peers.to_torch(x, "float32"), None).permute(0, 2, 3, 1).numpy()
     else:
         y = op(jnp.asarray(x), None)
         y = np.asarray(y[0] if isinstance(y, tuple) else y)
@@ -72,12 +73,12 @@ def test_every_implementation_matches_float64_on_well_conditioned_input(impl, mo
     "impl", [i for i in available_impls() if i.name not in ("bnbench", "bnbench_folded")], ids=lambda i: i.name
 )
 def test_every_gradient_matches_bnbench(impl):
-    case = P.Case(WELL_CONDITIONED, "float32", "grad")
+    case = peers.Case(WELL_CONDITIONED, "float32", "grad")
     x = jax.random.normal(jax.random.PRNGKey(2), WELL_CONDITIONED) * 2 + 1
     g = jax.random.normal(jax.random.PRNGKey(3), WELL_CONDITIONED)
-    expected = np.asarray(P.implementations()["bnbench"].build(case)(x, g)[0])
+    expected = np.asarray(peers.implementations()["bnbench"].build(case)(x, g)[0])
     if impl.name == "torch":
-        dx = impl.build(case)(P._to_torch(np.asarray(x), "float32"), P._to_torch(np.asarray(g), "float32"))
+        dx = impl.build(case)(peers.to_torch(np.asarray(x), "float32"), peers.to_torch(np.asarray(g), "float32"))
         dx = dx.permute(0, 2, 3, 1).numpy()
     else:
         dx = np.asarray(impl.build(case)(x, g)[0])
@@ -85,17 +86,17 @@ def test_every_gradient_matches_bnbench(impl):
 
 
 def test_bnbench_variance_is_exact_at_mean_over_std_3000_where_one_pass_fails():
-    implementations = P.implementations()
-    var_err, out_err = P.accuracy(implementations["bnbench"], (64, 8, 8, 16), "float32")
+    implementations = peers.implementations()
+    var_err, out_err = peers.accuracy(implementations["bnbench"], (64, 8, 8, 16), "float32")
     assert var_err <= 1e-5 and out_err <= 1e-3
-    one_pass_var_err, _ = P.accuracy(implementations["one_pass"], (64, 8, 8, 16), "float32")
+    one_pass_var_err, _ = peers.accuracy(implementations["one_pass"], (64, 8, 8, 16), "float32")
     assert one_pass_var_err >= 0.5  # cancellation leaves nothing of the variance
 
 
 @pytest.mark.parametrize("shape", [(8, 5, 5, 16), (32, 64)])
 def test_folded_inference_equals_layer_then_bn(shape):
-    case = P.Case(shape, "float32", "fold")
-    implementations = P.implementations()
+    case = peers.Case(shape, "float32", "fold")
+    implementations = peers.implementations()
     x = jax.random.normal(jax.random.PRNGKey(4), shape) * 3 + 0.5
     unfolded = np.asarray(implementations["bnbench"].build(case)(x, None))
     folded = np.asarray(implementations["bnbench_folded"].build(case)(x, None))
@@ -114,7 +115,7 @@ def test_fold_matches_batch_norm_after_a_dense_layer():
 
 
 def test_missing_peers_are_skipped_cleanly(monkeypatch):
-    monkeypatch.setattr(P, "_has", lambda package: False)
+    monkeypatch.setattr(P, "installed", lambda package: False)
     rows, notes = P.profile([(4, 32)], ["float32"], ["train"], ["bnbench", "flax_fast", "torch"], repeat=3)
     assert [r.impl for r in rows] == ["bnbench"]
     assert any("flax_fast: skipped" in n for n in notes) and any("torch: skipped" in n for n in notes)
