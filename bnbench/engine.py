@@ -286,14 +286,14 @@ def run_sequential(
         begin = time.perf_counter()
         seed, hp = np.uint32(config.seed), HParams.of(config)
         state = init(seed, hp)
-        losses, evaluations, probed = [], [], [probe(state, seed, hp, x_train, y_train)]
+        losses, evaluations, probed = [], [], [probe(state, seed, hp, np.int32(0), x_train, y_train)]
         start = 0
         for end in sig.eval_steps:
             for idx in np.asarray(indices(seed, start, end - start)):
                 state, loss = step(state, idx, hp, x_train, y_train)
                 losses.append(loss)
             evaluations.append(evaluate(state, seed, hp, x_train, x_test, y_test))
-            probed.append(probe(state, seed, hp, x_train, y_train))
+            probed.append(probe(state, seed, hp, np.int32(end), x_train, y_train))
             start = end
         output = RunOutput(
             np.stack(jax.device_get(losses)),

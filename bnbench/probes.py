@@ -4,7 +4,8 @@ A run with ``probes`` in its spec evaluates them at step 0 (the initialization) 
 point, on a fixed probe batch: the first ``batch_size`` examples of the training split, with the loss in
 training mode (batch statistics, no noise, no weight decay). Layers are numbered 1..L for the hidden
 layers and L+1 for the classification head; ``W_i`` is layer i's weight matrix (or kernel), biases
-and norm parameters aside. Every value is a float32 scalar; ``probes.csv`` holds one row per run, step,
+and norm parameters aside; ``lr`` is the learning rate of the next update as the run's schedule sets
+it (warm-up and decay included). Every value is a float32 scalar; ``probes.csv`` holds one row per run, step,
 layer and value name.
 
 ``grad_norm``

@@ -324,7 +324,8 @@ class Program(NamedTuple):
     ``init(seed, hp) -> TrainState``; ``batch_indices(seed, start, length) -> (length, batch)`` (``length``
     static); ``step(state, idx, hp, x_train, y_train) -> (state, loss)``; ``evaluate(state, seed, hp,
     x_train, x_test, y_test) -> (loss, accuracy, activation statistics)``; ``probe(state, seed, hp,
-    x_train, y_train) -> probe values`` (:mod:`bnbench.probes`; empty without probes); ``run(seed, hp,
+    step, x_train, y_train) -> probe values`` after ``step`` updates (:mod:`bnbench.probes`; empty
+    without probes); ``run(seed, hp,
     x_train, y_train, x_test, y_test) -> RunOutput`` runs every step, evaluation and probe with
     ``lax.scan``. The engines in :mod:`bnbench.engine` drive either ``run`` (vectorized) or the others
     from a Python loop (sequential): the same math.
@@ -434,7 +435,7 @@ def make_program(sig: Signature) -> Program:
         accuracies = jnp.stack([jnp.mean(jnp.argmax(z, -1) == y_test) for z in logits])
         return losses, accuracies, activation_stats(state, hp, x_test)
 
-    def probe(state: TrainState, seed, hp: HParams, x_train, y_train):
+    def probe(state: TrainState, seed, hp: HParams, step, x_train, y_train):
         if not sig.probes:
             return jnp.zeros((0,), jnp.float32)
         # The fixed probe batch: the first batch_size training examples.
@@ -446,8 +447,10 @@ def make_program(sig: Signature) -> Program:
 
         grads = jax.grad(loss)(state.params)
         updates, _ = optimizer(hp).update(grads, state.opt_state, state.params)
+        # The rate of the next update, as the schedule sets it (the peak rate only where it is constant).
+        lr = recipe.learning_rate(sig.schedule, step, hp.lr, hp.warmup_steps, hp.lr_decay)
         return probes.values(
-            sig.probes, loss, state.params, grads, updates, hp.lr, sig.norm_layers, state.bn_state,
+            sig.probes, loss, state.params, grads, updates, lr, sig.norm_layers, state.bn_state,
             lambda: precise_bn_state(state, seed, hp, x_train),
         )
 
@@ -471,7 +474,9 @@ def make_program(sig: Signature) -> Program:
         def segment(carry, start, length):
             carry, losses = jax.lax.scan(train_step, carry, start + jnp.arange(length))
             state = carry[0]
-            measured = (*evaluate(state, seed, hp, x_train, x_test, y_test), probe(state, seed, hp, x_train, y_train))
+            measured = (
+                *evaluate(state, seed, hp, x_train, x_test, y_test), probe(state, seed, hp, start + length, x_train, y_train)
+            )
             return carry, (losses, *measured)
 
         first = init(seed, hp)
@@ -486,7 +491,7 @@ def make_program(sig: Signature) -> Program:
             losses = jnp.concatenate([losses, last_losses])
             evaluations = [jnp.concatenate([e, x[None]]) for e, x in zip(evaluations, last)]
         *evaluations, probed = evaluations
-        probed = jnp.concatenate([probe(first, seed, hp, x_train, y_train)[None], probed])
+        probed = jnp.concatenate([probe(first, seed, hp, 0, x_train, y_train)[None], probed])
         return RunOutput(losses, *evaluations, probed)
 
     return Program(init, indices, step, evaluate, probe, precise_bn_state, run)

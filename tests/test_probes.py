@@ -10,7 +10,7 @@ import pytest
 
 from bnbench import bn, data, options, probes
 from bnbench.config import RunConfig
-from bnbench.engine import train_run
+from bnbench.engine import run_all, train_run
 from bnbench.models import add_noise, make_model
 from bnbench.train import HParams, Signature, make_program
 
@@ -49,7 +49,7 @@ def to_float64(params):
 
 def test_every_probe_matches_a_float64_computation_by_hand():
     sig, program, hp, state, dataset = program_and_state()
-    got = dict(zip(sig.probe_labels, np.asarray(program.probe(state, np.uint32(0), hp, dataset.x_train, dataset.y_train))))
+    got = dict(zip(sig.probe_labels, np.asarray(program.probe(state, np.uint32(0), hp, 0, dataset.x_train, dataset.y_train))))
     with jax.enable_x64():
         x, y = jnp.asarray(dataset.x_train[:BATCH], jnp.float64), jnp.asarray(dataset.y_train[:BATCH])
         params = to_float64(state.params)
@@ -116,6 +116,21 @@ def test_probes_at_step_0_are_those_of_the_initialization():
         assert at_start[(i, "weight_norm")] == pytest.approx(float(np.linalg.norm(w)), rel=1e-6)
     assert sorted({p.step for p in result.probes}) == [0, 2, 4]
     assert len(result.probes) == 3 * len(sig.probe_labels)
+
+
+@pytest.mark.parametrize("engine", ["vectorized", "sequential"])
+def test_effective_lr_follows_the_schedule(engine):
+    """Under warm-up then cosine decay, effective_lr * weight_norm^2 is the rate of the next update, in
+    float64 by hand: lr * t / W during warm-up, lr * (1 + cos(pi (t - W) / (T - W))) / 2 after."""
+    config = RunConfig(dataset="synthetic", num_samples=1200, widths=(6, 5), batch_size=BATCH, optimizer="sgd", lr=LR,
+                       steps=12, eval_every=3, schedule="cosine", warmup_steps=4, probes=("weight_norm",))
+    ((_, result),) = run_all([config], engine=engine)
+    values = {(p.step, p.layer, p.probe): p.value for p in result.probes}
+    for step in (0, 3, 6, 9, 12):
+        expected = LR * step / 4 if step < 4 else LR * (1 + math.cos(math.pi * (step - 4) / 8)) / 2
+        for layer in (1, 2):
+            got = values[(step, layer, "effective_lr")] * values[(step, layer, "weight_norm")] ** 2
+            assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), (step, layer)
 
 
 def test_zero_noise_is_bit_identical_and_noise_is_redrawn_every_step():
