@@ -13,6 +13,7 @@ Public surface:
 * :mod:`bnbench.config`: ``RunConfig`` (one run's fields and defaults).
 * :mod:`bnbench.spec`: ``load_spec``, ``Spec`` (the spec parser).
 * :mod:`bnbench.train`: the training program (init, train step, evaluation, a whole run as a scan).
+* :mod:`bnbench.outcomes`: ``RunResult`` (what a run returns and its summary: curve, activations, probes).
 * :mod:`bnbench.engine`: ``run_all``, ``train_run`` (vectorized and sequential engines).
 * :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema).
 * :mod:`bnbench.summary`: ``summarize``, ``compare`` (mean, std, 95% CI over seeds; paired differences).
@@ -39,7 +40,7 @@ _EXPORTS = {
     "Normalization": ("bnbench.models", "Normalization"),
     "RUN_COLUMNS": ("bnbench.schema", "RUN_COLUMNS"),
     "RunConfig": ("bnbench.config", "RunConfig"),
-    "RunResult": ("bnbench.train", "RunResult"),
+    "RunResult": ("bnbench.outcomes", "RunResult"),
     "Spec": ("bnbench.spec", "Spec"),
     "batch_norm": ("bnbench.bn", "batch_norm"),
     "compare": ("bnbench.summary", "compare"),

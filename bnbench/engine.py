@@ -32,7 +32,8 @@ from bnbench import data, programcache
 from bnbench.config import RunConfig
 from bnbench.errors import BnbenchError
 from bnbench.options import ENGINES
-from bnbench.train import HParams, RunOutput, RunResult, Signature, device_data, make_program, summarize_output
+from bnbench.outcomes import RunOutput, RunResult, summarize_output
+from bnbench.train import HParams, Signature, device_data, make_program
 
 MAX_CHUNK = 512
 _DEFAULT_MEMORY = 8 << 30  # bytes, assumed where the device does not report its memory (CPU)

@@ -25,7 +25,8 @@ from pathlib import Path
 import jax
 from jax import export
 
-from bnbench.train import HParams, RunOutput
+from bnbench.outcomes import RunOutput
+from bnbench.train import HParams
 
 SUFFIX = ".jaxexport"
 
@@ -34,7 +35,7 @@ SUFFIX = ".jaxexport"
 def _register_pytrees() -> None:
     """Names the argument and result types for serialization (once per process)."""
     export.register_namedtuple_serialization(HParams, serialized_name="bnbench.train.HParams")
-    export.register_namedtuple_serialization(RunOutput, serialized_name="bnbench.train.RunOutput")
+    export.register_namedtuple_serialization(RunOutput, serialized_name="bnbench.outcomes.RunOutput")
 
 
 def source_digest(package: Path) -> str:

@@ -15,7 +15,7 @@ from bnbench.options import EVAL_STATS
 
 if TYPE_CHECKING:
     from bnbench.config import RunConfig
-    from bnbench.train import RunResult
+    from bnbench.outcomes import RunResult
 
 MOMENTUM_CONVENTION = "running=momentum*running+(1-momentum)*batch"
 

@@ -82,7 +82,7 @@ def summarize_probe(
     by = swept_axes(runs) if by is None else list(by)
     at_step = chosen[chosen["step"] == step][["run_id", "layer", "value"]].rename(columns={"value": probe})
     frame = runs[["run_id", "status", "diverged_step", *by]].merge(at_step, on="run_id")
-    # A run's probe values are NaN from its divergence step on (bnbench.train.summarize_output).
+    # A run's probe values are NaN from its divergence step on (bnbench.outcomes.summarize_output).
     diverged = frame["diverged_step"].notna() & (frame["diverged_step"] <= step)
     frame["status"] = np.where(diverged, "diverged", "ok")
     return summarize(frame, [*by, "layer"], probe), step

@@ -16,7 +16,7 @@ from bnbench.results import ResultsStore
 from bnbench.spec import Spec
 
 if TYPE_CHECKING:
-    from bnbench.train import RunResult
+    from bnbench.outcomes import RunResult
 
 
 class SweepPlan(NamedTuple):

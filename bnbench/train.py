@@ -21,14 +21,14 @@ With ``probes``, :mod:`bnbench.probes` measures at step 0 and at every evaluatio
 (the first ``batch_size`` training examples). With ``noisy_bn``, ``dropout`` or ``augment``, every
 training step draws its noise, dropout masks and crops from the run's own stream (its initialization
 key folded with a constant, split every step), so that both engines, and a resumed sweep, see the
-same draws. The learning rate of each update follows the run's schedule (:mod:`bnbench.recipe`); the
-``effective_lr`` probe uses the peak rate.
+same draws. The learning rate of each update follows the run's schedule (:mod:`bnbench.recipe`).
+
+What a run returns, and its summary, are in :mod:`bnbench.outcomes`.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -40,6 +40,7 @@ from bnbench import bn, probes, recipe
 from bnbench.config import RunConfig
 from bnbench.data import Dataset
 from bnbench.models import Model, Normalization, make_model, num_params
+from bnbench.outcomes import ACTIVATION_STATS, RunOutput
 
 
 class HParams(NamedTuple):
@@ -181,63 +182,8 @@ class Signature(NamedTuple):
 
 
 ACTIVATION_EXAMPLES = 512  # the fixed evaluation batch of activation statistics: the first test examples
-ACTIVATION_STATS = ("p15", "p50", "p85", "mean", "std")
 
 
-class RunOutput(NamedTuple):
-    """Arrays one compiled run returns: per-step minibatch losses and per-eval-point test metrics."""
-
-    train_losses: jax.Array  # (steps,)
-    test_loss: jax.Array  # (num_evals, eval_stats modes)
-    test_acc: jax.Array  # (num_evals, eval_stats modes)
-    activations: jax.Array  # (num_evals, hidden layers, 5) if tracked, else (num_evals, 0, 5)
-    probes: jax.Array  # (1 + num_evals, probe values): at step 0, then at each evaluation
-
-
-class CurvePoint(NamedTuple):
-    step: int
-    train_loss: float
-    test_loss: float
-    test_acc: float
-
-
-class ActivationPoint(NamedTuple):
-    """Statistics of one hidden layer's input to its nonlinearity at one evaluation point."""
-
-    step: int
-    layer: int  # 1-based
-    p15: float
-    p50: float
-    p85: float
-    mean: float
-    std: float
-
-
-class ProbePoint(NamedTuple):
-    """One probe value at one step (see :mod:`bnbench.probes`)."""
-
-    step: int
-    layer: int  # 1-based; 0: the whole network
-    probe: str
-    value: float
-
-
-class RunResult(NamedTuple):
-    """What one run produced; metrics are NaN for a diverged run. ``test_loss``, ``test_acc`` and the
-    curve's test metrics are those of the first ``eval_stats`` mode; ``test_acc_by_stats`` holds the
-    final test accuracy of each requested mode."""
-
-    status: str  # "ok" or "diverged"
-    diverged_step: int | None  # first step (1-based) whose minibatch loss was NaN/inf
-    final_train_loss: float
-    test_loss: float
-    test_acc: float
-    curve: tuple[CurvePoint, ...]
-    wall_s: float
-    activations: tuple[ActivationPoint, ...] = ()
-    test_acc_by_stats: dict[str, float] = {}
-    probes: tuple[ProbePoint, ...] = ()
-    num_params: int | None = None
 
 
 def _all_but_norm_layers(params):
@@ -500,49 +446,3 @@ def make_program(sig: Signature) -> Program:
 def device_data(data: Dataset) -> tuple[jax.Array, ...]:
     """The data set's four arrays on the default device."""
     return tuple(jax.device_put(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-
-
-def _shortest(value: np.float32) -> float:
-    # The float32 value as the shortest decimal that round-trips to it (0.654, not 0.6539999842643738).
-    return float(str(np.float32(value)))
-
-
-def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunResult:
-    """Turns one run's arrays into a :class:`RunResult` (host-side; marks divergence)."""
-    losses = np.asarray(output.train_losses, np.float32)
-    test_loss = np.asarray(output.test_loss, np.float32)
-    test_acc = np.asarray(output.test_acc, np.float32)
-    bad = ~np.isfinite(losses)
-    diverged_step = int(np.argmax(bad)) + 1 if bad.any() else None
-    if diverged_step is None and not np.isfinite(test_loss[:, 0]).all():
-        # Training stayed finite but evaluation with the running statistics did not.
-        diverged_step = sig.eval_steps[int(np.argmax(~np.isfinite(test_loss[:, 0])))]
-    bounds = (0, *sig.eval_steps)
-    # From the divergence on, every metric is NaN: a diverged network's argmax still "scores" about
-    # chance, which a learning curve would show as a real accuracy.
-    curve = tuple(
-        CurvePoint(end, math.nan, math.nan, math.nan)
-        if diverged_step is not None and end >= diverged_step
-        else CurvePoint(end, _shortest(losses[start:end].mean()), _shortest(test_loss[i, 0]), _shortest(test_acc[i, 0]))
-        for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]))
-    )
-    stats = np.asarray(output.activations, np.float32)
-    activations = tuple(
-        ActivationPoint(step, layer + 1, *(_shortest(v) for v in stats[i, layer]))
-        for i, step in enumerate(sig.eval_steps)
-        for layer in range(stats.shape[1])
-    )
-    probed = np.asarray(output.probes, np.float32)
-    probe_points = tuple(
-        ProbePoint(step, layer, name, math.nan if diverged_step is not None and step >= diverged_step else _shortest(value))
-        for step, values in zip((0, *sig.eval_steps), probed)
-        for (layer, name), value in zip(sig.probe_labels, values)
-    )
-    if diverged_step is not None:
-        by_stats = dict.fromkeys(sig.eval_stats, math.nan)
-        return RunResult("diverged", diverged_step, math.nan, math.nan, math.nan, curve, wall_s, activations, by_stats,
-                         probe_points, sig.num_params)
-    last = curve[-1]
-    by_stats = {mode: _shortest(acc) for mode, acc in zip(sig.eval_stats, test_acc[-1])}
-    return RunResult("ok", None, last.train_loss, last.test_loss, last.test_acc, curve, wall_s, activations, by_stats,
-                     probe_points, sig.num_params)

@@ -13,7 +13,8 @@ import pytest
 from bnbench import data, plots, render, summary
 from bnbench import profile as profile_lib
 from bnbench.config import RunConfig
-from bnbench.train import RunOutput, Signature, summarize_output
+from bnbench.outcomes import RunOutput, summarize_output
+from bnbench.train import Signature
 
 T_975_1DF, T_975_2DF = 12.706204736, 4.302652730
 
