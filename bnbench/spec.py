@@ -2,9 +2,10 @@
 
 A spec has top-level fields (one value each; every run field, its default and its range:
 :mod:`bnbench.config`), ``seeds`` (a count ``n`` meaning seeds ``0..n-1``, or a list of seeds) and an
-optional ``[grid]`` table whose keys are run fields and whose values are lists to sweep. The grid is the Cartesian product of its axes in the order written, times
-the seeds. Every value is validated before anything runs; a problem raises :class:`SpecError` with a
-one-line message naming the file and the field.
+optional ``[grid]`` table whose keys are run fields and whose values are lists to sweep. The grid is
+the Cartesian product of its axes in the order written, times the seeds. Every value is validated
+before anything runs; a problem raises :class:`SpecError` with a one-line message naming the file and
+the field.
 """
 
 from __future__ import annotations
@@ -15,32 +16,16 @@ import hashlib
 import itertools
 import json
 import math
+import tomllib
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
-
-import tomllib
 
 from bnbench import data
 from bnbench.config import FIELD_DEFAULTS, LATER_FIELDS, RUN_FIELDS, RunConfig
 from bnbench.errors import BnbenchError
 from bnbench.options import (
-    ACTIVATIONS,
-    AUGMENTATIONS,
-    DEFAULT_DEPTH,
-    DEFAULT_WIDTHS,
-    DROPOUT_PLACEMENTS,
-    DTYPES,
-    EVAL_STATS,
-    INITS,
-    MODELS,
-    NORMS,
-    OPTIMIZERS,
-    PLACEMENTS,
-    PROBES,
-    RESIDUAL_UNITS,
-    RUNNING_VARIANCES,
-    SCHEDULES,
-    SHORTCUTS,
+    ACTIVATIONS, AUGMENTATIONS, DEFAULT_DEPTH, DEFAULT_WIDTHS, DROPOUT_PLACEMENTS, DTYPES, EVAL_STATS, INITS, MODELS,
+    NORMS, OPTIMIZERS, PLACEMENTS, PROBES, RESIDUAL_UNITS, RUNNING_VARIANCES, SCHEDULES, SHORTCUTS,
 )
 
 

@@ -184,8 +184,6 @@ class Signature(NamedTuple):
 ACTIVATION_EXAMPLES = 512  # the fixed evaluation batch of activation statistics: the first test examples
 
 
-
-
 def _all_but_norm_layers(params):
     """The weight-decay mask that leaves the norm layers' scale and offset (``params["norm"]``) alone."""
     return {k: jax.tree_util.tree_map(lambda _: k != "norm", v) for k, v in params.items()}
@@ -271,10 +269,9 @@ class Program(NamedTuple):
     static); ``step(state, idx, hp, x_train, y_train) -> (state, loss)``; ``evaluate(state, seed, hp,
     x_train, x_test, y_test) -> (loss, accuracy, activation statistics)``; ``probe(state, seed, hp,
     step, x_train, y_train) -> probe values`` after ``step`` updates (:mod:`bnbench.probes`; empty
-    without probes); ``run(seed, hp,
-    x_train, y_train, x_test, y_test) -> RunOutput`` runs every step, evaluation and probe with
-    ``lax.scan``. The engines in :mod:`bnbench.engine` drive either ``run`` (vectorized) or the others
-    from a Python loop (sequential): the same math.
+    without probes); ``run(seed, hp, x_train, y_train, x_test, y_test) -> RunOutput`` runs every step,
+    evaluation and probe with ``lax.scan``. The engines in :mod:`bnbench.engine` drive either ``run``
+    (vectorized) or the others from a Python loop (sequential): the same math.
     """
 
     init: Callable
@@ -428,8 +425,9 @@ def make_program(sig: Signature) -> Program:
         first = init(seed, hp)
         num_segments, remainder = divmod(sig.steps, sig.eval_every)
         starts = jnp.arange(num_segments) * sig.eval_every
+        no_order = jnp.zeros(sig.num_train, jnp.int32)  # replaced at step 0, where the first epoch begins
         carry, (losses, *evaluations) = jax.lax.scan(
-            lambda c, start: segment(c, start, sig.eval_every), (first, jnp.zeros(sig.num_train, jnp.int32)), starts
+            lambda c, start: segment(c, start, sig.eval_every), (first, no_order), starts
         )
         losses = losses.reshape(-1)
         if remainder:

@@ -1,7 +1,8 @@
 """Specs: expansion and overrides; every invalid input exits 2 with one line and writes nothing."""
 
-import pytest
 import tomllib
+
+import pytest
 
 from bnbench.config import RunConfig
 from bnbench.spec import load_spec, parse_spec, with_overrides
