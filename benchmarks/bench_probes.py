@@ -44,7 +44,7 @@ def main() -> None:
     for probe in options.PROBES:
         config = dataclasses.replace(base, probes=(probe,))
         probe_fn = jax.jit(make_program(Signature.of(config, dataset)).probe)
-        seconds = median_seconds(probe_fn, state, seed, hp, x_train, y_train, calls=CALLS // 4)
+        seconds = median_seconds(probe_fn, state, seed, hp, np.int32(0), x_train, y_train, calls=CALLS // 4)
         print(f"{probe:>12}: {1e3 * seconds:8.3f} ms per probe point, {seconds / step_time:6.1f} training steps")
 
 
