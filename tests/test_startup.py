@@ -65,6 +65,22 @@ def test_the_command_skips_teardown_yet_keeps_its_output_and_exit_status(tmp_pat
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == ["error: missing.toml: file: no such spec file"]
 
 
+@pytest.mark.parametrize("processes, teardown", [(1, False), (2, True)])
+def test_multi_process_jax_runs_exit_normally(tmp_path, processes, teardown):
+    """One JAX process skips the teardown (no atexit handler runs); one of several shuts down normally."""
+    script = (
+        "import atexit, sys, jax\n"
+        f"jax.process_count = lambda: {processes}\n"
+        "atexit.register(lambda: print('teardown'))\n"
+        "sys.argv = ['bnbench', 'columns']\n"
+        "from bnbench.cli import main\n"
+        "main()\n"
+    )
+    finished = bnbench_process("-c", script, cwd=tmp_path)
+    assert finished.returncode == 0 and "probes.csv" in finished.stdout
+    assert finished.stdout.rstrip().endswith("teardown") == teardown
+
+
 def test_under_a_profiler_the_command_exits_normally(tmp_path):
     """cProfile (as coverage) writes what it gathered at the interpreter's normal exit."""
     profiled = bnbench_process("-m", "cProfile", "-o", "profile.out", "-m", "bnbench", "columns", cwd=tmp_path)
