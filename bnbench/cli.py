@@ -260,7 +260,7 @@ def sweep(
         "--engine",
         metavar="vectorized|sequential",
         help="vectorized: runs sharing a compiled program train together (vmap, scan, sharded over devices; "
-        "on CPU, VGG and ResNet one at a time, where that is faster); "
+        "convolutional nets one at a time on CPU, ResNets on GPU, where that measured faster); "
         "sequential: one run at a time, a Python loop over jitted steps (the reference path).",
     ),
     chunk_size: Optional[int] = typer.Option(

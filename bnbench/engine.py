@@ -106,18 +106,20 @@ def select_devices(count: int | None) -> list[jax.Device]:
     return devices[:count]
 
 
-# Where the vectorized engine does not vmap: on CPU, XLA runs a convolution whose kernel carries a run
-# axis (vmap makes it a grouped convolution) several times slower than the same runs one after another,
-# and a convolution inside a lax.scan (a while loop) about 40x slower than the same step compiled alone
-# (`make bench-resnet`, ResNet-20, batch 128, 2-core CPU: 0.376 s per step jitted, 15.4 s inside a
-# scan, 8.56 s for 4 vmapped runs' steps). Deep convolutional nets there run one at a time, a jitted
-# step per batch: the sequential engine's path. Not measured on GPU/TPU, where they vmap.
-UNVMAPPED_ON_CPU = ("vgg", "resnet")
+# Where the vectorized engine does not vmap, by platform: it runs these models one run at a time, a
+# jitted step per batch (the sequential engine's path), because that measured faster. On CPU, XLA runs
+# a convolution inside a lax.scan (a while loop), or vmapped over runs (a grouped convolution), many
+# times slower than the same step compiled alone: 4 runs of 300 steps of the 1-D CNN (3x32 channels,
+# MNIST-1D) took 3.56 s vmapped against 0.40 s one at a time at batch 32, 20.1 s against 1.08 s at
+# batch 128; a ResNet-20 step (batch 128, 32x32x3) 0.376 s alone, 15.4 s inside a scan (2-core CPU).
+# On an NVIDIA H200 (JAX 0.11.2; 4 runs of 200 steps, batch 128, 32x32x3) vmapping was 1.8x faster for
+# the CNN and VGG-11 but 0.77x for ResNet-20. Not measured on TPU, where everything vmaps.
+ONE_AT_A_TIME = {"cpu": ("cnn", "vgg", "resnet"), "gpu": ("resnet",)}
 
 
 def vmaps(model: str, platform: str) -> bool:
     """Whether the vectorized engine vmaps the runs of ``model`` on ``platform`` (else: one at a time)."""
-    return not (platform == "cpu" and model in UNVMAPPED_ON_CPU)
+    return model not in ONE_AT_A_TIME.get(platform, ())
 
 
 def execution_paths(configs: list[RunConfig], engine: str, platform: str) -> dict[str, str]:

@@ -34,8 +34,8 @@ def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
     ]
     group = engine.Group(Signature.of(configs[0], dataset), dataset, configs)
     sequential = [r for _, r in engine.run_sequential(group)]
-    # On CPU the vectorized engine runs a ResNet one run at a time; force the vmapped path (GPU's) here.
-    monkeypatch.setattr(engine, "UNVMAPPED_ON_CPU", ())
+    # On CPU and GPU the vectorized engine runs a ResNet one run at a time; force the vmapped path here.
+    monkeypatch.setattr(engine, "ONE_AT_A_TIME", {})
     vmapped = [r for _, r in engine.run_vectorized(group, devices=tuple(jax.devices()[:1]), chunk_size=2)]
     for got, ref in zip(vmapped, sequential):
         assert got.status == ref.status == "ok"
@@ -45,13 +45,13 @@ def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
     assert sequential[0].num_params == num_params("resnet", **group.signature.model_options)
 
 
-def test_the_vectorized_engine_runs_deep_conv_nets_one_at_a_time_on_cpu():
+def test_the_vectorized_engine_runs_conv_nets_one_at_a_time_where_that_measured_faster():
     configs = [RunConfig(model="mlp"), RunConfig(model="cnn"), RunConfig(model="vgg", widths=(8,) * 5), RunConfig(model="resnet")]
-    assert engine.execution_paths(configs, "vectorized", "cpu") == {
-        "cnn": "vmapped", "mlp": "vmapped", "resnet": "one run at a time", "vgg": "one run at a time",
-    }
-    assert set(engine.execution_paths(configs, "vectorized", "gpu").values()) == {"vmapped"}
-    assert set(engine.execution_paths(configs, "sequential", "gpu").values()) == {"one run at a time"}
+    one, vmapped = "one run at a time", "vmapped"
+    assert engine.execution_paths(configs, "vectorized", "cpu") == {"cnn": one, "mlp": vmapped, "resnet": one, "vgg": one}
+    assert engine.execution_paths(configs, "vectorized", "gpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
+    assert set(engine.execution_paths(configs, "vectorized", "tpu").values()) == {vmapped}
+    assert set(engine.execution_paths(configs, "sequential", "gpu").values()) == {one}
 
 
 def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, workdir, cli):

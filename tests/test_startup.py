@@ -85,3 +85,14 @@ def test_under_a_profiler_the_command_exits_normally(tmp_path):
     """cProfile (as coverage) writes what it gathered at the interpreter's normal exit."""
     profiled = bnbench_process("-m", "cProfile", "-o", "profile.out", "-m", "bnbench", "columns", cwd=tmp_path)
     assert profiled.returncode == 0 and (tmp_path / "profile.out").stat().st_size > 0
+
+
+def test_every_subpackage_is_in_the_wheel():
+    """pyproject lists packages by name: one left out is missing from a non-editable install."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(bnbench.__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "bnbench").rglob("__init__.py")}
+    assert listed == found
