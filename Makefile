@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test bench-sweep bench-profile bench-cli bench-probes bench-resnet clean
+.PHONY: sweep test bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(VENV)/.installed-test
 
 bench-sweep: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_sweep.py
+
+bench-blocks: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_blocks.py
 
 bench-cli: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cli.py

@@ -21,22 +21,16 @@ import argparse
 import os
 import time
 
-from bnbench import options
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-flag = options.cpu_device_flag(os.environ)  # as the bnbench command does: one JAX device per CPU core
-if flag:
-    os.environ["XLA_FLAGS"] = flag
-
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from bnbench import engine  # noqa: E402
-from bnbench.config import RunConfig  # noqa: E402
-from bnbench.data import Dataset  # noqa: E402
-from bnbench.train import HParams, Signature, make_program  # noqa: E402
+from bnbench import engine
+from bnbench.config import RunConfig
+from bnbench.data import Dataset
+from bnbench.train import HParams, Signature, make_program
 
 BATCH, LR, SGD_MOMENTUM, WIDTHS, DEPTH = 128, 0.1, 0.9, (16, 32, 64), 20
 NUM_TRAIN, NUM_TEST = 1280, 512
@@ -160,11 +154,12 @@ def main() -> None:
     dataset, devices = synthetic_images(), tuple(jax.devices())
     print(f"ResNet-20, batch {BATCH}, 32x32x3, {args.steps} steps per run; backend {jax.default_backend()}, "
           f"{len(devices)} devices ({devices[0].device_kind}), {os.cpu_count()} cores")
-    print("vectorized engine's path:", engine.execution_paths(configs(1, [0]), "vectorized", devices[0].platform))
+    print("vectorized engine's path:", engine.execution("resnet", "vectorized", devices[0].platform))
 
-    def group(seeds, steps):
+    def train(seeds, steps, engine_name):
         runs = configs(steps, seeds)
-        return engine.Group(Signature.of(runs[0], dataset), dataset, runs)
+        plan = engine.prepare_groups([engine.Group(Signature.of(runs[0], dataset), dataset, runs)], engine=engine_name)
+        return list(engine.train(plan))
 
     results = {}
 
@@ -177,9 +172,9 @@ def main() -> None:
             lambda: flax_reference(args.steps, dataset, 0))
     for name, runs in (("1 run", [0]), ("4 runs", seeds)):
         measure(f"bnbench vectorized engine ({name})", len(runs), args.steps,
-                lambda runs=runs: list(engine.run_vectorized(group(runs, args.steps), devices=devices)))
+                lambda runs=runs: train(runs, args.steps, "vectorized"))
         measure(f"bnbench sequential engine ({name})", len(runs), args.steps,
-                lambda runs=runs: list(engine.run_sequential(group(runs, args.steps))))
+                lambda runs=runs: train(runs, args.steps, "sequential"))
     for name, seconds in step_variants(dataset, args.probe_steps).items():
         print(f"{name:>62}: {seconds:8.3f} s per step")
     reference = results["flax.linen + optax loop, jitted step per batch (1 run)"]

@@ -11,8 +11,8 @@ evaluation every 200, 4 epsilons x 3 BN momenta x 2 seeds. Printed, all measured
   steps. BN's epsilon and momentum are attributes of the flax module, so each of the 12 (epsilon,
   momentum) pairs compiles its own step, as written the usual way;
 * the vectorized engine's achieved GFLOP/s (dense-layer FLOPs of training and evaluation over the time of
-  a second, compiled call) next to the rate of the same batched matrix products in a ``lax.scan`` on the
-  same devices.
+  a second, compiled call) next to the rate of the same batched matrix products in a ``lax.scan``, in
+  blocks side by side as the engine trains them.
 
 Usage: ``make bench-sweep`` or ``python benchmarks/bench_sweep.py [--steps N]`` (needs flax:
 ``pip install 'bnbench[peers]'``).
@@ -24,23 +24,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import threading
 from pathlib import Path
 
-from bnbench import options
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-flag = options.cpu_device_flag(os.environ)  # as the bnbench command does: one JAX device per CPU core
-if flag:
-    os.environ["XLA_FLAGS"] = flag
-
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
-
-from bnbench import data, engine  # noqa: E402
-from bnbench.config import RunConfig  # noqa: E402
+from bnbench import data, engine, options
+from bnbench.config import RunConfig
 
 EPSILONS = (1e-5, 1e-4, 1e-3, 1e-2)
 MOMENTA = (0.9, 0.99, 0.999)
@@ -166,10 +160,10 @@ def model_flops(steps: int, num_runs: int, input_features: int, num_test: int) -
     return num_runs * (steps * BATCH * 3 * per_example + 10 * num_test * per_example)
 
 
-def matmul_rate(steps: int, num_runs: int, input_features: int, devices) -> float:
+def matmul_rate(steps: int, num_runs: int, input_features: int, slots) -> float:
     """GFLOP/s of the training step's batched matrix products alone (per run, per step: each layer's
-    forward, input-gradient and weight-gradient product), in a lax.scan, vmapped over the runs and
-    sharded over ``devices`` as the engine shards them."""
+    forward, input-gradient and weight-gradient product), in a lax.scan, vmapped over blocks of runs
+    that the engine's ``slots`` train side by side, as the engine trains them."""
     shapes = layer_sizes(input_features)
 
     def one_run(inputs, weights):
@@ -183,17 +177,25 @@ def matmul_rate(steps: int, num_runs: int, input_features: int, devices) -> floa
 
         return jax.lax.scan(step, (inputs, weights), None, length=steps)[0]
 
-    mesh = Mesh(np.array(devices), ("runs",))
-    runs = NamedSharding(mesh, PartitionSpec("runs"))
-    fn = jax.jit(jax.vmap(one_run), in_shardings=runs, out_shardings=runs)
+    fn = jax.jit(jax.vmap(one_run))
+    per_block = num_runs // len(slots)
     keys = jax.random.split(jax.random.PRNGKey(0), 2 * len(shapes))
-    inputs = [jax.random.normal(k, (num_runs, BATCH, a)) for k, (a, _) in zip(keys, shapes)]
-    weights = [jax.random.normal(k, (num_runs, a, b)) * 0.01 for k, (a, b) in zip(keys[len(shapes):], shapes)]
-    jax.block_until_ready(fn(inputs, weights))
+    blocks = [([jax.device_put(jax.random.normal(k, (per_block, BATCH, a)), slot) for k, (a, _) in zip(keys, shapes)],
+               [jax.device_put(jax.random.normal(k, (per_block, a, b)) * 0.01, slot)
+                for k, (a, b) in zip(keys[len(shapes):], shapes)]) for slot in slots]
+
+    def side_by_side():
+        threads = [threading.Thread(target=lambda b=b: jax.block_until_ready(fn(*b))) for b in blocks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    side_by_side()
     start = time.perf_counter()
-    jax.block_until_ready(fn(inputs, weights))
+    side_by_side()
     seconds = time.perf_counter() - start
-    flops = num_runs * steps * 3 * sum(2 * BATCH * a * b for a, b in shapes)
+    flops = per_block * len(slots) * steps * 3 * sum(2 * BATCH * a * b for a, b in shapes)
     return flops / seconds / 1e9
 
 
@@ -210,9 +212,9 @@ def main() -> None:
     # of its memory, and the sweep processes would not find theirs.
     cold, warm = whole_process(args.steps)
     dataset = data.load("mnist1d", 5000)
-    devices = jax.devices()
-    print(f"{len(runs)} runs x {args.steps} steps; backend {jax.default_backend()}, {len(devices)} devices "
-          f"({devices[0].device_kind})")
+    slots = engine.slots()
+    print(f"{len(runs)} runs x {args.steps} steps; backend {jax.default_backend()}, {len(slots)} blocks at a time "
+          f"({slots[0].device_kind})")
     report("bnbench sweep process, cold (first ever)", len(runs), cold)
     report("bnbench sweep process, warm (second)", len(runs), warm)
     seconds, results = {}, {}
@@ -235,7 +237,7 @@ def main() -> None:
     print(f"ratio vectorized / sequential engine: {seconds['sequential'] / seconds['vectorized']:.1f}x")
     input_features = int(np.prod(dataset.input_shape))
     achieved = model_flops(args.steps, len(runs), input_features, len(dataset.y_test)) / compiled / 1e9
-    reference = matmul_rate(args.steps, len(runs), input_features, devices)
+    reference = matmul_rate(args.steps, len(runs), input_features, slots)
     print(f"vectorized engine, compiled: {compiled:.2f} s, {achieved:.1f} GFLOP/s; the same batched products in a "
           f"scan: {reference:.1f} GFLOP/s; ratio {achieved / reference:.0%} (target: >= 50%)")
 

@@ -27,11 +27,11 @@ from typer.core import TyperCommand, TyperGroup
 
 # Only typer, rich and bnbench's light modules are imported here; each command imports what it uses
 # (JAX, pandas, matplotlib) when it runs, so that help and argument errors come at once.
-from bnbench import options, render
+from bnbench import context, options, render
 from bnbench.errors import BnbenchError
 
 if TYPE_CHECKING:
-    from bnbench.sweep import SweepPlan
+    from bnbench.sweep import Session
 
 
 class _FlagsWithoutType:
@@ -120,15 +120,18 @@ def _report(
     plots: bool = True,
     probe: str | None = None,
     step: int | None = None,
+    plot_dir: Path | None = None,
 ) -> None:
-    """Prints the summary (and a paired comparison) of a results folder and writes its plots.
+    """Prints the summary (and a paired comparison) of a results folder and writes its plots (into
+    ``plot_dir``, default the folder itself).
 
-    Everything that can fail on the user's arguments is checked before anything is printed. Only the
-    tables go to stdout; plot paths go to stderr. With ``fmt="csv"`` stdout holds one table: the
+    Everything that can fail on the user's arguments is checked before anything is printed; plots that
+    cannot be written are reported after the tables (:class:`PlotsNotWritten`). Only the tables go to
+    stdout; notes and plot paths go to stderr. With ``fmt="csv"`` stdout holds one table: the
     comparison when one is asked for, else the summary. With ``probe`` the summary is that of the probe
     value at ``step`` (default: the last probed) per group and layer, instead of ``metric``'s.
     """
-    from bnbench import frames, results, summary
+    from bnbench import frames, summary
 
     runs = frames.load_runs(out_dir)
     if runs.empty:
@@ -138,11 +141,11 @@ def _report(
             raise frames.LoadError(f"--by: no column {column!r} in {out_dir / 'runs.csv'}")
     summary.check_metric(runs, metric)
     paired = summary.compare(runs, *comparison, metric=metric) if comparison else None
-    if plots:
-        try:
-            results.ResultsStore(out_dir).check_writable()
-        except results.ResultsError as err:
-            raise results.ResultsError(f"{err}: cannot write plots there; pass --no-plots") from None
+    for note in runs.attrs["notes"]:
+        render.say(err_console, f"note: {note}")
+    mixed = [a for a in summary.swept_axes(runs) if a in context.COLUMNS]
+    if mixed and by is None:
+        render.say(err_console, f"note: these runs executed in several contexts ({', '.join(mixed)}): shown apart")
     by = summary.swept_axes(runs) if by is None else by
     name = ", ".join(runs["spec"].astype(str).unique()) or out_dir.name
     if probe:
@@ -163,15 +166,29 @@ def _report(
         title = f"paired differences in {metric}: {axis}={a} minus {b}"
         render.print_table(console, header, rows, title, fmt)
     if plots:
-        from bnbench import plots as plot_lib
+        _write_plots(out_dir, plot_dir or out_dir, runs, metric)
 
+
+class PlotsNotWritten(BnbenchError):
+    """The tables were printed, the plots could not be written."""
+
+
+def _write_plots(out_dir: Path, plot_dir: Path, runs, metric: str) -> None:
+    from bnbench import frames, results
+    from bnbench import plots as plot_lib
+
+    hint = "the tables above are complete; pass --plot-dir DIR to write the plots elsewhere, or --no-plots"
+    try:
+        results.ResultsStore(plot_dir).check_writable()
+        plot_dir.mkdir(parents=True, exist_ok=True)
         curves, activations = frames.load_curves(out_dir), frames.load_activations(out_dir)
-        try:
-            paths = plot_lib.write_plots(out_dir, runs, curves, activations, metric, frames.load_probes(out_dir))
-        except OSError as err:
-            raise results.ResultsError(f"{out_dir}: cannot write plots ({err.strerror or err}); pass --no-plots") from None
-        for path in paths:
-            render.say(err_console, f"plot: {path}")
+        paths = plot_lib.write_plots(plot_dir, runs, curves, activations, metric, frames.load_probes(out_dir))
+    except results.ResultsError as err:
+        raise PlotsNotWritten(f"{err}: cannot write plots there; {hint}") from None
+    except OSError as err:
+        raise PlotsNotWritten(f"{plot_dir}: cannot write plots ({err.strerror or err}); {hint}") from None
+    for path in paths:
+        render.say(err_console, f"plot: {path}")
 
 
 _DATA_DIR_HELP = (
@@ -202,16 +219,14 @@ def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
             render.say(console, f"{name}: verified and saved in {folder}")
 
 
-def _train_with_progress(
-    plan: SweepPlan, done: frozenset[str], stop: threading.Event, engine_options: dict
-) -> None:
+def _train_with_progress(session: Session, stop: threading.Event, program_cache: Optional[Path]) -> None:
     """A progress bar on a terminal; one line per finished run when output is piped or logged."""
     from bnbench import sweep as sweep_lib
 
-    todo = len(plan.runs) - len(done)
+    todo = len(session.plan.runs) - len(session.done)
     if not todo:
         return
-    records = sweep_lib.execute(plan, done, stop, **engine_options)
+    records = sweep_lib.execute(session, stop, program_cache)
     if not console.is_terminal:
         for i, record in enumerate(records, 1):
             result = record.result
@@ -259,15 +274,18 @@ def sweep(
         "vectorized",
         "--engine",
         metavar="vectorized|sequential",
-        help="vectorized: runs sharing a compiled program train together (vmap, scan, sharded over devices; "
+        help="vectorized: runs sharing a compiled program train together in blocks on each device (vmap, scan; "
         "convolutional nets one at a time on CPU, ResNets on GPU, where that measured faster); "
         "sequential: one run at a time, a Python loop over jitted steps (the reference path).",
     ),
-    chunk_size: Optional[int] = typer.Option(
-        None, "--chunk-size", min=1, metavar="N", show_default="from a memory estimate", help="Most runs vectorized at once."
+    runs_per_device: Optional[int] = typer.Option(
+        None, "--runs-per-device", min=1, metavar="N", show_default="from the program's memory, at most 2 on CPU, 16 on GPU",
+        help="Runs vmapped together in one block on one device. A run's float32 numbers depend on it (XLA "
+        "compiles each block size differently), never on the other runs of its block; runs.csv records it.",
     ),
     devices: Optional[int] = typer.Option(
-        None, "--devices", min=1, metavar="N", show_default="all; on CPU one per core", help="Local devices to shard runs over."
+        None, "--devices", min=1, metavar="N", show_default="all GPUs/TPUs; on CPU one per CPU the process may use",
+        help="Blocks of runs trained at a time: one per GPU/TPU device, or on CPU this many side by side.",
     ),
     shard: Optional[str] = typer.Option(
         None, "--shard", metavar="I/N|auto",
@@ -329,11 +347,18 @@ def sweep(
         raise _fail(err, code=1) from None
     try:
         plan = sweep_lib.plan(resolved, out or default_out, **plan_options)
-        done, notes = sweep_lib.open_results(plan)
+        session = sweep_lib.open_sweep(plan, engine=engine, runs_per_device=runs_per_device, devices=devices)
+        with session as opened:
+            _run_session(opened, program_cache, plots=not no_plots)
     except (BnbenchError, OSError) as err:
         raise _fail(err) from None
-    for note in notes:
+
+
+def _run_session(session: Session, program_cache: Optional[Path], *, plots: bool) -> None:
+    """Trains an open sweep with progress and a resumable interrupt, then prints its report."""
+    for note in session.notes:
         render.say(err_console, f"note: {note}")
+    plan, done = session.plan, session.done
     render.say(
         console,
         f"{plan.spec.name}: {render.plural(len(plan.runs), 'run')}, {len(done)} already in {plan.store.out_dir}, "
@@ -343,8 +368,7 @@ def sweep(
     resume_hint = f"finished runs are saved in {plan.store.out_dir}; run the same command again to resume"
     try:
         with _stop_on_interrupt(stop):
-            engine_options = dict(engine=engine, chunk_size=chunk_size, devices=devices, program_cache=program_cache)
-            _train_with_progress(plan, done, stop, engine_options)
+            _train_with_progress(session, stop, program_cache)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {resume_hint}", err=True)
         raise typer.Exit(code=130) from None
@@ -355,7 +379,7 @@ def sweep(
         raise typer.Exit(code=130)
     render.say(console, f"results: {plan.store.out_dir}/ (runs.csv, curves.csv; column meanings: bnbench columns)")
     try:
-        _report(plan.store.out_dir, plots=not no_plots)
+        _report(plan.store.out_dir, plots=plots)
     except BnbenchError as err:
         raise _fail(err, code=1) from None
 
@@ -389,6 +413,9 @@ def report(
     step: Optional[int] = typer.Option(
         None, "--step", metavar="N", show_default="the last step probed", help="With --probe: the step to summarize."
     ),
+    plot_dir: Optional[Path] = typer.Option(
+        None, "--plot-dir", metavar="DIR", show_default="DIR itself", help="Folder to write the plots into."
+    ),
 ) -> None:
     """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots."""
     try:
@@ -406,7 +433,9 @@ def report(
                 raise BnbenchError(f"--compare: expected AXIS=A,B, got {compare!r}")
             comparison = (axis, pair[0], pair[1])
         _report(results_dir, by=by, metric=metric, comparison=comparison, fmt=fmt, plots=not no_plots, probe=probe,
-                step=step)
+                step=step, plot_dir=plot_dir)
+    except PlotsNotWritten as err:
+        raise _fail(err, code=1) from None
     except BnbenchError as err:
         raise _fail(err) from None
 
@@ -492,20 +521,37 @@ def datasets(
 def merge(
     sources: list[Path] = typer.Argument(..., metavar="DIR...", help="Result folders of one spec, e.g. its --shard parts."),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="New folder for the combined results."),
+    prefer: Optional[Path] = typer.Option(
+        None, "--prefer", metavar="DIR", help="Where folders hold one run with different results, keep this folder's."
+    ),
+    partial: bool = typer.Option(
+        False, "--partial", help="Merge even if runs of the grid are in none of the folders (they are listed)."
+    ),
+    mixed_context: bool = typer.Option(
+        False, "--mixed-context",
+        help="Merge runs executed on other machines, software or engine options (report then groups by them).",
+    ),
 ) -> None:
-    """Combine the runs.csv/curves.csv of several folders of one spec, each run once, in grid order."""
+    """Combine the runs.csv/curves.csv of several folders of one spec, each run once, in grid order.
+
+    Exits 1, writing nothing, if runs of the grid are in none of the folders (unless --partial), and 2
+    if folders hold one run with different results (unless --prefer)."""
     from bnbench import results
 
     try:
-        merged = results.merge(sources, out)
+        merged = results.merge(sources, out, prefer=prefer, partial=partial, mixed_context=mixed_context)
+    except results.MergeIncomplete as err:
+        raise _fail(err, code=1) from None
     except BnbenchError as err:
         raise _fail(err) from None
+    for note in merged.notes:
+        render.say(err_console, f"note: {note}")
     render.say(console, f"merged {render.plural(merged.runs, 'run')} of the grid's {merged.grid_runs} into {out} "
-                        f"({render.plural(merged.duplicates, 'duplicate row')} skipped)")
+                        f"({render.plural(merged.duplicates, 'duplicate record')} with the same results left out)")
     if merged.missing:
         listed = "; ".join(merged.missing[:5]) + ("; ..." if len(merged.missing) > 5 else "")
-        render.say(err_console, f"missing: {render.plural(len(merged.missing), 'run')} of the grid are in none of the "
-                                f"folders ({listed}); run their shards and merge again")
+        render.say(err_console, f"partial merge: {render.plural(len(merged.missing), 'run')} of the grid are in none "
+                                f"of the folders ({listed}); run their shards and merge again")
 
 
 @app.command(cls=_Command)
@@ -530,17 +576,14 @@ def explain(
 
 
 def main() -> None:
-    """The console script: on CPU, one JAX device per core, so the vectorized engine uses them all.
+    """The console script.
 
     Once the command has returned, the process ends without the interpreter's teardown: every file a
-    command writes is closed by then, and freeing some 1,300 modules and JAX's backend took 0.45 s
-    after a sweep (`make bench-sweep`'s grid, 2-core CPU), an eighth of the whole process. The process
-    exits normally under a tracer or profiler (coverage, cProfile, a debugger), so that they can write
-    what they gathered, and in a multi-process JAX run, whose processes shut down together.
+    command writes is closed by then, and freeing JAX's backend and the modules of a sweep costs a
+    sizeable part of a short sweep's process (`make bench-sweep`). The process exits normally under a
+    tracer or profiler (coverage, cProfile, a debugger), so that they can write what they gathered,
+    and in a multi-process JAX run, whose processes shut down together.
     """
-    flag = options.cpu_device_flag(os.environ)
-    if flag:
-        os.environ["XLA_FLAGS"] = flag
     try:
         app()
     except SystemExit as finished:

@@ -3,21 +3,30 @@
 Both drive the same :class:`bnbench.train.Program`, so they compute the same math.
 
 * ``vectorized``: runs are grouped by compiled signature (:class:`bnbench.train.Signature` plus the
-  data set); each group trains all its runs at once with ``jax.vmap`` over a leading run axis (seeds
-  and scalar hyperparameters are traced, so a group compiles once), the steps between evaluations in
-  one ``lax.scan``, and the run axis sharded over the local devices. Groups too large for memory are
-  cut into chunks of equal size (the last one padded), so the chunk shape, and the compilation, stay
-  the same. Runs are independent under ``vmap``: a run that diverges does not touch its neighbours.
-* ``sequential``: one run after another, a Python loop calling a jitted train step per batch, for
-  debugging and as the reference the vectorized engine is tested against.
+  data set). A group's runs are cut into **blocks** of :func:`block_size` runs, a number decided
+  by the program and the device alone, the last block padded with copies of its last run; a block
+  trains all its runs at once on one device (``jax.vmap`` over a leading run axis, seeds and scalar
+  hyperparameters traced, so a group compiles once; the steps between evaluations in one
+  ``lax.scan``), and the devices train blocks side by side. Models that :func:`vmaps` says run faster
+  one at a time execute stepwise instead, one run per block.
+* ``sequential``: one run after another on the first device, a Python loop calling a jitted train step
+  per batch (stepwise), for debugging and as the reference the vectorized engine is tested against.
 
-On CPU every local device is a host "device"; the CLI exposes one per core (see
-:func:`bnbench.options.cpu_device_flag`) so the vectorized engine spreads runs over the cores.
+Why fixed blocks: XLA compiles a vmapped program differently for each number of runs per device, so
+that number decides a run's float32 numbers, while neither the other runs of a block nor their order
+do (tested). With blocks whose size depends on the program and device only, a run's results are a
+function of its configuration and its execution context (:mod:`bnbench.context`, recorded per run),
+whatever else is in the grid, the grid's order, resume, extension, sharding or the device count.
+Runs are independent under ``vmap``: a run that diverges does not touch its neighbours.
+
+On CPU the blocks train side by side on the one host device, as many at a time as the process may use
+CPUs (:func:`slots`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import threading
 import time
@@ -26,16 +35,19 @@ from typing import Callable, Iterator, NamedTuple
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bnbench import data, programcache
+from bnbench import context, data, programcache
 from bnbench.config import RunConfig
+from bnbench.context import ExecutionContext
 from bnbench.errors import BnbenchError
-from bnbench.options import ENGINES
+from bnbench.options import ENGINES, usable_cpus
 from bnbench.outcomes import RunOutput, RunResult, summarize_output
 from bnbench.train import HParams, Signature, device_data, make_program
 
-MAX_CHUNK = 512
+# The most runs a vmapped block holds, by platform. On CPU, blocks of 2 train a grid about as fast as
+# larger ones and pad small groups (a spec's seeds) least; accelerators are launch-bound at these
+# sizes, so padding costs them little. Measured by `make bench-blocks`; not measured on TPU.
+MAX_RUNS_PER_DEVICE = {"cpu": 2, "gpu": 16, "tpu": 16}
 _DEFAULT_MEMORY = 8 << 30  # bytes, assumed where the device does not report its memory (CPU)
 
 
@@ -48,6 +60,27 @@ class Group(NamedTuple):
 
     signature: Signature
     dataset: data.Dataset
+    configs: list[RunConfig]
+
+
+class Plan(NamedTuple):
+    """Groups of runs, the context each group executes in, and the slots that train them (:func:`slots`)."""
+
+    groups: list[Group]
+    contexts: list[ExecutionContext]
+    devices: tuple[jax.Device, ...]
+
+    def contexts_by_run(self) -> dict[str, ExecutionContext]:
+        """Each run's execution context, by run id."""
+        return {c.run_id: ctx for group, ctx in zip(self.groups, self.contexts) for c in group.configs}
+
+
+class Block(NamedTuple):
+    """Runs of one group trained together on one device: ``context.runs_per_device`` slots (the
+    compiled program's runs), of which ``configs`` are the real runs; a stepwise block holds one run."""
+
+    group: Group
+    context: ExecutionContext
     configs: list[RunConfig]
 
 
@@ -90,44 +123,50 @@ def enable_compilation_cache(folder: Path | None) -> str | None:
 
 
 def validate(engine: str, devices: int | None) -> tuple[jax.Device, ...]:
-    """Checks the engine options; returns the devices to use. Raises :class:`EngineError`."""
+    """Checks the engine options; returns the slots blocks train in (:func:`slots`). Raises
+    :class:`EngineError`."""
     if engine not in ENGINES:
         raise EngineError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
-    return tuple(select_devices(devices))
+    return slots(devices)
 
 
-def select_devices(count: int | None) -> list[jax.Device]:
-    """The first ``count`` local devices of the default backend (all of them if ``None``)."""
+def slots(count: int | None = None) -> tuple[jax.Device, ...]:
+    """Where blocks train, one entry per block trained at a time.
+
+    On CPU: the first host device, ``count`` times (default: once per CPU the process may use,
+    :func:`bnbench.options.usable_cpus`). XLA runs programs called at once on one CPU device side by
+    side, and compiles a program once per device, so one device trains as fast as one per core and
+    compiles each program once. Elsewhere: the first ``count`` local devices (default: all).
+    """
     devices = jax.local_devices()
+    if devices[0].platform == "cpu":
+        if count is not None and count < 1:
+            raise EngineError(f"--devices: must be >= 1, got {count}")
+        return (devices[0],) * (count or usable_cpus())
     if count is None:
-        return devices
+        return tuple(devices)
     if not 1 <= count <= len(devices):
         raise EngineError(f"--devices: {count} requested, {len(devices)} available ({devices[0].platform})")
-    return devices[:count]
+    return tuple(devices[:count])
 
 
-# Where the vectorized engine does not vmap, by platform: it runs these models one run at a time, a
-# jitted step per batch (the sequential engine's path), because that measured faster. On CPU, XLA runs
-# a convolution inside a lax.scan (a while loop), or vmapped over runs (a grouped convolution), many
-# times slower than the same step compiled alone: 4 runs of 300 steps of the 1-D CNN (3x32 channels,
-# MNIST-1D) took 3.56 s vmapped against 0.40 s one at a time at batch 32, 20.1 s against 1.08 s at
-# batch 128; a ResNet-20 step (batch 128, 32x32x3) 0.376 s alone, 15.4 s inside a scan (2-core CPU).
-# On an NVIDIA H200 (JAX 0.11.2; 4 runs of 200 steps, batch 128, 32x32x3) vmapping was 1.8x faster for
-# the CNN and VGG-11 but 0.77x for ResNet-20. Not measured on TPU, where everything vmaps.
+# Where the vectorized engine does not vmap, by platform: it runs these models stepwise, one run at a
+# time with a jitted step per batch (the sequential engine's path), because that measured faster. On
+# CPU, XLA runs a convolution inside a lax.scan (a while loop), or vmapped over runs (a grouped
+# convolution), many times slower than the same step compiled alone; on an NVIDIA H200 vmapping was
+# faster for the CNN and VGG-11 but slower for ResNet-20 (`make bench-resnet`). Not measured on TPU,
+# where everything vmaps.
 ONE_AT_A_TIME = {"cpu": ("cnn", "vgg", "resnet"), "gpu": ("resnet",)}
 
 
 def vmaps(model: str, platform: str) -> bool:
-    """Whether the vectorized engine vmaps the runs of ``model`` on ``platform`` (else: one at a time)."""
+    """Whether the vectorized engine vmaps the runs of ``model`` on ``platform`` (else: stepwise)."""
     return model not in ONE_AT_A_TIME.get(platform, ())
 
 
-def execution_paths(configs: list[RunConfig], engine: str, platform: str) -> dict[str, str]:
-    """How each model of ``configs`` is executed: ``"vmapped"`` or ``"one run at a time"`` (for meta.json)."""
-    return {
-        model: "vmapped" if engine == "vectorized" and vmaps(model, platform) else "one run at a time"
-        for model in sorted({c.model for c in configs})
-    }
+def execution(model: str, engine: str, platform: str) -> str:
+    """How ``engine`` executes runs of ``model`` on ``platform``: ``"vmapped"`` or ``"stepwise"``."""
+    return "vmapped" if engine == "vectorized" and vmaps(model, platform) else "stepwise"
 
 
 def run_memory(sig: Signature, num_test: int) -> int:
@@ -152,66 +191,210 @@ def run_memory(sig: Signature, num_test: int) -> int:
     return 4 * (8 * sig.num_params + max(training, evaluation) + 2 * sig.num_train)
 
 
-def default_chunk_size(sig: Signature, num_test: int, device: jax.Device) -> int:
-    """Runs per vectorized chunk: :func:`run_memory` against a quarter of the free memory
-    (:func:`free_memory`)."""
-    return max(1, min(MAX_CHUNK, free_memory(device) // 4 // run_memory(sig, num_test)))
-
-
-def free_memory(device: jax.Device) -> int:
-    """Bytes the device can still give JAX: its allocator's limit less what is in use (on a GPU with
-    JAX's default preallocation, the limit is the pool JAX took, 75% of the card, and the data sets
-    already on it count as in use); an assumed 8 GiB where the device reports nothing (CPU)."""
+def device_memory(device: jax.Device) -> int:
+    """Bytes JAX may use on the device: its allocator's limit (on a GPU with JAX's default
+    preallocation, the pool JAX took, 75% of the card); an assumed 8 GiB where the device reports
+    nothing (CPU). Not what is free at the moment, which the data sets and programs already on the
+    device change: a block's size must not depend on what ran before it."""
     stats = device.memory_stats() or {}
-    if "bytes_limit" not in stats:
-        return _DEFAULT_MEMORY
-    return max(0, stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return stats.get("bytes_limit", _DEFAULT_MEMORY)
 
 
-def _jit_over(fn, devices: tuple[jax.Device, ...]):
-    """``fn`` jitted with its run axis (seeds, hyperparameters, outputs) sharded over ``devices`` and the
-    data replicated."""
-    if len(devices) == 1:
-        return jax.jit(fn)
-    mesh = Mesh(np.array(devices), ("runs",))
-    runs, replicated = NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
-    return jax.jit(fn, in_shardings=(runs, runs, *(replicated,) * 4), out_shardings=runs)
+def block_size(sig: Signature, num_test: int, device: jax.Device, requested: int | None = None) -> int:
+    """The runs of a vmapped block of ``sig`` on ``device``: ``requested`` (``--runs-per-device``), else
+    as many as a quarter of the device's memory holds (:func:`run_memory`, :func:`device_memory`), at
+    most :data:`MAX_RUNS_PER_DEVICE` for its platform."""
+    if requested is not None:
+        return requested
+    fits = device_memory(device) // 4 // run_memory(sig, num_test)
+    return max(1, min(MAX_RUNS_PER_DEVICE.get(device.platform, 1), fits))
+
+
+def prepare_groups(
+    groups: list[Group], *, engine: str = "vectorized", runs_per_device: int | None = None, devices: int | None = None
+) -> Plan:
+    """The :class:`Plan` of ``groups``: each group's execution and block size, and the slots blocks
+    train in (:func:`slots`; the sequential engine uses one). Raises :class:`EngineError` on bad
+    options."""
+    selected = validate(engine, devices)
+    if runs_per_device is not None and runs_per_device < 1:
+        raise EngineError(f"--runs-per-device: must be >= 1, got {runs_per_device}")
+    if engine == "sequential":
+        selected = selected[:1]
+    device = selected[0]
+    cpu_devices = jax.local_device_count("cpu") if device.platform == "cpu" else 0
+    contexts = []
+    for group in groups:
+        path = execution(group.signature.model, engine, device.platform)
+        size = block_size(group.signature, len(group.dataset.y_test), device, runs_per_device) if path == "vmapped" else 1
+        contexts.append(context.of(device, path, size, cpu_devices))
+    return Plan(groups, contexts, selected)
+
+
+def prepare(
+    configs: list[RunConfig],
+    *,
+    engine: str = "vectorized",
+    runs_per_device: int | None = None,
+    devices: int | None = None,
+    data_dir: str | Path | None = None,
+) -> Plan:
+    """Groups ``configs`` (data sets loaded from ``data_dir``) and plans their execution
+    (:func:`prepare_groups`)."""
+    validate(engine, devices)
+    return prepare_groups(group_runs(configs, data_dir), engine=engine, runs_per_device=runs_per_device, devices=devices)
+
+
+def blocks(plan: Plan, done: frozenset[str] = frozenset()) -> list[Block]:
+    """The blocks that train the plan's runs not in ``done``, group by group, in grid order."""
+    out = []
+    for group, ctx in zip(plan.groups, plan.contexts):
+        pending = [c for c in group.configs if c.run_id not in done]
+        size = ctx.runs_per_device
+        out += [Block(group, ctx, pending[i : i + size]) for i in range(0, len(pending), size)]
+    return out
+
+
+def train(
+    plan: Plan,
+    *,
+    done: frozenset[str] = frozenset(),
+    stop: threading.Event | None = None,
+    program_cache: Path | None = None,
+) -> Iterator[tuple[RunConfig, RunResult]]:
+    """Trains the plan's runs not in ``done``; yields ``(config, result)`` in block order as blocks
+    finish, ``result.context`` set. Each slot trains one block at a time (a thread per slot: JAX
+    releases the GIL while a device computes; see :func:`slots`). Once ``stop`` is set no new block starts; the blocks in
+    progress finish and are yielded. If a block fails, the blocks that finished are yielded, then its
+    error is raised. With ``program_cache`` (a folder) traced programs are kept there for later
+    processes."""
+    stop = stop or threading.Event()
+    for execution_kind, segment in itertools.groupby(blocks(plan, done), key=lambda b: b.context.execution):
+        # Stepwise runs drive their device from Python, a call per step: two of them at once contend for
+        # the interpreter and ran slower side by side than one after another.
+        devices = plan.devices if execution_kind == "vmapped" else plan.devices[:1]
+        yield from _Scheduler(list(segment), devices, stop, program_cache).results()
+        if stop.is_set():
+            return
+
+
+class _Scheduler:
+    """Hands blocks to one worker thread per slot, in order, and collects their outcomes."""
+
+    def __init__(self, todo: list[Block], devices, stop: threading.Event, program_cache: Path | None):
+        self.todo, self.stop, self.program_cache = todo, stop, program_cache
+        self.halt = threading.Event()  # a block failed, or the consumer left
+        self.outcomes: dict[int, list | BaseException] = {}
+        self.next_index = 0
+        self.condition = threading.Condition()
+        self.workers = [threading.Thread(target=self._work, args=(d,), daemon=True) for d in devices[: len(todo)]]
+        self.running = len(self.workers)
+
+    def _take(self) -> int | None:
+        with self.condition:
+            if self.stop.is_set() or self.halt.is_set() or self.next_index == len(self.todo):
+                return None
+            self.next_index += 1
+            return self.next_index - 1
+
+    def _work(self, device: jax.Device) -> None:
+        arrays: dict[int, tuple] = {}  # the data sets on this device, by id
+        try:
+            while (index := self._take()) is not None:
+                try:
+                    outcome = train_block(self.todo[index], device, arrays, self.program_cache)
+                except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+                    outcome = err
+                with self.condition:
+                    self.outcomes[index] = outcome
+                    self.condition.notify_all()
+        finally:
+            with self.condition:
+                self.running -= 1
+                self.condition.notify_all()
+
+    def results(self) -> Iterator[tuple[RunConfig, RunResult]]:
+        for worker in self.workers:
+            worker.start()
+        error = None
+        try:
+            for index in range(len(self.todo)):
+                with self.condition:
+                    self.condition.wait_for(lambda: index in self.outcomes or not self.running)
+                    outcome = self.outcomes.pop(index, None)
+                if outcome is None:  # never started: stopped, or halted by an earlier failure
+                    break
+                if isinstance(outcome, BaseException):
+                    error = error or outcome
+                    self.halt.set()
+                    continue
+                yield from outcome
+        finally:
+            self.halt.set()  # on a second Ctrl-C too, which leaves at once: the process is ending
+        # Workers end once they find no block to take; joined, none is left inside JAX at exit.
+        for worker in self.workers:
+            worker.join()
+        if error is not None:
+            raise error
+
+
+def train_block(
+    block: Block, device: jax.Device, arrays: dict[int, tuple], program_cache: Path | None = None
+) -> list[tuple[RunConfig, RunResult]]:
+    """Trains one block on ``device``; ``arrays`` caches the data sets put on it. Raises
+    :class:`EngineError` when the device runs out of memory."""
+    dataset = block.group.dataset
+    if id(dataset) not in arrays:
+        arrays[id(dataset)] = device_data(dataset, device)
+    try:
+        if block.context.execution == "stepwise":
+            pairs = [(config, _train_stepwise(block.group.signature, config, arrays[id(dataset)], device))
+                     for config in block.configs]
+        else:
+            pairs = _train_vmapped(block, arrays[id(dataset)], device, program_cache)
+    except Exception as err:
+        if _out_of_memory(err):
+            raise EngineError(_out_of_memory_message(block)) from None
+        raise
+    return [(config, result._replace(context=block.context)) for config, result in pairs]
+
+
+def _out_of_memory_message(block: Block) -> str:
+    size, model = block.context.runs_per_device, block.group.signature.model
+    if size == 1:
+        return f"out of device memory training one {model} run; use a smaller batch_size or model"
+    return (f"out of device memory training {size} {model} runs per device; pass --runs-per-device {size // 2} "
+            "(runs record it: their numbers differ from those of blocks of another size)")
+
+
+def _out_of_memory(err: Exception) -> bool:
+    return isinstance(err, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(err)
 
 
 @functools.lru_cache(maxsize=64)
-def _vectorized_fn(sig: Signature, devices: tuple[jax.Device, ...]):
-    return _jit_over(jax.vmap(make_program(sig).run, in_axes=(0, 0, None, None, None, None)), devices)
+def _vectorized_fn(sig: Signature):
+    return jax.jit(jax.vmap(make_program(sig).run, in_axes=(0, 0, None, None, None, None)))
 
 
 _READ_BACK: dict[str, Callable] = {}  # programs read from (or traced into) a program cache, by key
+_READ_BACK_LOCK = threading.Lock()  # one thread traces a program while the others wait for it
 
 
-def _chunk_program(sig: Signature, devices: tuple[jax.Device, ...], args: tuple, program_cache: Path | None):
-    """What runs a chunk: :func:`_vectorized_fn`, or with ``program_cache`` the same program traced
+def _block_program(sig: Signature, device: jax.Device, args: tuple, program_cache: Path | None):
+    """What trains a block: :func:`_vectorized_fn`, or with ``program_cache`` the same program traced
     once per machine (:mod:`bnbench.programcache`)."""
-    fn = _vectorized_fn(sig, devices)
+    fn = _vectorized_fn(sig)
     if program_cache is None:
         return fn
-    program_key = programcache.key(sig, devices, args)
-    if program_key not in _READ_BACK:
-        exported = programcache.load(program_cache, program_key)
-        if exported is None:
-            exported = jax.export.export(fn)(*args)
-            programcache.save(program_cache, program_key, exported)
-        _READ_BACK[program_key] = _jit_over(exported.call, devices)
+    program_key = programcache.key(sig, device, args)
+    with _READ_BACK_LOCK:
+        if program_key not in _READ_BACK:
+            exported = programcache.load(program_cache, program_key)
+            if exported is None:
+                exported = jax.export.export(fn)(*args)
+                programcache.save(program_cache, program_key, exported)
+            _READ_BACK[program_key] = jax.jit(exported.call)
     return _READ_BACK[program_key]
-
-
-@functools.lru_cache(maxsize=64)
-def _sequential_fns(sig: Signature):
-    program = make_program(sig)
-    return (
-        jax.jit(program.init),
-        jax.jit(program.batch_indices, static_argnums=2),
-        jax.jit(program.step, donate_argnums=0),
-        jax.jit(program.evaluate),
-        jax.jit(program.probe),
-    )
 
 
 def _stack_hparams(configs: list[RunConfig]) -> HParams:
@@ -222,116 +405,72 @@ def _seeds(configs: list[RunConfig]) -> np.ndarray:
     return np.asarray([c.seed for c in configs], np.uint32)
 
 
-def _out_of_memory(err: Exception) -> bool:
-    return isinstance(err, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(err)
+def block_arguments(configs: list[RunConfig], size: int, arrays: tuple, device: jax.Device) -> tuple:
+    """The arguments of a vmapped block of ``size`` runs: ``configs`` padded with copies of the last."""
+    padded = configs + [configs[-1]] * (size - len(configs))
+    return (*jax.device_put((_seeds(padded), _stack_hparams(padded)), device), *arrays)
 
 
-def run_vectorized(
-    group: Group,
-    *,
-    chunk_size: int | None = None,
-    devices: tuple[jax.Device, ...],
-    done: frozenset[str] = frozenset(),
-    stop: threading.Event | None = None,
-    program_cache: Path | None = None,
-) -> Iterator[tuple[RunConfig, RunResult]]:
-    """Trains the group's runs not in ``done``, in chunks of one fixed size (one at a time, as
-    :func:`run_sequential`, where :func:`vmaps` says so).
-
-    The chunk size is ``chunk_size`` (default: :func:`default_chunk_size`), at most the whole group
-    and rounded up to a multiple of the devices. It depends on the group, not on which of its runs
-    are left, so a resumed sweep runs the same program on the same shapes and gets bitwise the same
-    results. Short chunks are padded with copies of their last run. A chunk that runs out of device
-    memory is retried at half the size. No new chunk starts once ``stop`` is set. With
-    ``program_cache`` (a folder) the traced program is kept there for later processes. Yields
-    ``(config, result)`` per run; ``wall_s`` is the chunk's time divided by its runs (compilation
-    included for the first).
-    """
-    sig = group.signature
-    if not vmaps(sig.model, devices[0].platform):
-        yield from run_sequential(group, done=done, stop=stop)
-        return
-    arrays = device_data(group.dataset)  # first, so that the chunk size sees the memory they take
-    size = chunk_size or default_chunk_size(sig, len(group.dataset.y_test), devices[0])
-    size = -(-min(size, len(group.configs)) // len(devices)) * len(devices)
-    pending = [c for c in group.configs if c.run_id not in done]
-    while pending and not (stop and stop.is_set()):
-        chunk = pending[:size]
-        padded = chunk + [chunk[-1]] * (size - len(chunk))
-        begin = time.perf_counter()
-        try:
-            args = (_seeds(padded), _stack_hparams(padded), *arrays)
-            output = jax.device_get(_chunk_program(sig, devices, args, program_cache)(*args))
-        except Exception as err:
-            if not _out_of_memory(err) or size == len(devices):
-                raise
-            size = max(len(devices), size // 2 // len(devices) * len(devices))
-            continue
-        wall = (time.perf_counter() - begin) / len(chunk)
-        for i, config in enumerate(chunk):
-            yield config, summarize_output(sig, RunOutput(*(a[i] for a in output)), wall)
-        pending = pending[size:]
+def _train_vmapped(block: Block, arrays: tuple, device: jax.Device, program_cache: Path | None):
+    sig = block.group.signature
+    begin = time.perf_counter()
+    args = block_arguments(block.configs, block.context.runs_per_device, arrays, device)
+    output = jax.device_get(_block_program(sig, device, args, program_cache)(*args))
+    wall = (time.perf_counter() - begin) / len(block.configs)
+    return [(config, summarize_output(sig, RunOutput(*(a[i] for a in output)), wall)) for i, config in enumerate(block.configs)]
 
 
-def run_sequential(
-    group: Group, *, done: frozenset[str] = frozenset(), stop: threading.Event | None = None
-) -> Iterator[tuple[RunConfig, RunResult]]:
-    """Trains the group's runs not in ``done`` one at a time, a Python loop over jitted steps.
+@functools.lru_cache(maxsize=64)
+def _stepwise_fns(sig: Signature):
+    program = make_program(sig)
+    return (
+        jax.jit(program.init),
+        jax.jit(program.batch_indices, static_argnums=2),
+        jax.jit(program.step, donate_argnums=0),
+        jax.jit(program.evaluate),
+        jax.jit(program.probe),
+    )
 
-    No new run starts once ``stop`` is set.
-    """
-    sig = group.signature
-    init, indices, step, evaluate, probe = _sequential_fns(sig)
-    x_train, y_train, x_test, y_test = device_data(group.dataset)
-    for config in (c for c in group.configs if c.run_id not in done):
-        if stop and stop.is_set():
-            return
-        begin = time.perf_counter()
-        seed, hp = np.uint32(config.seed), HParams.of(config)
-        state = init(seed, hp)
-        losses, evaluations, probed = [], [], [probe(state, seed, hp, np.int32(0), x_train, y_train)]
-        start = 0
-        for end in sig.eval_steps:
-            for idx in np.asarray(indices(seed, start, end - start)):
-                state, loss = step(state, idx, hp, x_train, y_train)
-                losses.append(loss)
-            evaluations.append(evaluate(state, seed, hp, x_train, x_test, y_test))
-            probed.append(probe(state, seed, hp, np.int32(end), x_train, y_train))
-            start = end
-        output = RunOutput(
-            np.stack(jax.device_get(losses)),
-            *(np.stack(v) for v in zip(*jax.device_get(evaluations))),
-            np.stack(jax.device_get(probed)),
-        )
-        yield config, summarize_output(sig, output, time.perf_counter() - begin)
+
+def _train_stepwise(sig: Signature, config: RunConfig, arrays: tuple, device: jax.Device) -> RunResult:
+    """One run, a Python loop over a jitted train step per batch, on ``device``."""
+    init, indices, step, evaluate, probe = _stepwise_fns(sig)
+    x_train, y_train, x_test, y_test = arrays
+    begin = time.perf_counter()
+    seed, hp = jax.device_put((np.uint32(config.seed), HParams.of(config)), device)
+    state = init(seed, hp)
+    losses, evaluations, probed = [], [], [probe(state, seed, hp, np.int32(0), x_train, y_train)]
+    start = 0
+    for end in sig.eval_steps:
+        for idx in np.asarray(indices(seed, start, end - start)):
+            state, loss = step(state, idx, hp, x_train, y_train)
+            losses.append(loss)
+        evaluations.append(evaluate(state, seed, hp, x_train, x_test, y_test))
+        probed.append(probe(state, seed, hp, np.int32(end), x_train, y_train))
+        start = end
+    output = RunOutput(
+        np.stack(jax.device_get(losses)),
+        *(np.stack(v) for v in zip(*jax.device_get(evaluations))),
+        np.stack(jax.device_get(probed)),
+    )
+    return summarize_output(sig, output, time.perf_counter() - begin)
 
 
 def run_all(
     configs: list[RunConfig],
     *,
     engine: str = "vectorized",
-    chunk_size: int | None = None,
+    runs_per_device: int | None = None,
     devices: int | None = None,
     done: frozenset[str] = frozenset(),
     stop: threading.Event | None = None,
     data_dir: str | Path | None = None,
     program_cache: Path | None = None,
 ) -> Iterator[tuple[RunConfig, RunResult]]:
-    """Trains every run of ``configs`` whose id is not in ``done``, group by group.
-
-    ``configs`` is the whole grid even when resuming: the vectorized engine sizes its chunks by it.
-    Once ``stop`` is set no new run or chunk starts. Data sets are loaded from ``data_dir``. The
-    vectorized engine keeps its traced programs in ``program_cache`` if given. Yields ``(config,
-    result)`` as runs finish.
-    """
-    selected = validate(engine, devices)
-    for group in group_runs(configs, data_dir):
-        if engine == "sequential":
-            yield from run_sequential(group, done=done, stop=stop)
-        else:
-            yield from run_vectorized(
-                group, chunk_size=chunk_size, devices=selected, done=done, stop=stop, program_cache=program_cache
-            )
+    """Trains every run of ``configs`` whose id is not in ``done`` (:func:`prepare`, then
+    :func:`train`); yields ``(config, result)`` as blocks finish."""
+    plan = prepare(configs, engine=engine, runs_per_device=runs_per_device, devices=devices, data_dir=data_dir)
+    yield from train(plan, done=done, stop=stop, program_cache=program_cache)
 
 
 def train_run(config: RunConfig, engine: str = "sequential") -> RunResult:

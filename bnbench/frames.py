@@ -1,6 +1,9 @@
 """Loading a sweep's CSV files as typed pandas DataFrames.
 
-``pandas.read_csv`` reads the raw files as they are; these loaders add the documented dtypes:
+``pandas.read_csv`` reads the raw files as they are; these loaders read whole rows only (a last row cut
+off mid-way, by a full disk or a sweep still writing, is left out), count every run once (a run
+recorded twice with the same results keeps one row; with different results it is an error), and say
+what they left out in the frame's ``attrs["notes"]``. They add the documented dtypes:
 strings of the configuration (data set, model, widths, activation, placement, norm, optimizer, ...)
 and ``status`` as ``category``, ``run_id`` as ``string``, numbers as numbers (``diverged_step`` as
 the nullable ``Int64``), ``renorm``, ``bn_weight_decay`` and ``track_activations`` as ``bool``.
@@ -9,11 +12,14 @@ Columns: :mod:`bnbench.schema`.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
+from bnbench import context
 from bnbench.errors import BnbenchError
+from bnbench.results import ResultsError, read_rows, unique_runs, whole_rows_text
 from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS
 
 CATEGORICAL = (
@@ -39,7 +45,7 @@ CATEGORICAL = (
     "dropout_placement",
     "dtype",
     "status",
-    "backend",
+    *context.COLUMNS,
 )
 
 
@@ -47,30 +53,49 @@ class LoadError(BnbenchError):
     """A results folder or file that cannot be read."""
 
 
-def _read(path: Path, columns, dtypes: dict) -> pd.DataFrame:
+def _read(path: Path, columns, dtypes: dict, later: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The whole rows of a CSV file, typed; columns in ``later`` (newer than some files) may be missing
+    and read as empty."""
     if not path.is_file():
         raise LoadError(f"{path}: no such file; expected a folder written by `bnbench sweep`")
     try:
-        frame = pd.read_csv(path, dtype=dtypes)
-    except UnicodeDecodeError:
+        text, cut = whole_rows_text(path)
+        frame = pd.read_csv(io.StringIO(text), dtype=dtypes)
+    except ResultsError:
         raise LoadError(f"{path}: not UTF-8 text; expected a CSV file written by `bnbench sweep`") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LoadError(f"{path}: cannot be read as a CSV file ({reason})") from None
-    missing = [c for c in columns if c not in frame]
+    missing = [c for c in columns if c not in frame and c not in later]
     if missing:
         raise LoadError(f"{path}: missing columns {', '.join(missing)}")
+    for column in later:
+        if column not in frame:
+            frame[column] = pd.Series(pd.NA, index=frame.index, dtype=dtypes.get(column, "object"))
+    frame.attrs["notes"] = [f"{path}: left out a last row that was cut off mid-way"] if cut else []
     return frame
 
 
 def load_runs(results_dir: str | Path) -> pd.DataFrame:
-    """``runs.csv`` of a results folder, typed as documented in this module."""
+    """``runs.csv`` of a results folder, typed as documented in this module, each run once.
+
+    Raises :class:`LoadError` if a run is recorded twice with different results. A file written
+    before the execution context was recorded reads it as missing (``<NA>``).
+    """
+    path = Path(results_dir) / "runs.csv"
     dtypes = {c: "category" for c in CATEGORICAL} | {"run_id": "string", "widths": "category"}
-    frame = _read(Path(results_dir) / "runs.csv", RUN_COLUMNS, dtypes)
+    frame = _read(path, RUN_COLUMNS, dtypes, later=tuple(c for c in context.COLUMNS if c != "backend"))
+    try:
+        _, notes = unique_runs(read_rows(path)[0], path)
+    except ResultsError as err:
+        raise LoadError(str(err)) from None
+    notes = frame.attrs["notes"] + notes
+    frame = frame.drop_duplicates("run_id").reset_index(drop=True)
     frame["diverged_step"] = frame["diverged_step"].astype("Int64")
     frame["probes"] = frame["probes"].astype("string").fillna("").astype("category")  # an empty list reads as NaN
     for column in ("renorm", "bn_weight_decay", "track_activations", "nesterov"):
         frame[column] = frame[column].astype(bool)
+    frame.attrs["notes"] = notes
     return frame
 
 

@@ -8,6 +8,7 @@ The modules that implement each choice (:mod:`bnbench.models`, :mod:`bnbench.bn`
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -33,6 +34,7 @@ PROBES = ("grad_norm", "weight_norm", "ics", "smoothness", "stats_gap")
 
 # Command line
 ENGINES = ("vectorized", "sequential")
+EXECUTIONS = ("vmapped", "stepwise")  # how the engine executed a run (bnbench.context)
 REPORT_FORMATS = ("table", "markdown", "csv")
 DEFAULT_MAX_RUNS = 1000
 PROFILE_MODES = ("train", "grad", "infer", "fold")
@@ -45,15 +47,41 @@ COMPILE_CACHE_ENV = "BNBENCH_COMPILE_CACHE"  # the compilation cache's folder, o
 SHARD_COUNT_ENV = "BNBENCH_SHARD_COUNT"  # a Kubernetes indexed job's completions (--shard auto)
 
 
-def cpu_device_flag(environ: dict[str, str]) -> str | None:
-    """The XLA flag exposing one host device per CPU core, or None if ``environ`` already sets a count.
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (as SLURM's ``--cpus-per-task`` and
+    ``taskset`` set it), capped by the cgroup's CPU quota where one is set (a container's or a Kubernetes
+    pod's CPU limit)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
-    Must be applied before JAX initializes its backends.
-    """
-    flags = environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags:
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPUs the process's cgroup may use per period (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``), or None where no quota is set or none can be read."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
         return None
-    return f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        folder = root / path.lstrip("/")
+        try:
+            if controllers == "":  # cgroup v2
+                quota, period = (folder / "cpu.max").read_text().split()
+            elif "cpu" in controllers.split(","):
+                folder = root / controllers / path.lstrip("/")
+                quota, period = ((folder / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+            else:
+                continue
+        except (OSError, ValueError):
+            continue
+        if quota not in ("max", "-1"):
+            return int(quota) / int(period)
+    return None
 
 
 def user_cache_dir(environ: dict[str, str]) -> Path:

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 if TYPE_CHECKING:
+    from bnbench.context import ExecutionContext
     from bnbench.train import Signature
 
 ACTIVATION_STATS = ("p15", "p50", "p85", "mean", "std")
@@ -71,6 +72,7 @@ class RunResult(NamedTuple):
     test_acc_by_stats: dict[str, float] = {}
     probes: tuple[ProbePoint, ...] = ()
     num_params: int | None = None
+    context: ExecutionContext | None = None  # how the engine executed the run (bnbench.context)
 
 
 def _shortest(value: np.float32) -> float:

@@ -26,6 +26,7 @@ against float64 on an input with mean/std = 3000) are in :mod:`bnbench.peers`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -227,6 +228,32 @@ def measure_case(
     )
 
 
+# Tensors of a case's size alive at once, at the least: two rotating inputs, the output, and in "grad"
+# mode the cotangent and the input's gradient, plus a copy for the bandwidth reference.
+MIN_TENSORS_ALIVE = 6
+
+
+def device_bytes(device: jax.Device) -> int:
+    """The memory a profile may fill: the accelerator's allocator limit, or the host's physical memory."""
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return stats["bytes_limit"]
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(cases: list[Case], device: jax.Device) -> None:
+    """Raises :class:`ProfileError` for a case whose tensors cannot fit the device, before any is made."""
+    available = device_bytes(device)
+    for case in cases:
+        needed = MIN_TENSORS_ALIVE * case.tensor_bytes
+        if needed > available:
+            raise ProfileError(
+                f"--shape {_shape_text(case.shape)} {case.dtype}: needs at least {needed / 2**30:.1f} GiB "
+                f"({MIN_TENSORS_ALIVE} tensors of {case.tensor_bytes / 2**30:.1f} GiB), the device has "
+                f"{available / 2**30:.1f} GiB; profile a smaller shape"
+            )
+
+
 def rates(case: Case, kernel: Measurement, elementwise: Measurement, copy: Measurement, copy_bytes: int):
     """``(GB/s, % of copy bandwidth, time relative to the elementwise op)`` of one kernel."""
     gbps = TRAFFIC[case.mode] * case.tensor_bytes / kernel.median / 1e9
@@ -271,6 +298,7 @@ def profile(
     device = jax.devices()[0]
     cases = [Case(tuple(shape), dtype, mode) for shape in shapes for dtype in dtypes for mode in modes]
     cases = [c for c in cases if any(i.build(c) is not None for i in impls)]
+    check_fits(cases, device)
     rows: list[Row] = []
     accuracy_cache: dict[tuple, tuple[float, float]] = {}
     for index, case in enumerate(cases):
@@ -279,7 +307,13 @@ def profile(
         if index == 0 or (cases[index - 1].shape, cases[index - 1].dtype) != (case.shape, case.dtype):
             notes.extend(_allocator_note(case))
         runnable = [i for i in impls if i.build(case) is not None]
-        kernels, elementwise, copy, count, copy_bytes = measure_case(case, runnable, repeat=repeat, cache_bytes=cache_bytes)
+        try:
+            kernels, elementwise, copy, count, copy_bytes = measure_case(case, runnable, repeat=repeat, cache_bytes=cache_bytes)
+        except jax.errors.JaxRuntimeError as err:
+            if "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            raise ProfileError(f"--shape {_shape_text(case.shape)} {case.dtype}: out of device memory while "
+                               "profiling it; profile a smaller shape") from None
         shape, dtype, mode = case
         for impl in runnable:
             errors = (math.nan, math.nan)

@@ -4,7 +4,7 @@ JAX traces a jitted function again in every process, also when the compiled prog
 the persistent compilation cache (the trace is that cache's key): for a sweep's program that is most of
 a second. The vectorized engine therefore keeps each traced and lowered program (``jax.export``) in
 ``<compile cache>/traced/``, keyed by everything the trace depends on: the text of bnbench's own
-source files, the versions of JAX, jaxlib and optax, the program's signature, the devices and the
+source files, the versions of JAX, jaxlib and optax, the program's signature, the device kind and the
 shapes and dtypes of the arguments, and ``XLA_FLAGS``. A later process deserializes it (milliseconds)
 and compiles it, which the compilation cache answers.
 
@@ -52,13 +52,13 @@ def _source_digest() -> str:
     return source_digest(Path(__file__).resolve().parent)
 
 
-def key(signature, devices, args) -> str:
-    """The cache key of the program of ``signature`` on ``devices`` called with ``args``."""
+def key(signature, device, args) -> str:
+    """The cache key of the program of ``signature`` on a device of ``device``'s kind called with ``args``."""
     parts = [
         _source_digest(),
         *(f"{p}={importlib.metadata.version(p)}" for p in ("jax", "jaxlib", "optax")),
         repr(signature),
-        *(f"{d.platform}:{d.device_kind}" for d in devices),
+        f"{device.platform}:{device.device_kind}",
         *(f"{leaf.shape}:{leaf.dtype}" for leaf in jax.tree_util.tree_leaves(args)),
         os.environ.get("XLA_FLAGS", ""),
     ]

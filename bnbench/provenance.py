@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import platform
 import subprocess
@@ -33,3 +34,8 @@ def software() -> dict:
         "git_commit": _git_commit(),
         "platform": platform.platform(),
     }
+
+
+def now() -> str:
+    """The current time in UTC, ISO 8601 to the second, as ``meta.json`` records start and end times."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

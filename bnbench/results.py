@@ -1,33 +1,45 @@
-"""A sweep's output folder: append-only CSV files that survive interruption, and resume.
+"""A sweep's output folder: append-only CSV files that survive interruption, resume, one writer at a
+time, and merges that never hide a conflict.
 
 Layout of ``<out>/``: ``runs.csv``, ``curves.csv``, ``activations.csv`` when a spec tracks
-activations (columns in :mod:`bnbench.schema`), ``spec.toml``
-(the resolved spec) and ``meta.json`` (versions, backend, device, engine, start and end time).
-:func:`merge` combines the folders of one spec's shards.
+activations, ``probes.csv`` when it has probes (columns in :mod:`bnbench.schema`), ``spec.toml`` (the
+resolved spec), ``meta.json`` (versions, backend, device, engine, start and end time) and
+``.bnbench-lock``, the file a sweep or merge holds an OS lock on while it writes the folder
+(:meth:`ResultsStore.lock`). :func:`merge` combines the folders of one spec's shards.
 
 Each finished run is appended with one ``write`` per file (curves and activations first, then the
 run's row), so a run listed in ``runs.csv`` has all its detail rows; detail rows of a run that never
-reached ``runs.csv`` are dropped when the sweep resumes.
+reached ``runs.csv`` are dropped when the sweep resumes. Every reader (resume, merge,
+:mod:`bnbench.frames`) reads whole rows only (:func:`read_rows`): a last row cut off mid-way is not a
+row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
+import fcntl
 import io
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
-from bnbench import provenance
+from bnbench import context, provenance
 from bnbench.config import LATER_FIELDS, RunConfig
 from bnbench.errors import BnbenchError
 from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS, csv_value
 from bnbench.spec import Spec, first_difference, load_spec
 
 PLOT_FILES = ("*_vs_*.png", "learning_curves.png", "activations.png", "probes.png")  # the names bnbench.plots writes
+LOCK_FILE = ".bnbench-lock"
+# Columns in which two records of one run may differ: its time. Every other column is its result.
+TIMING_COLUMNS = ("wall_s",)
+# Columns a runs.csv may lack because it was written before they existed (filled in on resume).
+LATER_COLUMNS = (*LATER_FIELDS, "num_params", *(c for c in context.COLUMNS if c != "backend"))
 
 
 class ResultsError(BnbenchError):
@@ -76,32 +88,71 @@ def _append(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def _whole_rows_text(path: Path) -> str:
-    """The file's text up to its last line break: a row cut off mid-way (a full disk, an interrupted
-    copy) is not a row."""
+def whole_rows_text(path: Path) -> tuple[str, bool]:
+    """The file's text up to its last line break, and whether a row after it was cut off mid-way (a
+    full disk, an interrupted copy, a writer still writing): such a row is not a row."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ResultsError(f"{path}: not UTF-8 text, so not a file bnbench wrote; move it away or pass --no-resume") from None
-    return text[: text.rfind("\n") + 1]
+    whole = text[: text.rfind("\n") + 1]
+    return whole, len(whole) < len(text)
+
+
+def read_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """The whole rows of a CSV file (none if it does not exist), and a note if a last row cut off
+    mid-way was left out."""
+    if not path.exists():
+        return [], []
+    text, cut = whole_rows_text(path)
+    notes = [f"{path}: left out a last row that was cut off mid-way"] if cut else []
+    return list(csv.DictReader(io.StringIO(text, newline=""))), notes
 
 
 def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return list(csv.DictReader(io.StringIO(_whole_rows_text(path), newline="")))
+    return read_rows(path)[0]
+
+
+def first_result_difference(a: dict, b: dict) -> str | None:
+    """The first column (timings aside) in which two records of one run differ, as ``column (a vs b)``."""
+    for column in dict.fromkeys([*a, *b]):
+        if column not in TIMING_COLUMNS and a.get(column) != b.get(column):
+            return f"{column} ({a.get(column)!r} vs {b.get(column)!r})"
+    return None
+
+
+def unique_runs(rows: list[dict], source: Path) -> tuple[list[dict], list[str]]:
+    """``rows`` with each run once, and a note on the copies left out.
+
+    A run recorded twice with the same results (two sweeps wrote the folder) keeps its first row;
+    recorded with different results it is an error naming the run and the first differing column,
+    since either copy could be the one to keep.
+    """
+    first: dict[str, dict] = {}
+    copies = 0
+    for row in rows:
+        kept = first.setdefault(row["run_id"], row)
+        if kept is row:
+            continue
+        difference = first_result_difference(kept, row)
+        if difference:
+            raise ResultsError(f"{source}: run {row['run_id']} is recorded twice with different results (first "
+                               f"difference: {difference}); keep one of its rows")
+        copies += 1
+    notes = [f"{source}: left out {copies} duplicate row{'s' * (copies != 1)} of runs recorded twice with the "
+             "same results"] if copies else []
+    return list(first.values()), notes
 
 
 def _drop_partial_row(path: Path) -> bool:
     """Truncates a file that does not end with a line break to its last whole row; True if it did."""
     if not path.exists() or path.stat().st_size == 0:
         return False
-    whole = _whole_rows_text(path).encode("utf-8")
-    if len(whole) == path.stat().st_size:
-        return False
-    with path.open("r+b") as f:
-        f.truncate(len(whole))
-    return True
+    whole, cut = whole_rows_text(path)
+    if cut:
+        with path.open("r+b") as f:
+            f.truncate(len(whole.encode("utf-8")))
+    return cut
 
 
 def write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
@@ -121,15 +172,53 @@ class ResultsStore:
         self.probes_path = self.out_dir / "probes.csv"
         self.spec_path = self.out_dir / "spec.toml"
         self.meta_path = self.out_dir / "meta.json"
+        self.lock_path = self.out_dir / LOCK_FILE
 
     @property
     def detail_files(self) -> dict[Path, tuple[str, ...]]:
-        """The per-run detail files (curves, activation statistics) and their columns."""
+        """The per-run detail files (curves, activation statistics, probes) and their columns."""
         return {
             self.curves_path: tuple(CURVE_COLUMNS),
             self.activations_path: tuple(ACTIVATION_COLUMNS),
             self.probes_path: tuple(PROBE_COLUMNS),
         }
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Holds an exclusive OS lock (``flock``) on the folder's lock file while the block runs,
+        creating the folder if needed; raises :class:`ResultsError` at once, naming the process and host
+        that hold it, if another process does.
+
+        The OS releases the lock when its holder exits, however it ends, so a killed sweep never
+        blocks the next one. Across hosts it works where the shared file system supports ``flock``
+        (NFSv4, and Lustre or GPFS mounted with it). A folder this creates and leaves holding only the
+        lock file (the block failed before writing) is removed again.
+        """
+        created = not self.out_dir.exists()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise ResultsError(f"{self.out_dir}: in use by {self._holder()}; wait for it to finish, or pass "
+                                   "--out to write elsewhere") from None
+            holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(), "since": provenance.now()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+            if created and [p.name for p in self.out_dir.iterdir()] == [LOCK_FILE]:
+                self.lock_path.unlink()
+                self.out_dir.rmdir()
+
+    def _holder(self) -> str:
+        try:
+            holder = json.loads(self.lock_path.read_text(encoding="utf-8"))
+            return f"`bnbench {holder['command']}` (process {holder['pid']} on host {holder['host']}, since {holder['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another bnbench process"
 
     def check_usable(self, spec: Spec, *, resume: bool) -> None:
         """Raises :class:`ResultsError` if the folder cannot take this sweep; creates nothing.
@@ -149,16 +238,32 @@ class ResultsStore:
                 problem = "its spec.toml cannot be read as a spec"
             else:
                 problem = first_difference(stored, spec, superset_ok=True)
+        rows = _read_rows(self.runs_path)
         if problem is None:
             run_ids = {run.run_id for run in spec.expand()}
-            foreign = [row["run_id"] for row in _read_rows(self.runs_path) if row.get("run_id") not in run_ids]
+            foreign = [row["run_id"] for row in rows if row.get("run_id") not in run_ids]
             if foreign:
                 problem = f"{len(foreign)} of the runs in runs.csv, e.g. {foreign[0]}, are not runs of this spec"
         if problem:
+            kept = f"the {len(rows)} runs there" if rows else "the files there"
             raise ResultsError(
-                f"{self.out_dir}: holds results of a different spec ({problem}); pass --no-resume to replace "
-                "them or --out to write elsewhere"
+                f"{self.out_dir}: holds results of a different spec ({problem}); pass --out DIR to write elsewhere "
+                f"(or --no-resume to delete {kept}: CSV files, plots and meta.json)"
             )
+        self._check_header()
+
+    def _check_header(self) -> None:
+        """Refuses a runs.csv whose header is not one bnbench wrote (now or before its later columns)."""
+        if not self.runs_path.exists():
+            return
+        with self.runs_path.open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+        unknown = [c for c in header if c not in RUN_COLUMNS]
+        missing = [c for c in RUN_COLUMNS if c not in header and c not in LATER_COLUMNS]
+        if unknown or missing:
+            what = f"unknown column {unknown[0]!r}" if unknown else f"no column {missing[0]!r}"
+            raise ResultsError(f"{self.runs_path}: its header is not one bnbench writes ({what}); move the folder "
+                               "away, or pass --no-resume to replace it")
 
     def check_writable(self) -> None:
         """Raises :class:`ResultsError` unless the folder is, or can be created as, a writable folder.
@@ -177,6 +282,20 @@ class ResultsStore:
                 pass
         except OSError as err:
             raise ResultsError(f"{self.out_dir}: output location is not writable ({err.strerror})") from None
+
+    def check_contexts(self, contexts: dict[str, context.ExecutionContext]) -> None:
+        """Raises :class:`ResultsError` if a run recorded here ran in another execution context than the
+        one ``contexts`` (by run id) gives its program now: resuming would mix contexts."""
+        for row in _read_rows(self.runs_path):
+            expected = contexts.get(row["run_id"])
+            difference = expected and context.difference(row, expected)
+            if difference:
+                hint = (f"pass --runs-per-device {row['runs_per_device']} to match them, " if difference.startswith(
+                    "runs_per_device") else "resume where they ran, ")
+                raise ResultsError(
+                    f"{self.out_dir}: its runs executed in another context than this sweep's (run {row['run_id']}: "
+                    f"{difference}); {hint}or pass --out DIR to keep the two apart"
+                )
 
     def open(self, spec: Spec, *, resume: bool) -> tuple[set[str], list[str]]:
         """Prepares the folder for ``spec``; returns the run ids already finished in it and notes on what
@@ -215,16 +334,16 @@ class ResultsStore:
         return done, notes
 
     def _add_later_columns(self) -> list[str]:
-        """Rewrites a ``runs.csv`` written before the fields in :data:`bnbench.config.LATER_FIELDS` (or the
-        ``num_params`` column) existed with their columns: fields at their defaults (the values its runs
-        used), ``num_params`` empty, every column in its place. Returns the columns it added."""
+        """Rewrites a ``runs.csv`` written before the columns in :data:`LATER_COLUMNS` existed with them:
+        later fields at their defaults (the values its runs used), the others empty, every column in
+        its place. Returns the columns it added."""
         if not self.runs_path.exists():
             return []
         with self.runs_path.open(encoding="utf-8", newline="") as f:
             header = next(csv.reader(f), [])
         if list(header) == list(RUN_COLUMNS):
             return []
-        defaults = {name: csv_value(getattr(RunConfig(), name)) for name in LATER_FIELDS} | {"num_params": ""}
+        defaults = dict.fromkeys(LATER_COLUMNS, "") | {name: csv_value(getattr(RunConfig(), name)) for name in LATER_FIELDS}
         write_csv(self.runs_path, RUN_COLUMNS, [{**defaults, **row} for row in _read_rows(self.runs_path)])
         return [c for c in RUN_COLUMNS if c not in header]
 
@@ -243,24 +362,78 @@ class ResultsStore:
     def write_meta(self, meta: dict) -> None:
         _write_atomic(self.meta_path, json.dumps(meta, indent=2) + "\n")
 
+    def read_meta(self) -> dict:
+        """``meta.json`` (empty if missing or unreadable: it describes, it does not decide)."""
+        try:
+            return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
 
 class MergeSummary(NamedTuple):
     runs: int  # runs in the merged folder
-    duplicates: int  # rows skipped because an earlier folder already held that run
+    duplicates: int  # records left out because another folder held the same run with the same results
     grid_runs: int  # runs in the spec's grid
     missing: list[str]  # the grid's runs in none of the folders, described by their swept fields and seed
+    notes: list[str]  # what reading the folders left out (cut-off rows, copies within a folder)
 
 
-def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
+class MergeIncomplete(ResultsError):
+    """Runs of the grid that no folder holds (a merge without ``partial``)."""
+
+
+def merge(
+    sources: list[str | Path],
+    out_dir: str | Path,
+    *,
+    prefer: str | Path | None = None,
+    partial: bool = False,
+    mixed_context: bool = False,
+) -> MergeSummary:
     """Combines the results of sweeps of one spec (e.g. its ``--shard`` parts) into ``out_dir``.
 
-    Each run appears once (the first folder holding it wins, with its curve rows); runs are ordered
-    as the spec's grid orders them; the summary lists the grid's runs that no folder holds. Raises
+    Each run appears once, with its detail rows, ordered as the spec's grid orders them. A run held
+    by several folders must have the same results in each (timings aside); otherwise the merge is an
+    error naming the run, both folders and the first differing column, unless ``prefer`` names the
+    folder whose record wins. Runs of the grid that no folder holds are an error
+    (:class:`MergeIncomplete`, listing them) unless ``partial``. Runs executed on other machines or
+    software (:data:`bnbench.context.MACHINE_FIELDS`), or with other engine options, are an error unless
+    ``mixed_context`` (each run records its context; ``bnbench report`` then groups by it). Raises
     :class:`ResultsError`, writing nothing, if a folder is not a sweep's, the folders come from
     different specs (the message names the folders and the field), or ``out_dir`` already holds
     results.
     """
     stores = [ResultsStore(s) for s in sources]
+    spec = _common_spec(stores)
+    target = ResultsStore(out_dir)
+    target.check_writable()
+    if target.runs_path.exists():
+        raise ResultsError(f"{target.out_dir}: already holds runs.csv; merge into a new folder")
+    chosen, duplicates, notes = _choose_records(stores, prefer)
+    if not mixed_context:
+        _check_one_context(stores, chosen)
+    grid = spec.expand()
+    missing = [_describe(run, list(spec.grid)) for run in grid if run.run_id not in chosen]
+    if missing and not partial:
+        listed = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
+        raise MergeIncomplete(f"{len(missing)} of the grid's {len(grid)} runs are in none of the folders ({listed}); "
+                              "run them and merge again, or pass --partial to merge what there is")
+    order = {run.run_id: i for i, run in enumerate(grid)}
+    ranked = sorted(chosen, key=lambda run_id: order[run_id])
+    with target.lock("merge"):
+        _write_atomic(target.spec_path, spec.to_toml())
+        for path, columns in target.detail_files.items():
+            by_folder = {store.out_dir: _rows_by_run(store.out_dir / path.name) for store in stores}
+            rows = [row for run_id in ranked for row in by_folder[chosen[run_id][0].out_dir].get(run_id, [])]
+            if rows or path == target.curves_path:
+                write_csv(path, columns, rows)
+        write_csv(target.runs_path, RUN_COLUMNS, [chosen[run_id][1] for run_id in ranked])
+        meta = {**stores[0].read_meta(), "spec": spec.name, "spec_hash": spec.spec_hash, **provenance.software()}
+        target.write_meta(meta | {"merged_from": [str(s) for s in sources], "merged": provenance.now(), "partial": bool(missing)})
+    return MergeSummary(len(ranked), duplicates, len(grid), missing, notes)
+
+
+def _common_spec(stores: list[ResultsStore]) -> Spec:
     for store in stores:
         if not store.runs_path.is_file() or not store.spec_path.is_file():
             raise ResultsError(f"{store.out_dir}: not a sweep folder (needs runs.csv and spec.toml)")
@@ -272,39 +445,70 @@ def merge(sources: list[str | Path], out_dir: str | Path) -> MergeSummary:
                 f"{stores[0].out_dir} and {store.out_dir} hold results of different specs ({difference}, "
                 "'there' being the first); merge the parts of one spec"
             )
-    target = ResultsStore(out_dir)
-    target.check_writable()
-    if target.runs_path.exists():
-        raise ResultsError(f"{target.out_dir}: already holds runs.csv; merge into a new folder")
-    spec = specs[0]
-    grid = spec.expand()
-    order = {run.run_id: i for i, run in enumerate(grid)}
-    runs: dict[str, dict] = {}
-    details: dict[str, list[dict]] = {path.name: [] for path in target.detail_files}
-    duplicates = 0
+    return specs[0]
+
+
+def _choose_records(
+    stores: list[ResultsStore], prefer: str | Path | None
+) -> tuple[dict[str, tuple[ResultsStore, dict]], int, list[str]]:
+    """Each run's record ``(folder, row)``, the records left out as duplicates, and notes."""
+    if prefer is not None and Path(prefer) not in [s.out_dir for s in stores]:
+        raise ResultsError(f"--prefer: {prefer} is not one of the folders merged")
+    chosen: dict[str, tuple[ResultsStore, dict]] = {}
+    duplicates, notes = 0, []
     for store in stores:
-        fresh = set()
-        for row in _read_rows(store.runs_path):
-            if row["run_id"] in runs:
-                duplicates += 1
-            else:
-                runs[row["run_id"]] = row
-                fresh.add(row["run_id"])
-        for path in store.detail_files:
-            details[path.name] += [row for row in _read_rows(path) if row["run_id"] in fresh]
-    ranked = sorted(runs.values(), key=lambda row: order.get(row["run_id"], len(order)))
-    rank = {row["run_id"]: i for i, row in enumerate(ranked)}
-    target.out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target.spec_path, spec.to_toml())
-    for path, columns in target.detail_files.items():
-        rows = sorted(details[path.name], key=lambda row: rank[row["run_id"]])
-        if rows or path == target.curves_path:
-            write_csv(path, columns, rows)
-    write_csv(target.runs_path, RUN_COLUMNS, ranked)
-    meta = {"spec": spec.name, "spec_hash": spec.spec_hash, "merged_from": [str(s) for s in sources], **provenance.software()}
-    target.write_meta(meta)
-    missing = [_describe(run, list(spec.grid)) for run in grid if run.run_id not in runs]
-    return MergeSummary(len(ranked), duplicates, len(grid), missing)
+        rows, cut = read_rows(store.runs_path)
+        rows, copies = unique_runs(rows, store.runs_path)
+        notes += cut + copies
+        for row in rows:
+            held = chosen.get(row["run_id"])
+            if held is None:
+                chosen[row["run_id"]] = (store, row)
+                continue
+            duplicates += 1
+            difference = first_result_difference(held[1], row)
+            if not difference:
+                continue
+            preferred = prefer is not None and Path(prefer) in (held[0].out_dir, store.out_dir)
+            if not preferred:
+                raise ResultsError(
+                    f"run {row['run_id']} has different results in {held[0].out_dir} and {store.out_dir} (first "
+                    f"difference: {difference}); pass --prefer DIR to keep one folder's"
+                )
+            if store.out_dir == Path(prefer):
+                chosen[row["run_id"]] = (store, row)
+    return chosen, duplicates, notes
+
+
+def _check_one_context(stores: list[ResultsStore], chosen: dict[str, tuple[ResultsStore, dict]]) -> None:
+    """Refuses records from other machines, software or engine options than the first record's."""
+    records = list(chosen.values())
+    if not records:
+        return
+    first_store, first = records[0]
+    for store, row in records[1:]:
+        for field in context.MACHINE_FIELDS:
+            if row.get(field) != first.get(field):
+                raise ResultsError(
+                    f"{first_store.out_dir} and {store.out_dir} hold runs executed in other contexts ({field} is "
+                    f"{first.get(field)!r} there, {row.get(field)!r} here); pass --mixed-context to merge them "
+                    "(report then groups runs by it)"
+                )
+    options = {store.out_dir: {k: store.read_meta().get(k) for k in ("engine", "runs_per_device")} for store, _ in records}
+    for folder, chosen_options in options.items():
+        if chosen_options != options[first_store.out_dir]:
+            raise ResultsError(
+                f"{first_store.out_dir} and {folder} were swept with other engine options ({options[first_store.out_dir]} "
+                f"and {chosen_options} in meta.json); pass --mixed-context to merge them (report then groups runs by "
+                "their execution context)"
+            )
+
+
+def _rows_by_run(path: Path) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in _read_rows(path):
+        grouped.setdefault(row["run_id"], []).append(row)
+    return grouped
 
 
 def _describe(run, axes: list[str]) -> str:

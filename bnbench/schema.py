@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from bnbench import context
 from bnbench.options import EVAL_STATS
 
 if TYPE_CHECKING:
@@ -78,11 +79,12 @@ RUN_COLUMNS: dict[str, str] = {
     "test_acc_running": "test accuracy with BN's running statistics (empty unless in eval_stats)",
     "test_acc_batch": "test accuracy with each test batch's own statistics (empty unless in eval_stats)",
     "test_acc_precise": "test accuracy with precise population statistics (empty unless in eval_stats)",
-    "wall_s": "seconds the run took, including compilation for the first run of each compiled signature; "
-    "vectorized engine: its chunk's time divided by the runs in the chunk",
-    "backend": "JAX backend (cpu, gpu, tpu)",
+    "wall_s": "seconds the run took, including compilation for the first run of each compiled signature on each "
+    "device; vmapped runs: their block's time divided by the runs in the block",
+    "backend": context.COLUMNS["backend"],
     "num_params": "learned parameters of the run's model (norm layers' scale and offset included; empty for "
     "runs recorded before the column existed)",
+    **{name: text for name, text in context.COLUMNS.items() if name != "backend"},
 }
 
 CURVE_COLUMNS: dict[str, str] = {
@@ -123,8 +125,9 @@ def csv_value(value):
     return value
 
 
-def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str, backend: str) -> dict:
-    """The ``runs.csv`` row of one finished run, keyed by :data:`RUN_COLUMNS`."""
+def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str) -> dict:
+    """The ``runs.csv`` row of one finished run, keyed by :data:`RUN_COLUMNS`; ``result.context`` gives
+    its execution context."""
     row = {"run_id": config.run_id, "spec": spec, "spec_hash": spec_hash}
     row.update({k: csv_value(v) for k, v in dataclasses.asdict(config).items()})
     row.update(
@@ -138,7 +141,7 @@ def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str, 
         test_acc=result.test_acc,
         **{f"test_acc_{mode}": result.test_acc_by_stats.get(mode) for mode in EVAL_STATS},
         wall_s=round(result.wall_s, 4),
-        backend=backend,
+        **result.context._asdict(),
     )
     return {column: row[column] for column in RUN_COLUMNS}
 

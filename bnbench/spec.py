@@ -316,13 +316,17 @@ def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
     if fields["augment"] != "none" and len(data.info(fields["dataset"]).input_shape) != 3:
         raise SpecError(source, "augment", f"{fields['augment']!r} takes images; {fields['dataset']!r} is not an image data set")
     steps = fields["epochs"] * (train_size // batch_size) if fields["epochs"] else fields["steps"]
+    # An override of steps (or epochs) can leave a field the spec sets out of range: say to set it too.
+    also = " (pass --set {field}=N with the new steps)" if source in ("--set", "--seeds") else ""
     if fields["warmup_steps"] >= steps:
-        raise SpecError(source, "warmup_steps", f"must be less than steps={steps}, got {fields['warmup_steps']}")
+        raise SpecError(source, "warmup_steps", f"must be less than steps={steps}, got {fields['warmup_steps']}"
+                        + also.format(field="warmup_steps"))
     eval_every = fields["eval_every"]
     if eval_every is None:
         eval_every = max(1, steps // 10)
     elif eval_every > steps:
-        raise SpecError(source, "eval_every", f"must be in [1, steps={steps}], got {eval_every}")
+        raise SpecError(source, "eval_every", f"must be in [1, steps={steps}], got {eval_every}"
+                        + also.format(field="eval_every"))
     return RunConfig(
         **{
             **fields,

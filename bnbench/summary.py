@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from bnbench import context
 from bnbench.config import RUN_FIELDS
 from bnbench.errors import BnbenchError
 
@@ -28,7 +29,8 @@ class SummaryError(BnbenchError):
 
 
 def swept_axes(runs: pd.DataFrame) -> list[str]:
-    """The run fields (seed aside) that the grid swept, in field order.
+    """The run fields (seed aside) that the grid swept, in field order, then the execution-context
+    columns in which runs of one configuration differ (:func:`context_axes`).
 
     A field is swept when it takes more than one value in ``runs``, unless it is one of
     :data:`DERIVED_FIELDS` and the other swept fields determine it (``steps`` of a spec that sets
@@ -39,7 +41,17 @@ def swept_axes(runs: pd.DataFrame) -> list[str]:
     for field in DERIVED_FIELDS:
         if field in varying and not _determined_by(runs, field, axes):
             axes.append(field)
-    return [c for c in RUN_FIELDS if c in axes]
+    axes = [c for c in RUN_FIELDS if c in axes]
+    return axes + context_axes(runs, axes)
+
+
+def context_axes(runs: pd.DataFrame, axes: list[str]) -> list[str]:
+    """The execution-context columns (:mod:`bnbench.context`) that the swept ``axes`` do not determine:
+    runs of one configuration executed in several contexts (folders merged with ``--mixed-context``),
+    whose numbers are then shown apart. One sweep's context varies only with its programs (a conv net
+    stepwise beside a vmapped MLP), which the axes determine."""
+    varying = [c for c in context.COLUMNS if c in runs and runs[c].nunique(dropna=False) > 1]
+    return [c for c in varying if not _determined_by(runs, c, axes)]
 
 
 def _determined_by(runs: pd.DataFrame, field: str, by: list[str]) -> bool:
@@ -225,7 +237,7 @@ def compare(
         if not _matching(runs, axis, str(value)).any():
             raise SummaryError(f"--compare: no run has {axis}={value}; its values are {', '.join(values)}")
     by = [c for c in swept_axes(runs) if c != axis] if by is None else list(by)
-    keys = [c for c in CONFIG_COLUMNS if c in runs and c != axis]
+    keys = [c for c in (*CONFIG_COLUMNS, *context_axes(runs, [])) if c in runs and c != axis]
     ok = runs[runs["status"] == "ok"]
     left = ok[_matching(ok, axis, str(a))]
     right = ok[_matching(ok, axis, str(b))]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -16,6 +16,7 @@ from bnbench.results import ResultsStore
 from bnbench.spec import Spec
 
 if TYPE_CHECKING:
+    from bnbench import engine
     from bnbench.outcomes import RunResult
 
 
@@ -170,36 +171,62 @@ def environment() -> dict:
     }
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+class Session(NamedTuple):
+    """An open sweep: its plan, how the engine executes it, the runs already done, notes on opening the
+    folder, and the engine options as ``meta.json`` records them."""
+
+    plan: SweepPlan
+    execution: engine.Plan
+    done: frozenset[str]
+    notes: list[str]
+    options: dict
 
 
-def open_results(plan: SweepPlan) -> tuple[frozenset[str], list[str]]:
-    """Opens the output folder (creating it); returns the ids of this grid's runs already in it, and
-    notes on what opening changed (see :meth:`bnbench.results.ResultsStore.open`)."""
-    done, notes = plan.store.open(plan.spec, resume=plan.resume)
-    return frozenset(r.run_id for r in plan.runs if r.run_id in done), notes
+@contextlib.contextmanager
+def open_sweep(
+    plan: SweepPlan, *, engine: str = "vectorized", runs_per_device: int | None = None, devices: int | None = None
+) -> Iterator[Session]:
+    """Holds the output folder's lock for the sweep's life (:meth:`bnbench.results.ResultsStore.lock`),
+    plans the engine (:func:`bnbench.engine.prepare`), checks that the runs already in the folder ran in
+    the execution context their programs get now, and opens the folder (creating it; see
+    :meth:`bnbench.results.ResultsStore.open`). Raises a :class:`bnbench.errors.BnbenchError` before
+    writing anything if the folder is in use, holds another spec's runs or another context's."""
+    from bnbench import engine as engine_lib
+
+    with plan.store.lock("sweep"):
+        plan.store.check_usable(plan.spec, resume=plan.resume)
+        execution = engine_lib.prepare(
+            plan.runs, engine=engine, runs_per_device=runs_per_device, devices=devices, data_dir=plan.data_dir
+        )
+        if plan.resume:
+            plan.store.check_contexts(execution.contexts_by_run())
+        done, notes = plan.store.open(plan.spec, resume=plan.resume)
+        options = dict(engine=engine, runs_per_device=runs_per_device, devices=devices)
+        yield Session(plan, execution, frozenset(r.run_id for r in plan.runs if r.run_id in done), notes, options)
 
 
 def execute(
-    plan: SweepPlan, done: frozenset[str], stop: threading.Event | None = None, **engine_options
+    session: Session, stop: threading.Event | None = None, program_cache: Path | None = None
 ) -> Iterator[RunRecord]:
-    """Trains the plan's runs not in ``done``, appends each finished run to the results and yields it.
+    """Trains the session's runs not yet done, appends each finished run to the results and yields it.
 
-    ``engine_options`` go to :func:`bnbench.engine.run_all`. Setting ``stop`` ends the sweep once the
-    runs in progress are saved. ``meta.json`` records ``finished`` only when every run is done.
+    Setting ``stop`` ends the sweep once the runs in progress are saved. ``meta.json`` records
+    ``finished`` only when every run is done. Traced programs are kept in ``program_cache`` if given.
     """
-    from bnbench import engine
+    from bnbench import engine as engine_lib
 
-    meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "started": _now()}
-    meta.update({k: str(v) if isinstance(v, Path) else v for k, v in engine_options.items()})
+    plan = session.plan
+    meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "started": provenance.now()}
+    meta.update(session.options, program_cache=program_cache and str(program_cache))
+    meta["blocks_at_once"] = len(session.execution.devices)
     meta.update(data_dir=plan.data_dir and str(plan.data_dir), finished=None)
-    meta["execution"] = engine.execution_paths(plan.runs, engine_options.get("engine", "vectorized"), meta["backend"])
+    meta["execution"] = {
+        group.signature.model: ctx.execution for group, ctx in zip(session.execution.groups, session.execution.contexts)
+    }
     plan.store.write_meta(meta)
-    finished = len(done)
-    runs = engine.run_all(plan.runs, done=done, stop=stop, data_dir=plan.data_dir, **engine_options)
-    for config, result in runs:
-        row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash, backend=meta["backend"])
+    finished = len(session.done)
+    for config, result in engine_lib.train(session.execution, done=session.done, stop=stop, program_cache=program_cache):
+        row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash)
         details = {
             plan.store.curves_path: schema.curve_rows(config, result),
             plan.store.activations_path: schema.activation_rows(config, result),
@@ -209,5 +236,5 @@ def execute(
         finished += 1
         yield RunRecord(config, result, row)
     if finished == len(plan.runs):
-        meta["finished"] = _now()
+        meta["finished"] = provenance.now()
         plan.store.write_meta(meta)

@@ -441,6 +441,6 @@ def make_program(sig: Signature) -> Program:
     return Program(init, indices, step, evaluate, probe, precise_bn_state, run)
 
 
-def device_data(data: Dataset) -> tuple[jax.Array, ...]:
-    """The data set's four arrays on the default device."""
-    return tuple(jax.device_put(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
+def device_data(data: Dataset, device: jax.Device | None = None) -> tuple[jax.Array, ...]:
+    """The data set's four arrays on ``device`` (default: the default device)."""
+    return tuple(jax.device_put(a, device) for a in (data.x_train, data.y_train, data.x_test, data.y_test))

@@ -1,6 +1,6 @@
 """Choices that depend on the backend (GPU/TPU paths), checked with the backend mocked where that can
 be done honestly: which device the PyTorch peer uses, the cache size that makes buffers cold, the
-allocator note, the memory a chunk size is computed from, out-of-memory detection."""
+allocator note, the memory a block size is computed from, out-of-memory detection."""
 
 import jax
 import pytest
@@ -13,27 +13,29 @@ from bnbench.train import Signature
 
 
 class FakeDevice:
-    def __init__(self, stats):
-        self.stats = stats
+    def __init__(self, stats, platform="gpu"):
+        self.stats, self.platform = stats, platform
 
     def memory_stats(self):
         return self.stats
 
 
-def test_free_memory_counts_what_is_in_use_and_assumes_8_gib_without_stats():
-    assert engine.free_memory(FakeDevice({"bytes_limit": 60 << 30, "bytes_in_use": 20 << 30})) == 40 << 30
-    assert engine.free_memory(FakeDevice({"bytes_limit": 1 << 30, "bytes_in_use": 2 << 30})) == 0
-    assert engine.free_memory(FakeDevice(None)) == 8 << 30
-    assert engine.free_memory(FakeDevice({})) == 8 << 30
+def test_device_memory_is_the_allocator_limit_whatever_is_in_use_and_8_gib_without_stats():
+    assert engine.device_memory(FakeDevice({"bytes_limit": 60 << 30, "bytes_in_use": 20 << 30})) == 60 << 30
+    assert engine.device_memory(FakeDevice({"bytes_limit": 60 << 30, "bytes_in_use": 59 << 30})) == 60 << 30
+    assert engine.device_memory(FakeDevice(None)) == 8 << 30
+    assert engine.device_memory(FakeDevice({})) == 8 << 30
 
 
-def test_chunk_size_shrinks_with_the_free_memory_of_the_device():
+def test_block_size_follows_the_memory_of_the_device_and_its_platform_maximum():
     config = RunConfig(dataset="synthetic", num_samples=1200, widths=(64, 64), batch_size=32, steps=100, eval_every=10)
     sig = Signature.of(config, data.load("synthetic", 1200))
-    roomy = engine.default_chunk_size(sig, 240, FakeDevice({"bytes_limit": 80 << 30, "bytes_in_use": 0}))
-    crowded = engine.default_chunk_size(sig, 240, FakeDevice({"bytes_limit": 80 << 30, "bytes_in_use": (80 << 30) - (8 << 20)}))
-    full = engine.default_chunk_size(sig, 240, FakeDevice({"bytes_limit": 1 << 20, "bytes_in_use": 1 << 20}))
-    assert roomy == engine.MAX_CHUNK and 1 < crowded < roomy and full == 1
+    per_run = engine.run_memory(sig, 240)
+    roomy = engine.block_size(sig, 240, FakeDevice({"bytes_limit": 80 << 30}, "gpu"))
+    tight = engine.block_size(sig, 240, FakeDevice({"bytes_limit": 4 * 5 * per_run}, "gpu"))
+    full = engine.block_size(sig, 240, FakeDevice({"bytes_limit": 1 << 10}, "gpu"))
+    assert roomy == engine.MAX_RUNS_PER_DEVICE["gpu"] and tight == 5 and full == 1
+    assert engine.block_size(sig, 240, FakeDevice(None, "cpu")) == engine.MAX_RUNS_PER_DEVICE["cpu"]
 
 
 def test_device_out_of_memory_errors_are_recognised():

@@ -33,10 +33,11 @@ def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
         for seed in (0, 1)
     ]
     group = engine.Group(Signature.of(configs[0], dataset), dataset, configs)
-    sequential = [r for _, r in engine.run_sequential(group)]
+    sequential = [r for _, r in engine.train(engine.prepare_groups([group], engine="sequential"))]
     # On CPU and GPU the vectorized engine runs a ResNet one run at a time; force the vmapped path here.
     monkeypatch.setattr(engine, "ONE_AT_A_TIME", {})
-    vmapped = [r for _, r in engine.run_vectorized(group, devices=tuple(jax.devices()[:1]), chunk_size=2)]
+    vmapped = [r for _, r in engine.train(engine.prepare_groups([group], runs_per_device=2, devices=1))]
+    assert [r.context.execution for r in vmapped] == ["vmapped"] * 2
     for got, ref in zip(vmapped, sequential):
         assert got.status == ref.status == "ok"
         np.testing.assert_allclose([p.train_loss for p in got.curve], [p.train_loss for p in ref.curve], rtol=1e-4)
@@ -46,12 +47,16 @@ def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
 
 
 def test_the_vectorized_engine_runs_conv_nets_one_at_a_time_where_that_measured_faster():
-    configs = [RunConfig(model="mlp"), RunConfig(model="cnn"), RunConfig(model="vgg", widths=(8,) * 5), RunConfig(model="resnet")]
-    one, vmapped = "one run at a time", "vmapped"
-    assert engine.execution_paths(configs, "vectorized", "cpu") == {"cnn": one, "mlp": vmapped, "resnet": one, "vgg": one}
-    assert engine.execution_paths(configs, "vectorized", "gpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
-    assert set(engine.execution_paths(configs, "vectorized", "tpu").values()) == {vmapped}
-    assert set(engine.execution_paths(configs, "sequential", "gpu").values()) == {one}
+    models = ("mlp", "cnn", "vgg", "resnet")
+
+    def paths(engine_name, platform):
+        return {m: engine.execution(m, engine_name, platform) for m in models}
+
+    one, vmapped = "stepwise", "vmapped"
+    assert paths("vectorized", "cpu") == {"cnn": one, "mlp": vmapped, "resnet": one, "vgg": one}
+    assert paths("vectorized", "gpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
+    assert set(paths("vectorized", "tpu").values()) == {vmapped}
+    assert set(paths("sequential", "gpu").values()) == {one}
 
 
 def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, workdir, cli):
@@ -77,7 +82,9 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
     resnet_params = num_params("resnet", input_shape=(40,), widths=(16, 32, 64), num_classes=10, depth=20)
     assert list(runs["num_params"]) == [mlp_params] * 2 + [resnet_params] * 2
     meta = json.loads((workdir / "results" / "mixed" / "meta.json").read_text())
-    assert meta["execution"] == {"mlp": "vmapped", "resnet": "one run at a time"}
+    assert meta["execution"] == {"mlp": "vmapped", "resnet": "stepwise"}
+    assert list(runs["execution"]) == ["vmapped"] * 2 + ["stepwise"] * 2
+    assert list(runs["runs_per_device"]) == [engine.MAX_RUNS_PER_DEVICE["cpu"]] * 2 + [1] * 2
     # widths and depth follow from the model: the swept axes are the two the spec swept.
     assert swept_axes(load_runs(workdir / "results" / "mixed")) == ["model", "dtype"]
     assert cli("report", workdir / "results" / "mixed", "--no-plots").exit_code == 0
@@ -100,7 +107,7 @@ def test_memory_estimate_is_at_most_2x_above_xla_buffer_assignment_and_never_bel
     ds = data.load("mnist1d", 2000) if dataset == "mnist1d" else images(512, 256, 16)
     sig, runs = Signature.of(config, ds), 4
     args = (np.arange(runs, dtype=np.uint32), HParams(*(np.stack([v] * runs) for v in HParams.of(config))), *device_data(ds))
-    analysis = engine._vectorized_fn(sig, tuple(jax.devices()[:1])).lower(*args).compile().memory_analysis()
+    analysis = engine._vectorized_fn(sig).lower(*args).compile().memory_analysis()
     measured = (analysis.temp_size_in_bytes + analysis.output_size_in_bytes) / runs
     assert 1.0 <= engine.run_memory(sig, len(ds.y_test)) / measured <= 2.0
 

@@ -1,5 +1,6 @@
 """The vectorized engine against the sequential reference: same numbers, one compilation per group."""
 
+import json
 import os
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_whole_run_trains_on_the_batches_of_batch_indices_across_epochs():
         np.testing.assert_allclose(whole, stepped, rtol=1e-6)
 
 
-def test_one_compilation_per_group():
+def test_one_compilation_per_group_and_device():
     grid = mixed_grid(widths=(11,))  # widths no other test compiles
     compiles = []
 
@@ -76,7 +77,7 @@ def test_one_compilation_per_group():
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        results = list(engine.run_all(grid, engine="vectorized"))
+        results = list(engine.run_all(grid, engine="vectorized", devices=1))
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     groups = engine.group_runs(grid)
@@ -96,49 +97,76 @@ def test_a_diverging_run_leaves_its_neighbours_unchanged():
         assert together[run.run_id].curve == alone.curve
 
 
-def test_resumed_chunk_gives_bitwise_the_same_results():
-    grid = [RunConfig(**BASE, widths=(12,), seed=s) for s in range(5)]
-    full = by_id(engine.run_all(grid, chunk_size=2))
-    done = frozenset(r.run_id for r in grid[:3])
-    rest = by_id(engine.run_all(grid, chunk_size=2, done=done))
-    assert set(rest) == {r.run_id for r in grid[3:]}
-    for run_id, result in rest.items():
-        assert result.curve == full[run_id].curve
-
-
-def test_default_chunk_size_fits_small_models_and_shrinks_for_big_ones():
+def test_block_size_is_the_platform_maximum_for_small_models_and_shrinks_for_big_ones():
     device = jax.devices()[0]
     small = RunConfig(dataset="mnist1d", num_samples=5000, batch_size=32, steps=2000, eval_every=200)
     big = RunConfig(
-        dataset="mnist1d", num_samples=5000, model="cnn", widths=(512, 512, 512), batch_size=4000, steps=10, eval_every=10
+        dataset="mnist1d", num_samples=5000, model="cnn", widths=(1024, 1024, 1024), batch_size=4000, steps=10, eval_every=10
     )
     (g_small,), (g_big,) = engine.group_runs([small]), engine.group_runs([big])
-    assert engine.default_chunk_size(g_small.signature, 1000, device) >= 24
-    assert engine.default_chunk_size(g_big.signature, 1000, device) < 8
+    assert engine.block_size(g_small.signature, 1000, device) == engine.MAX_RUNS_PER_DEVICE["cpu"]
+    assert engine.block_size(g_big.signature, 1000, device) == 1
+    assert engine.block_size(g_big.signature, 1000, device, requested=3) == 3
 
 
-def test_unknown_engine_and_too_many_devices_are_errors():
+def test_unknown_engine_and_no_devices_are_errors():
     with pytest.raises(engine.EngineError, match="--engine"):
         list(engine.run_all(mixed_grid()[:1], engine="turbo"))
-    with pytest.raises(engine.EngineError, match="--devices"):
-        engine.select_devices(len(jax.local_devices()) + 1)
+    with pytest.raises(engine.EngineError, match="--devices: must be >= 1"):
+        engine.slots(0)
 
 
-def run_cli(args, workdir, device_count):
+def test_on_cpu_blocks_train_side_by_side_on_one_device_once_per_usable_cpu():
+    from bnbench import options
+
+    cpu = jax.devices("cpu")[0]
+    assert engine.slots() == (cpu,) * options.usable_cpus()
+    assert engine.slots(3) == (cpu,) * 3
+    assert engine.prepare(mixed_grid()[:1], engine="sequential").devices == (cpu,)
+
+
+def test_usable_cpus_follow_the_affinity_and_the_cgroup_quota(tmp_path, monkeypatch):
+    from bnbench import options
+
+    (tmp_path / "self").write_text("0::/job\n")
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "cpu.max").write_text("150000 100000\n")
+    assert options.cgroup_cpu_quota(tmp_path, tmp_path / "self") == 1.5
+    (tmp_path / "job" / "cpu.max").write_text("max 100000\n")
+    assert options.cgroup_cpu_quota(tmp_path, tmp_path / "self") is None
+    (tmp_path / "self").write_text("4:cpu,cpuacct:/pod\n")
+    (tmp_path / "cpu,cpuacct" / "pod").mkdir(parents=True)
+    (tmp_path / "cpu,cpuacct" / "pod" / "cpu.cfs_quota_us").write_text("300000\n")
+    (tmp_path / "cpu,cpuacct" / "pod" / "cpu.cfs_period_us").write_text("100000\n")
+    assert options.cgroup_cpu_quota(tmp_path, tmp_path / "self") == 3.0
+    monkeypatch.setattr(options.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    monkeypatch.setattr(options, "cgroup_cpu_quota", lambda: 2.5)
+    assert options.usable_cpus() == 3
+    monkeypatch.setattr(options, "cgroup_cpu_quota", lambda: None)
+    assert options.usable_cpus() == 6
+
+
+def run_cli(args, workdir, device_count, cpu=None):
+    """``bnbench ARGS`` in a process with ``device_count`` host devices, on one ``cpu`` if given."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={device_count}"}
-    subprocess.run([sys.executable, "-m", "bnbench", *args], cwd=workdir, env=env, check=True, capture_output=True)
+    pinned = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    subprocess.run([*pinned, sys.executable, "-m", "bnbench", *args], cwd=workdir, env=env, check=True,
+                   capture_output=True)
 
 
 METRICS = ["run_id", "status", "final_train_loss", "test_loss", "test_acc"]
 
 
-def test_four_forced_cpu_devices_give_the_results_of_one(tiny_spec, workdir):
+def test_each_run_records_the_thread_pool_that_the_cpus_and_host_devices_give_xla(tiny_spec, workdir):
+    """XLA:CPU's pool has a thread per CPU the process may use, and at least one per host device; it
+    splits large reductions by it, so the runs record it. A process limited to one CPU trains one
+    block at a time."""
     run_cli(["sweep", tiny_spec, "--out", "four"], workdir, 4)
-    run_cli(["sweep", tiny_spec, "--out", "one"], workdir, 1)
-    four = pd.read_csv(workdir / "four" / "runs.csv")
-    one = pd.read_csv(workdir / "one" / "runs.csv")
-    assert len(four) == 8
-    pd.testing.assert_frame_equal(four[METRICS], one[METRICS], check_exact=False, atol=1e-6, rtol=0)
+    run_cli(["sweep", tiny_spec, "--out", "one-cpu"], workdir, 1, cpu=0)
+    four, one_cpu = (pd.read_csv(workdir / name / "runs.csv") for name in ("four", "one-cpu"))
+    assert set(four["cpu_threads"]) == {max(4, len(os.sched_getaffinity(0)))} and set(one_cpu["cpu_threads"]) == {1}
+    assert json.loads((workdir / "one-cpu" / "meta.json").read_text())["blocks_at_once"] == 1
+    pd.testing.assert_frame_equal(four[METRICS], one_cpu[METRICS], check_exact=False, atol=1e-6, rtol=0)
 
 
 def test_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir, cli):
@@ -147,7 +175,7 @@ def test_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir, cli):
     assert cli("sweep", tiny_spec, "--shard", "1/2").exit_code == 0
     assert len(pd.read_csv(workdir / "results" / "tiny-shard0of2" / "runs.csv")) == 4
     result = cli("merge", "results/tiny-shard0of2", "results/tiny-shard1of2", "whole", "--out", "merged")
-    assert result.exit_code == 0 and "8 duplicate rows skipped" in result.stdout
+    assert result.exit_code == 0 and "8 duplicate records with the same results left out" in result.stdout
     whole = pd.read_csv(workdir / "whole" / "runs.csv")
     merged = pd.read_csv(workdir / "merged" / "runs.csv")
     assert list(merged["run_id"]) == [r.run_id for r in load_spec(tiny_spec).expand()]

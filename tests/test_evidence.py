@@ -248,12 +248,12 @@ def test_unreadable_runs_csv_and_unwritable_plots_are_one_line_errors(tiny_resul
 
     monkeypatch.setattr(results.ResultsStore, "check_writable", refuse)
     result = cli("report", tiny_results)
-    assert result.exit_code == 2 and result.stdout == "" and "pass --no-plots" in result.stderr
+    assert result.exit_code == 1 and "test_acc over seeds" in result.stdout and "or --no-plots" in result.stderr
     assert cli("report", tiny_results, "--no-plots").exit_code == 0
     monkeypatch.undo()
     monkeypatch.setattr(plots.plt.Figure, "savefig", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     result = cli("report", tiny_results)
-    assert result.exit_code == 2 and "cannot write plots (Permission denied); pass --no-plots" in result.stderr
+    assert result.exit_code == 1 and "cannot write plots (Permission denied); the tables above are complete" in result.stderr
     (tiny_results / "runs.csv").write_bytes(b"run_id,spec\n\xff\xfe,x\n")
     result = cli("report", tiny_results, "--no-plots")
     assert result.exit_code == 2 and "not UTF-8 text" in result.stderr and "Traceback" not in result.output
@@ -312,9 +312,12 @@ def test_merge_names_the_folders_and_the_field_and_lists_missing_runs(tiny_spec,
     for part in ("0/3", "1/3"):
         assert cli("sweep", tiny_spec, "--shard", part, "--no-plots").exit_code == 0
     result = cli("merge", "results/tiny-shard0of3", "results/tiny-shard1of3", "--out", "merged")
-    assert result.exit_code == 0
-    assert "merged 6 runs of the grid's 8" in result.stdout
-    assert ("missing: 2 runs of the grid are in none of the folders (placement=pre epsilon=0.001 seed=0; "
+    assert result.exit_code == 1 and not (workdir / "merged").exists()
+    assert ("2 of the grid's 8 runs are in none of the folders (placement=pre epsilon=0.001 seed=0; "
+            "placement=none epsilon=1e-05 seed=1); run them and merge again, or pass --partial") in result.stderr
+    result = cli("merge", "results/tiny-shard0of3", "results/tiny-shard1of3", "--out", "merged", "--partial")
+    assert result.exit_code == 0 and "merged 6 runs of the grid's 8" in result.stdout
+    assert ("partial merge: 2 runs of the grid are in none of the folders (placement=pre epsilon=0.001 seed=0; "
             "placement=none epsilon=1e-05 seed=1)") in result.stderr
     meta = json.loads((workdir / "merged" / "meta.json").read_text())
     assert {"bnbench", "jax"} <= set(meta["versions"]) and meta["python"]

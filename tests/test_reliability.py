@@ -119,7 +119,7 @@ def test_meta_json_records_what_reproduces_a_row(crash_dir):
     assert meta["spec_hash"] == runs["spec_hash"].iloc[0] and runs["spec_hash"].nunique() == 1
     assert {"bnbench", "jax", "jaxlib", "optax"} <= set(meta["versions"])
     assert meta["backend"] == "cpu" and meta["device_count"] >= 1 and meta["device_kind"]
-    assert "xla_force_host_platform_device_count" in meta["xla_flags"]
+    assert "xla_flags" in meta and meta["blocks_at_once"] >= 1
     assert "git_commit" in meta and meta["finished"] and meta["engine"] == "vectorized"
 
 
@@ -182,27 +182,29 @@ def test_grid_larger_than_the_limit_needs_yes(tiny_spec, workdir, cli):
     assert cli("sweep", tiny_spec, "--max-runs", "4", "--yes", "--dry-run").exit_code == 0
 
 
-def test_out_of_memory_chunk_is_retried_smaller(monkeypatch):
-    grid = [RunConfig(dataset="synthetic", num_samples=1200, widths=(9,), steps=20, eval_every=10, seed=s) for s in range(5)]
-    reference = {c.run_id: r for c, r in engine.run_all(grid, chunk_size=2)}
-    real = engine._vectorized_fn
-    sizes = []
+def test_a_block_out_of_device_memory_stops_the_sweep_with_the_block_size_to_try(monkeypatch, tiny_spec, workdir, cli):
+    """A smaller block would change the runs' numbers (bnbench.context), so the engine does not retry one
+    silently: it says which size to pass, and the blocks that finished stay saved."""
+    real, calls = engine._vectorized_fn, []
 
-    def limited(sig, devices):
-        fn = real(sig, devices)
+    def failing_after_one(sig):
+        fn = real(sig)
 
-        def run(seeds, *args):
-            sizes.append(len(seeds))
-            if len(seeds) > 2:
+        def run(*args):
+            calls.append(1)
+            if len(calls) > 1:
                 raise jax_oom()
-            return fn(seeds, *args)
+            return fn(*args)
 
         return run
 
-    monkeypatch.setattr(engine, "_vectorized_fn", limited)
-    got = {c.run_id: r for c, r in engine.run_all(grid, chunk_size=8, devices=1)}
-    assert sizes[0] == 5 and set(sizes[1:]) == {2}
-    assert {k: r.curve for k, r in got.items()} == {k: r.curve for k, r in reference.items()}
+    monkeypatch.setattr(engine, "_vectorized_fn", failing_after_one)
+    result = cli("sweep", tiny_spec, "--devices", "1", "--no-compile-cache", "--no-plots")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: out of device memory training 2 mlp runs per device; pass "
+                                     "--runs-per-device 1 (runs record it: their numbers differ from those of blocks "
+                                     "of another size)")
+    assert len(pd.read_csv(workdir / "results" / "tiny" / "runs.csv")) == 2
 
 
 def jax_oom():
