@@ -14,7 +14,8 @@ import numpy as np
 
 from bnbench import data, options
 from bnbench.config import RunConfig
-from bnbench.train import HParams, Signature, make_program
+from bnbench.signature import HParams, Signature
+from bnbench.train import make_program
 
 CALLS = 200
 

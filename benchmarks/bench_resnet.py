@@ -30,7 +30,8 @@ import optax
 from bnbench import engine
 from bnbench.config import RunConfig
 from bnbench.data import Dataset
-from bnbench.train import HParams, Signature, make_program
+from bnbench.signature import HParams, Signature
+from bnbench.train import make_program
 
 BATCH, LR, SGD_MOMENTUM, WIDTHS, DEPTH = 128, 0.1, 0.9, (16, 32, 64), 20
 NUM_TRAIN, NUM_TEST = 1280, 512

@@ -27,7 +27,7 @@ from typer.core import TyperCommand, TyperGroup
 
 # Only typer, rich and bnbench's light modules are imported here; each command imports what it uses
 # (JAX, pandas, matplotlib) when it runs, so that help and argument errors come at once.
-from bnbench import context, options, render
+from bnbench import options, render
 from bnbench.errors import BnbenchError
 
 if TYPE_CHECKING:
@@ -85,11 +85,21 @@ def _main(
 
 
 def _fail(err: Exception, code: int = 2) -> typer.Exit:
-    """Reports ``err`` in one line on stderr; exit code 2 for bad input, 1 for a failure while running."""
+    """Reports ``err`` in one line on stderr; the exit status to leave with."""
     # User text quoted in a message may hold line breaks or control characters: escape them.
     message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(err))
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=code)
+
+
+@contextlib.contextmanager
+def _one_line_errors():
+    """Turns a :class:`bnbench.errors.BnbenchError` into one line on stderr and its exit code (2 for
+    bad input, 1 for a failure while running): every command runs inside this."""
+    try:
+        yield
+    except BnbenchError as err:
+        raise _fail(err, err.exit_code) from None
 
 
 @contextlib.contextmanager
@@ -110,87 +120,6 @@ def _stop_on_interrupt(stop: threading.Event):
         signal.signal(signal.SIGINT, previous)
 
 
-def _report(
-    out_dir: Path,
-    *,
-    by: list[str] | None = None,
-    metric: str = "test_acc",
-    comparison: tuple[str, str, str] | None = None,
-    fmt: str = "table",
-    plots: bool = True,
-    probe: str | None = None,
-    step: int | None = None,
-    plot_dir: Path | None = None,
-) -> None:
-    """Prints the summary (and a paired comparison) of a results folder and writes its plots (into
-    ``plot_dir``, default the folder itself).
-
-    Everything that can fail on the user's arguments is checked before anything is printed; plots that
-    cannot be written are reported after the tables (:class:`PlotsNotWritten`). Only the tables go to
-    stdout; notes and plot paths go to stderr. With ``fmt="csv"`` stdout holds one table: the
-    comparison when one is asked for, else the summary. With ``probe`` the summary is that of the probe
-    value at ``step`` (default: the last probed) per group and layer, instead of ``metric``'s.
-    """
-    from bnbench import frames, summary
-
-    runs = frames.load_runs(out_dir)
-    if runs.empty:
-        raise frames.LoadError(f"{out_dir / 'runs.csv'}: holds no finished run yet")
-    for column in by or []:
-        if column not in runs:
-            raise frames.LoadError(f"--by: no column {column!r} in {out_dir / 'runs.csv'}")
-    summary.check_metric(runs, metric)
-    paired = summary.compare(runs, *comparison, metric=metric) if comparison else None
-    for note in runs.attrs["notes"]:
-        render.say(err_console, f"note: {note}")
-    mixed = [a for a in summary.swept_axes(runs) if a in context.COLUMNS]
-    if mixed and by is None:
-        render.say(err_console, f"note: these runs executed in several contexts ({', '.join(mixed)}): shown apart")
-    by = summary.swept_axes(runs) if by is None else by
-    name = ", ".join(runs["spec"].astype(str).unique()) or out_dir.name
-    if probe:
-        table, step = summary.summarize_probe(runs, frames.load_probes(out_dir), probe, step, by)
-        by, metric = [*by, "layer"], probe
-        title = f"{name}: {probe} at step {step} over seeds ({render.plural(len(runs), 'run')})"
-    else:
-        table, title = summary.summarize(runs, by, metric), render.summary_title(name, metric, len(runs))
-    if fmt == "csv":
-        typer.echo((paired if paired is not None else table).to_csv(index=False), nl=False)
-    else:
-        header, rows = render.summary_cells(table, by)
-        render.print_table(console, header, rows, title, fmt, best=None if probe else render.best_row(table, metric))
-    if paired is not None and fmt != "csv":
-        axis, a, b = comparison
-        group_by = [c for c in summary.swept_axes(runs) if c != axis]
-        header, rows = render.compare_cells(paired, group_by, a, b)
-        title = f"paired differences in {metric}: {axis}={a} minus {b}"
-        render.print_table(console, header, rows, title, fmt)
-    if plots:
-        _write_plots(out_dir, plot_dir or out_dir, runs, metric)
-
-
-class PlotsNotWritten(BnbenchError):
-    """The tables were printed, the plots could not be written."""
-
-
-def _write_plots(out_dir: Path, plot_dir: Path, runs, metric: str) -> None:
-    from bnbench import frames, results
-    from bnbench import plots as plot_lib
-
-    hint = "the tables above are complete; pass --plot-dir DIR to write the plots elsewhere, or --no-plots"
-    try:
-        results.ResultsStore(plot_dir).check_writable()
-        plot_dir.mkdir(parents=True, exist_ok=True)
-        curves, activations = frames.load_curves(out_dir), frames.load_activations(out_dir)
-        paths = plot_lib.write_plots(plot_dir, runs, curves, activations, metric, frames.load_probes(out_dir))
-    except results.ResultsError as err:
-        raise PlotsNotWritten(f"{err}: cannot write plots there; {hint}") from None
-    except OSError as err:
-        raise PlotsNotWritten(f"{plot_dir}: cannot write plots ({err.strerror or err}); {hint}") from None
-    for path in paths:
-        render.say(err_console, f"plot: {path}")
-
-
 _DATA_DIR_HELP = (
     "Folder holding one sub-folder per data set (DIR/mnist/...); then the cache (~/.cache/bnbench) is "
     "searched, then the files are downloaded into it."
@@ -198,11 +127,11 @@ _DATA_DIR_HELP = (
 
 
 def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
-    """Downloads the published files of the data sets ``names`` that are not found locally."""
+    """Downloads the published files of the data sets ``names`` that are not found locally, with a
+    progress bar."""
     from bnbench import data, datafiles
 
-    sources = {n: data.info(n).source for n in names}
-    missing = [n for n, source in sources.items() if source and not datafiles.locate(n, source, data_dir)]
+    missing = data.to_download(names, data_dir)
     if not missing:
         return
     columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
@@ -215,7 +144,7 @@ def _fetch(names: list[str], data_dir: Optional[Path]) -> None:
             progress.update(tasks[label], completed=done)
 
         for name in missing:
-            folder = datafiles.fetch(name, sources[name], data_dir, on_progress)
+            folder = datafiles.fetch(name, data.info(name).source, data_dir, on_progress)
             render.say(console, f"{name}: verified and saved in {folder}")
 
 
@@ -246,6 +175,42 @@ def _train_with_progress(session: Session, stop: threading.Event, program_cache:
         for record in records:
             result = record.result
             progress.update(task, advance=1, description=f"last: {result.status} test_acc={render.number(result.test_acc, 3)}")
+
+
+def _train(session: Session, program_cache: Optional[Path]) -> None:
+    """Trains an open sweep with progress; the first Ctrl-C stops once the runs in progress are saved."""
+    plan = session.plan
+    for note in session.notes:
+        render.say(err_console, f"note: {note}")
+    render.say(console, f"{plan.spec.name}: {render.plural(len(plan.runs), 'run')}, {len(session.done)} already in "
+                        f"{plan.store.out_dir}, {len(plan.runs) - len(session.done)} to run")
+    stop = threading.Event()
+    resume_hint = f"finished runs are saved in {plan.store.out_dir}; run the same command again to resume"
+    try:
+        with _stop_on_interrupt(stop):
+            _train_with_progress(session, stop, program_cache)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {resume_hint}", err=True)
+        raise typer.Exit(code=130) from None
+    if stop.is_set():
+        typer.echo(f"stopped: {resume_hint}", err=True)
+        raise typer.Exit(code=130)
+    render.say(console, f"results: {plan.store.out_dir}/ (runs.csv, curves.csv; column meanings: bnbench columns)")
+
+
+def _show_report(results_dir: Path, *, fmt: str = "table", plots: bool = True, plot_dir: Optional[Path] = None,
+                 **options) -> None:
+    """Prints a folder's report (:func:`bnbench.reporting.report`): its notes and plot paths on stderr,
+    its tables on stdout; then writes its figures."""
+    from bnbench import reporting
+
+    result = reporting.report(results_dir, **options)
+    for note in result.notes:
+        render.say(err_console, f"note: {note}")
+    render.report(console, result, fmt)
+    if plots:
+        for path in reporting.write_plots(results_dir, result.runs, result.metric, plot_dir):
+            render.say(err_console, f"plot: {path}")
 
 
 _SET_HELP = (
@@ -310,78 +275,28 @@ def sweep(
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
     from bnbench import sweep as sweep_lib
-    from bnbench.spec import load_spec, with_overrides
 
-    try:
-        resolved = with_overrides(load_spec(spec), sets=set_, seeds=seeds)
-        part = sweep_lib.Shard.parse(shard) if shard else None
-        if engine not in options.ENGINES:
-            raise BnbenchError(f"--engine: must be one of {', '.join(options.ENGINES)}, got {engine!r}")
-        default_out = Path("results") / (resolved.name + (f"-shard{part.index}of{part.count}" if part else ""))
-        plan_options = dict(resume=not no_resume, shard=part, max_runs=None if yes else max_runs, data_dir=data_dir)
+    with _one_line_errors():
+        plan = sweep_lib.plan_file(spec, sets=set_, seeds=seeds, shard=shard, out=out, engine=engine,
+                                   resume=not no_resume, max_runs=None if yes else max_runs, data_dir=data_dir)
         if dry_run:
-            plan = sweep_lib.plan(resolved, out or default_out, check_data=False, check_output=False, **plan_options)
-    except BnbenchError as err:
-        raise _fail(err) from None
-    if dry_run:
-        console.print(render.dry_run_table(plan.spec, plan.runs))
-        try:
-            plan.store.check_usable(plan.spec, resume=plan.resume)
-        except BnbenchError as err:
-            render.say(console, f"a real run would be refused: {err}")
-        return
-    from bnbench import engine as engine_lib
+            console.print(render.dry_run_table(plan.spec, plan.runs))
+            try:
+                plan.check_output()
+            except BnbenchError as err:
+                render.say(console, f"a real run would be refused: {err}")
+            return
+        plan.check_output()
+        from bnbench import engine as engine_lib
 
-    try:
-        engine_lib.validate(engine, devices)
-    except BnbenchError as err:
-        raise _fail(err) from None
-    cache = options.compile_cache_dir(os.environ, compile_cache, off=no_compile_cache)
-    cache_note = engine_lib.enable_compilation_cache(cache)
-    if cache_note:
-        render.say(err_console, f"note: {cache_note}")
-    program_cache = cache / "traced" if cache is not None and not cache_note else None
-    try:
-        _fetch(resolved.datasets, data_dir)
-    except BnbenchError as err:
-        raise _fail(err, code=1) from None
-    try:
-        plan = sweep_lib.plan(resolved, out or default_out, **plan_options)
-        session = sweep_lib.open_sweep(plan, engine=engine, runs_per_device=runs_per_device, devices=devices)
-        with session as opened:
-            _run_session(opened, program_cache, plots=not no_plots)
-    except (BnbenchError, OSError) as err:
-        raise _fail(err) from None
-
-
-def _run_session(session: Session, program_cache: Optional[Path], *, plots: bool) -> None:
-    """Trains an open sweep with progress and a resumable interrupt, then prints its report."""
-    for note in session.notes:
-        render.say(err_console, f"note: {note}")
-    plan, done = session.plan, session.done
-    render.say(
-        console,
-        f"{plan.spec.name}: {render.plural(len(plan.runs), 'run')}, {len(done)} already in {plan.store.out_dir}, "
-        f"{len(plan.runs) - len(done)} to run",
-    )
-    stop = threading.Event()
-    resume_hint = f"finished runs are saved in {plan.store.out_dir}; run the same command again to resume"
-    try:
-        with _stop_on_interrupt(stop):
-            _train_with_progress(session, stop, program_cache)
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted: {resume_hint}", err=True)
-        raise typer.Exit(code=130) from None
-    except BnbenchError as err:
-        raise _fail(err, code=1) from None
-    if stop.is_set():
-        typer.echo(f"stopped: {resume_hint}", err=True)
-        raise typer.Exit(code=130)
-    render.say(console, f"results: {plan.store.out_dir}/ (runs.csv, curves.csv; column meanings: bnbench columns)")
-    try:
-        _report(plan.store.out_dir, plots=plots)
-    except BnbenchError as err:
-        raise _fail(err, code=1) from None
+        program_cache, note = engine_lib.caches(compile_cache, off=no_compile_cache)
+        if note:
+            render.say(err_console, f"note: {note}")
+        _fetch(plan.spec.datasets, data_dir)
+        plan.load_data()
+        with sweep_lib.open_sweep(plan, engine=engine, runs_per_device=runs_per_device, devices=devices) as session:
+            _train(session, program_cache)
+            _show_report(plan.store.out_dir, plots=not no_plots)
 
 
 @app.command(cls=_Command)
@@ -418,26 +333,14 @@ def report(
     ),
 ) -> None:
     """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots."""
-    try:
-        if probe and compare:
-            raise BnbenchError("--probe and --compare: pass one of them (a comparison is of a runs.csv metric)")
-        if step is not None and not probe:
-            raise BnbenchError("--step: applies to --probe only")
+    from bnbench import reporting
+
+    with _one_line_errors():
         if fmt not in options.REPORT_FORMATS:
             raise BnbenchError(f"--format: must be one of {', '.join(options.REPORT_FORMATS)}, got {fmt!r}")
-        comparison = None
-        if compare:
-            axis, _, values = compare.partition("=")
-            pair = values.split(",")
-            if not axis or len(pair) != 2 or not all(pair):
-                raise BnbenchError(f"--compare: expected AXIS=A,B, got {compare!r}")
-            comparison = (axis, pair[0], pair[1])
-        _report(results_dir, by=by, metric=metric, comparison=comparison, fmt=fmt, plots=not no_plots, probe=probe,
-                step=step, plot_dir=plot_dir)
-    except PlotsNotWritten as err:
-        raise _fail(err, code=1) from None
-    except BnbenchError as err:
-        raise _fail(err) from None
+        comparison = reporting.parse_comparison(compare) if compare else None
+        _show_report(results_dir, fmt=fmt, plots=not no_plots, plot_dir=plot_dir, by=by, metric=metric,
+                     comparison=comparison, probe=probe, step=step)
 
 
 @app.command(cls=_Command)
@@ -460,30 +363,15 @@ def profile(
 ) -> None:
     """Time BN kernels (train, grad, infer, fold) against peers and the device's copy bandwidth."""
     from bnbench import profile as profile_lib
-    from bnbench import results
 
-    try:
-        shapes = [tuple(int(d) for d in s.split(",")) for s in shape] if shape else list(profile_lib.DEFAULT_SHAPES)
-    except ValueError:
-        raise _fail(BnbenchError(f"--shape: expected comma-separated integers such as 32,56,56,64, got {shape}")) from None
-    if any(len(s) not in (2, 4) or min(s) < 1 for s in shapes):
-        raise _fail(BnbenchError(f"--shape: each shape is N,C or N,H,W,C with sizes >= 1, got {shape}"))
-    unknown = [m for m in mode.split(",") if m not in options.PROFILE_MODES]
-    if unknown:
-        raise _fail(BnbenchError(f"--mode: must be among {', '.join(options.PROFILE_MODES)}, got {', '.join(unknown)}"))
-    try:
-        if out.is_dir():
-            raise BnbenchError(f"--out: {out} is a folder; give a CSV file name such as {out / 'profile.csv'}")
-        results.ResultsStore(out.parent).check_writable()
+    with _one_line_errors():
+        shapes = profile_lib.parse_shapes(shape)
         with console.status("profiling") as status:
-            rows, notes = profile_lib.profile(
-                shapes, dtype.split(","), mode.split(","), impl.split(","), repeat=repeat,
+            rows, notes = profile_lib.profile_to_csv(
+                out, shapes, dtype.split(","), mode.split(","), impl.split(","), repeat=repeat,
                 on_case=lambda c, i, n: status.update(f"profiling {i + 1}/{n}: {c.shape} {c.dtype} {c.mode}"),
             )
-        results.write_csv(out, profile_lib.Row._fields, [r._asdict() for r in rows])
-    except BnbenchError as err:
-        raise _fail(err) from None
-    render.profile_tables(console, rows, [f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", *notes])
+    render.profile_tables(console, rows, notes)
     render.say(console, f"rows: {out}")
 
 
@@ -499,20 +387,11 @@ def datasets(
     """List the data sets: sizes, input shape, and whether each is here (MD5-checked) or downloads."""
     from bnbench import data, datafiles
 
-    try:
+    with _one_line_errors():
         for name in download:
             data.info(name)
-    except BnbenchError as err:
-        raise _fail(err) from None
-    try:
         _fetch(download, data_dir)
-    except BnbenchError as err:
-        raise _fail(err, code=1) from None
-    rows = []
-    for name, entry in sorted(data.REGISTRY.items()):
-        found = entry.source and datafiles.locate(name, entry.source, data_dir)
-        rows.append((entry, found, found and datafiles.verify(found, entry.source)))
-    console.print(render.datasets_table(rows))
+    console.print(render.datasets_table(data.availability(data_dir)))
     folders = ", ".join(map(str, datafiles.search_roots(data_dir)))
     render.say(console, f"searched: {folders} (each holding one sub-folder per data set); files are MD5-checked when read")
 
@@ -538,12 +417,8 @@ def merge(
     if folders hold one run with different results (unless --prefer)."""
     from bnbench import results
 
-    try:
+    with _one_line_errors():
         merged = results.merge(sources, out, prefer=prefer, partial=partial, mixed_context=mixed_context)
-    except results.MergeIncomplete as err:
-        raise _fail(err, code=1) from None
-    except BnbenchError as err:
-        raise _fail(err) from None
     for note in merged.notes:
         render.say(err_console, f"note: {note}")
     render.say(console, f"merged {render.plural(merged.runs, 'run')} of the grid's {merged.grid_runs} into {out} "

@@ -114,6 +114,21 @@ def load(name: str, num_samples: int | None = None, data_dir: str | Path | None 
     return data
 
 
+def to_download(names: list[str], data_dir: str | Path | None = None) -> list[str]:
+    """The data sets among ``names`` whose published files are not found locally (they download)."""
+    return [n for n in names if info(n).source and not datafiles.locate(n, info(n).source, data_dir)]
+
+
+def availability(data_dir: str | Path | None = None) -> list[tuple[DatasetInfo, Path | None, str | None]]:
+    """Every registered data set with its local folder (None if generated or not found) and the
+    problem its files have (None if they pass their checksums)."""
+    rows = []
+    for name, entry in sorted(REGISTRY.items()):
+        found = entry.source and datafiles.locate(name, entry.source, data_dir) or None
+        rows.append((entry, found, found and datafiles.verify(found, entry.source)))
+    return rows
+
+
 def _split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> Dataset:
     n_train = REGISTRY[name].train_size(len(y))
     x, y = x.astype(np.float32), y.astype(np.int32)

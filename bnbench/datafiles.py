@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from bnbench import formats, options
-from bnbench.errors import BnbenchError
+from bnbench.errors import BnbenchError, RunFailure
 
 ENV_VAR = options.DATA_DIR_ENV
 CHUNK = 1 << 20
@@ -50,7 +50,11 @@ class Source(NamedTuple):
 
 
 class DataFileError(BnbenchError):
-    """A data set's files are missing, cannot be downloaded, or fail their checksum."""
+    """A data set's files are missing or fail their checksum."""
+
+
+class DownloadFailed(RunFailure, DataFileError):
+    """A data set's missing files could not be downloaded."""
 
 
 def data_dir(explicit: str | Path | None = None) -> Path | None:
@@ -152,7 +156,7 @@ def fetch(
 
     Each file is tried from every mirror in turn; a download whose MD5 does not match is deleted and
     the next mirror tried. ``on_progress(file name, bytes done, bytes in all or None)`` reports
-    progress. Raises :class:`DataFileError` naming the files and the folder to put them in.
+    progress. Raises :class:`DownloadFailed` naming the files and the folder to put them in.
     """
     found = locate(name, source, explicit)
     if found is not None:
@@ -161,7 +165,7 @@ def fetch(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataFileError(missing_message(name, source, explicit, f"cannot create {folder}: {err.strerror}")) from None
+        raise DownloadFailed(missing_message(name, source, explicit, f"cannot create {folder}: {err.strerror}")) from None
     for file in source.files:
         if _present(folder, file):
             continue
@@ -185,5 +189,5 @@ def fetch(
         else:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty: leave no trace of a data set that never arrived
-            raise DataFileError(missing_message(name, source, explicit, "; ".join(errors)))
+            raise DownloadFailed(missing_message(name, source, explicit, "; ".join(errors)))
     return folder

@@ -2,7 +2,7 @@
 
 Both drive the same :class:`bnbench.train.Program`, so they compute the same math.
 
-* ``vectorized``: runs are grouped by compiled signature (:class:`bnbench.train.Signature` plus the
+* ``vectorized``: runs are grouped by compiled signature (:class:`bnbench.signature.Signature` plus the
   data set). A group's runs are cut into **blocks** of :func:`block_size` runs, a number decided
   by the program and the device alone, the last block padded with copies of its last run; a block
   trains all its runs at once on one device (``jax.vmap`` over a leading run axis, seeds and scalar
@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -39,10 +40,11 @@ import numpy as np
 from bnbench import context, data, programcache
 from bnbench.config import RunConfig
 from bnbench.context import ExecutionContext
-from bnbench.errors import BnbenchError
-from bnbench.options import ENGINES, usable_cpus
-from bnbench.outcomes import RunOutput, RunResult, summarize_output
-from bnbench.train import HParams, Signature, device_data, make_program
+from bnbench.errors import BnbenchError, RunFailure
+from bnbench.options import ENGINES, compile_cache_dir, usable_cpus
+from bnbench.outcomes import RunResult, summarize_output
+from bnbench.signature import HParams, Signature
+from bnbench.train import ProgramOutput, device_data, make_program
 
 # The most runs a vmapped block holds, by platform. On CPU, blocks of 2 train a grid about as fast as
 # larger ones and pad small groups (a spec's seeds) least; accelerators are launch-bound at these
@@ -53,6 +55,10 @@ _DEFAULT_MEMORY = 8 << 30  # bytes, assumed where the device does not report its
 
 class EngineError(BnbenchError):
     """The engine cannot run as asked (e.g. more devices requested than exist)."""
+
+
+class OutOfMemory(RunFailure, EngineError):
+    """A block ran out of device memory."""
 
 
 class Group(NamedTuple):
@@ -120,6 +126,15 @@ def enable_compilation_cache(folder: Path | None) -> str | None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.config.update("jax_enable_compilation_cache", folder is not None)
     return None
+
+
+def caches(explicit: Path | None = None, off: bool = False) -> tuple[Path | None, str | None]:
+    """Turns on the persistent compilation cache (``--compile-cache``, ``--no-compile-cache``,
+    ``$BNBENCH_COMPILE_CACHE``: :func:`bnbench.options.compile_cache_dir`); returns the folder traced
+    programs go to (:mod:`bnbench.programcache`; None when off) and a note if the folder cannot be used."""
+    folder = compile_cache_dir(os.environ, explicit, off=off)
+    note = enable_compilation_cache(folder)
+    return (folder / "traced" if folder is not None and note is None else None), note
 
 
 def validate(engine: str, devices: int | None) -> tuple[jax.Device, ...]:
@@ -342,7 +357,7 @@ def train_block(
     block: Block, device: jax.Device, arrays: dict[int, tuple], program_cache: Path | None = None
 ) -> list[tuple[RunConfig, RunResult]]:
     """Trains one block on ``device``; ``arrays`` caches the data sets put on it. Raises
-    :class:`EngineError` when the device runs out of memory."""
+    :class:`OutOfMemory` when the device runs out of memory."""
     dataset = block.group.dataset
     if id(dataset) not in arrays:
         arrays[id(dataset)] = device_data(dataset, device)
@@ -354,7 +369,7 @@ def train_block(
             pairs = _train_vmapped(block, arrays[id(dataset)], device, program_cache)
     except Exception as err:
         if _out_of_memory(err):
-            raise EngineError(_out_of_memory_message(block)) from None
+            raise OutOfMemory(_out_of_memory_message(block)) from None
         raise
     return [(config, result._replace(context=block.context)) for config, result in pairs]
 
@@ -417,7 +432,7 @@ def _train_vmapped(block: Block, arrays: tuple, device: jax.Device, program_cach
     args = block_arguments(block.configs, block.context.runs_per_device, arrays, device)
     output = jax.device_get(_block_program(sig, device, args, program_cache)(*args))
     wall = (time.perf_counter() - begin) / len(block.configs)
-    return [(config, summarize_output(sig, RunOutput(*(a[i] for a in output)), wall)) for i, config in enumerate(block.configs)]
+    return [(config, summarize_output(sig, ProgramOutput(*(a[i] for a in output)), wall)) for i, config in enumerate(block.configs)]
 
 
 @functools.lru_cache(maxsize=64)
@@ -448,7 +463,7 @@ def _train_stepwise(sig: Signature, config: RunConfig, arrays: tuple, device: ja
         evaluations.append(evaluate(state, seed, hp, x_train, x_test, y_test))
         probed.append(probe(state, seed, hp, np.int32(end), x_train, y_train))
         start = end
-    output = RunOutput(
+    output = ProgramOutput(
         np.stack(jax.device_get(losses)),
         *(np.stack(v) for v in zip(*jax.device_get(evaluations))),
         np.stack(jax.device_get(probed)),

@@ -4,9 +4,9 @@
 off mid-way, by a full disk or a sweep still writing, is left out), count every run once (a run
 recorded twice with the same results keeps one row; with different results it is an error), and say
 what they left out in the frame's ``attrs["notes"]``. They add the documented dtypes:
-strings of the configuration (data set, model, widths, activation, placement, norm, optimizer, ...)
-and ``status`` as ``category``, ``run_id`` as ``string``, numbers as numbers (``diverged_step`` as
-the nullable ``Int64``), ``renorm``, ``bn_weight_decay`` and ``track_activations`` as ``bool``.
+the configuration's text and list fields (data set, model, widths, activation, placement, norm,
+optimizer, ...), ``status`` and the execution context as ``category``, ``run_id`` as ``string``,
+numbers as numbers (``diverged_step`` as the nullable ``Int64``), the true/false fields as ``bool``.
 Columns: :mod:`bnbench.schema`.
 """
 
@@ -18,35 +18,17 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench import context
+from bnbench.config import FIELDS
 from bnbench.errors import BnbenchError
 from bnbench.results import ResultsError, read_rows, unique_runs, whole_rows_text
 from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS
 
+# Text columns, read as categories: the run fields of text or list values, and the columns written with them.
 CATEGORICAL = (
-    "spec",
-    "spec_hash",
-    "dataset",
-    "model",
-    "widths",
-    "probes",
-    "activation",
-    "placement",
-    "norm",
-    "running_var",
-    "eval_stats",
-    "momentum_convention",
-    "optimizer",
-    "residual_unit",
-    "shortcut",
-    "init",
-    "schedule",
-    "lr_milestones",
-    "augment",
-    "dropout_placement",
-    "dtype",
-    "status",
-    *context.COLUMNS,
+    "spec", "spec_hash", *(name for name, f in FIELDS.items() if f.rule.kind in ("str", "list", "choices")),
+    "momentum_convention", "status", *context.COLUMNS,
 )
+BOOLEAN = tuple(name for name, f in FIELDS.items() if f.rule.kind == "bool")
 
 
 class LoadError(BnbenchError):
@@ -83,7 +65,7 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
     before the execution context was recorded reads it as missing (``<NA>``).
     """
     path = Path(results_dir) / "runs.csv"
-    dtypes = {c: "category" for c in CATEGORICAL} | {"run_id": "string", "widths": "category"}
+    dtypes = {c: "category" for c in CATEGORICAL} | {"run_id": "string"}
     frame = _read(path, RUN_COLUMNS, dtypes, later=tuple(c for c in context.COLUMNS if c != "backend"))
     try:
         _, notes = unique_runs(read_rows(path)[0], path)
@@ -93,7 +75,7 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
     frame = frame.drop_duplicates("run_id").reset_index(drop=True)
     frame["diverged_step"] = frame["diverged_step"].astype("Int64")
     frame["probes"] = frame["probes"].astype("string").fillna("").astype("category")  # an empty list reads as NaN
-    for column in ("renorm", "bn_weight_decay", "track_activations", "nesterov"):
+    for column in BOOLEAN:
         frame[column] = frame[column].astype(bool)
     frame.attrs["notes"] = notes
     return frame

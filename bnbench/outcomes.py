@@ -1,6 +1,10 @@
-"""What a run produces: the arrays its compiled program returns (:class:`RunOutput`) and their host-side
-summary (:class:`RunResult`: status, learning curve, activation statistics and probe values), which
-:mod:`bnbench.schema` turns into CSV rows.
+"""What a run produces, on the host: :class:`RunResult`.
+
+Three stages, three names: the compiled training program returns arrays
+(:class:`bnbench.train.ProgramOutput`); :func:`summarize_output` turns them into a :class:`RunResult`
+(status, learning curve, activation statistics and probe values; NaN from a divergence on); a sweep
+appends it to the results folder as CSV rows (:mod:`bnbench.schema`) and yields the three together
+(:class:`bnbench.sweep.RunRecord`: the configuration, the result and its ``runs.csv`` row).
 """
 
 from __future__ import annotations
@@ -8,25 +12,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
-import jax
 import numpy as np
+
+from bnbench.train import ProgramOutput
 
 if TYPE_CHECKING:
     from bnbench.context import ExecutionContext
-    from bnbench.train import Signature
-
-ACTIVATION_STATS = ("p15", "p50", "p85", "mean", "std")
-
-
-class RunOutput(NamedTuple):
-    """Arrays one compiled run returns: per-step minibatch losses and per-eval-point test metrics."""
-
-    train_losses: jax.Array  # (steps,)
-    test_loss: jax.Array  # (num_evals, eval_stats modes)
-    test_acc: jax.Array  # (num_evals, eval_stats modes)
-    activations: jax.Array  # (num_evals, hidden layers, 5) if tracked, else (num_evals, 0, 5)
-    probes: jax.Array  # (1 + num_evals, probe values): at step 0, then at each evaluation
-
+    from bnbench.signature import Signature
 
 class CurvePoint(NamedTuple):
     step: int
@@ -80,7 +72,7 @@ def _shortest(value: np.float32) -> float:
     return float(str(np.float32(value)))
 
 
-def summarize_output(sig: Signature, output: RunOutput, wall_s: float) -> RunResult:
+def summarize_output(sig: Signature, output: ProgramOutput, wall_s: float) -> RunResult:
     """Turns one run's arrays into a :class:`RunResult` (host-side; marks divergence)."""
     losses = np.asarray(output.train_losses, np.float32)
     test_loss = np.asarray(output.test_loss, np.float32)

@@ -36,50 +36,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.transforms as mtransforms  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bnbench import metrics  # noqa: E402
+from bnbench.config import FIELDS, NUMERIC_AXES  # noqa: E402
 from bnbench.summary import swept_axes  # noqa: E402
 
-NUMERIC_AXES = (
-    "num_samples",
-    "groups",
-    "ghost_batch_size",
-    "renorm_rmax",
-    "renorm_dmax",
-    "batch_size",
-    "epsilon",
-    "momentum",
-    "precise_batches",
-    "lr",
-    "lr_scaling_batch_size",
-    "optimizer_momentum",
-    "weight_decay",
-    "steps",
-    "epochs",
-    "eval_every",
-)
-LOG_AXES = ("num_samples", "ghost_batch_size", "batch_size", "epsilon", "precise_batches", "lr", "weight_decay")
-ONE_MINUS_AXES = ("momentum", "optimizer_momentum")  # drawn as 1 - value on a log axis
+LOG_AXES = tuple(name for name in NUMERIC_AXES if FIELDS[name].scale == "log")
+ONE_MINUS_AXES = tuple(name for name in NUMERIC_AXES if FIELDS[name].scale == "one_minus")  # 1 - value, log axis
 MAX_LINES = 10
 MAX_PANELS = 8
 MAX_ACTIVATION_COLUMNS = 6
-PLOT_NAMES = ("*_vs_*.png", "learning_curves.png", "activations.png")  # what write_plots may write
-LABELS = {
-    "test_acc": "test accuracy",
-    "test_loss": "test loss (cross-entropy)",
-    "final_train_loss": "final training loss",
-    "batch_size": "batch size",
-    "ghost_batch_size": "ghost batch size (whole batch at the batch size)",
-    "epsilon": "BN epsilon",
-    "momentum": "BN momentum (running = m·running + (1−m)·batch)",
-    "lr": "learning rate",
-    "optimizer_momentum": "SGD momentum",
-    "weight_decay": "weight decay",
-    "num_samples": "data set size",
-    "eval_every": "evaluation interval",
-}
 
 
 def _label(column: str) -> str:
-    return LABELS.get(column, column.replace("_", " "))
+    """A column's axis label: the run field's (:mod:`bnbench.config`) or the metric's (:mod:`bnbench.metrics`)."""
+    field = FIELDS.get(column)
+    if field is not None:
+        return field.label or column.replace("_", " ")
+    return metrics.label(column)
 
 
 def metric_label(metric: str, runs: pd.DataFrame) -> str:

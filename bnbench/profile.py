@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnbench.errors import BnbenchError
-from bnbench.options import PROFILE_DTYPES, PROFILE_MODES
+from bnbench.options import PROFILE_DTYPES, PROFILE_IMPLEMENTATIONS, PROFILE_MODES
 from bnbench.peers import Case, Impl, accuracy, implementations, installed, synchronize, to_torch, torch_device
 
 MODES = PROFILE_MODES
@@ -83,6 +83,32 @@ class Row(NamedTuple):
     buffers: int
     cold: bool
     timing: str  # "in-loop" or "per-call"
+
+
+PROFILE_COLUMNS: dict[str, str] = {
+    "device_kind": "JAX device kind (cpu, NVIDIA H100 80GB HBM3, ...)",
+    "backend": "JAX backend",
+    "shape": "tensor shape, x-separated (channels last)",
+    "dtype": "float32 or bfloat16",
+    "mode": "train (batch statistics, normalize, state update), grad (forward and backward w.r.t. x, scale, offset), "
+    "infer (running statistics), fold (1x1 conv/dense + BN, or the layer with BN folded in)",
+    "impl": ", ".join(PROFILE_IMPLEMENTATIONS),
+    "median_ms": "median time of one kernel call",
+    "p10_ms": "10th percentile over repeats",
+    "p90_ms": "90th percentile over repeats",
+    "gbps": "minimum traffic (train 3T, grad 8T, infer and fold 2T; T = tensor bytes) over the median time",
+    "pct_copy_bw": "gbps as a percentage of the copy bandwidth measured in the same loop",
+    "rel_to_elementwise": "median time over that of x*a+b on the same shape, same loop",
+    "var_rel_err": "train and grad rows: max over channels of the batch variance's relative error against float64, "
+    "input with mean/std = 3000 (inf: NaN produced)",
+    "out_rel_err": "train and grad rows: max absolute error of the normalized output against float64, same input",
+    "elementwise_ms": "median time of x*a+b",
+    "copy_gbps": "copy bandwidth (2 x bytes per copy over its median time)",
+    "buffers": "input buffers rotated through",
+    "cold": "whether the buffers total at least 4x the last-level cache",
+    "timing": "in-loop (kernel called 8+ times inside one jitted loop, outputs allocated once per loop) or per-call "
+    "(PyTorch)",
+}
 
 
 # --- timing --------------------------------------------------------------------------------------
@@ -259,6 +285,35 @@ def rates(case: Case, kernel: Measurement, elementwise: Measurement, copy: Measu
     gbps = TRAFFIC[case.mode] * case.tensor_bytes / kernel.median / 1e9
     copy_gbps = 2 * copy_bytes / copy.median / 1e9
     return gbps, 100 * gbps / copy_gbps, kernel.median / elementwise.median
+
+
+def parse_shapes(texts: list[str] | None) -> list[tuple[int, ...]]:
+    """``--shape`` values (``N,H,W,C`` or ``N,C``) as shapes; :data:`DEFAULT_SHAPES` if none. Raises
+    :class:`ProfileError` on anything else."""
+    if not texts:
+        return list(DEFAULT_SHAPES)
+    try:
+        shapes = [tuple(int(d) for d in text.split(",")) for text in texts]
+    except ValueError:
+        raise ProfileError(f"--shape: expected comma-separated integers such as 32,56,56,64, got {texts}") from None
+    if any(len(s) not in (2, 4) or min(s) < 1 for s in shapes):
+        raise ProfileError(f"--shape: each shape is N,C or N,H,W,C with sizes >= 1, got {texts}")
+    return shapes
+
+
+def profile_to_csv(
+    out: Path, shapes: list[tuple[int, ...]], dtypes: list[str], modes: list[str], impl_names: list[str], *,
+    repeat: int = 15, on_case: Callable[[Case, int, int], None] | None = None,
+) -> tuple[list[Row], list[str]]:
+    """:func:`profile`, its rows written to the CSV file ``out`` (checked before measuring)."""
+    from bnbench.results import ResultsStore, write_csv
+
+    if out.is_dir():
+        raise ProfileError(f"--out: {out} is a folder; give a CSV file name such as {out / 'profile.csv'}")
+    ResultsStore(out.parent).check_writable()
+    rows, notes = profile(shapes, dtypes, modes, impl_names, repeat=repeat, on_case=on_case)
+    write_csv(out, Row._fields, [r._asdict() for r in rows])
+    return rows, [f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", *notes]
 
 
 def profile(

@@ -25,8 +25,8 @@ from pathlib import Path
 import jax
 from jax import export
 
-from bnbench.outcomes import RunOutput
-from bnbench.train import HParams
+from bnbench.signature import HParams
+from bnbench.train import ProgramOutput
 
 SUFFIX = ".jaxexport"
 
@@ -34,8 +34,8 @@ SUFFIX = ".jaxexport"
 @functools.lru_cache(maxsize=1)
 def _register_pytrees() -> None:
     """Names the argument and result types for serialization (once per process)."""
-    export.register_namedtuple_serialization(HParams, serialized_name="bnbench.train.HParams")
-    export.register_namedtuple_serialization(RunOutput, serialized_name="bnbench.outcomes.RunOutput")
+    export.register_namedtuple_serialization(HParams, serialized_name="bnbench.signature.HParams")
+    export.register_namedtuple_serialization(ProgramOutput, serialized_name="bnbench.train.ProgramOutput")
 
 
 def source_digest(package: Path) -> str:

@@ -15,10 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bnbench import schema
+from bnbench import metrics, schema
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from bnbench.reporting import Report
 
 CLIPPED_NOTE = "* interval clipped to the range the metric can take"
 
@@ -80,11 +82,12 @@ def compare_cells(table: pd.DataFrame, by: list[str], a: str, b: str) -> tuple[l
 
 
 def best_row(table: pd.DataFrame, metric: str) -> int | None:
-    """The row with the best mean (highest for accuracies, lowest for losses), if there are two rows
-    or more to choose from."""
-    if len(table) < 2 or not table["mean"].notna().any():
+    """The row with the best mean (:func:`bnbench.metrics.higher_is_better`: highest for accuracies,
+    lowest for losses), if there are two rows or more to choose from and the metric has a better way."""
+    better = metrics.higher_is_better(metric)
+    if len(table) < 2 or not table["mean"].notna().any() or better is None:
         return None
-    return int(table["mean"].idxmax() if "acc" in metric else table["mean"].idxmin())
+    return int(table["mean"].idxmax() if better else table["mean"].idxmin())
 
 
 # Columns whose cells stay on one line (numbers, intervals); the others wrap between words.
@@ -215,6 +218,26 @@ def _profile_verdict(rows: list) -> str:
 
 def summary_title(name: str, metric: str, runs: int) -> str:
     return f"{name}: {metric} over seeds ({plural(runs, 'run')})"
+
+
+def report(console: Console, result: Report, fmt: str) -> None:
+    """A :class:`bnbench.reporting.Report`'s tables: the summary, then the comparison; with
+    ``fmt="csv"`` one table alone, the comparison when there is one."""
+    if fmt == "csv":
+        table = result.compared if result.compared is not None else result.summary
+        console.file.write(table.to_csv(index=False))
+        return
+    if result.probe_step is not None:
+        title = f"{result.name}: {result.metric} at step {result.probe_step} over seeds ({plural(len(result.runs), 'run')})"
+        best = None
+    else:
+        title, best = summary_title(result.name, result.metric, len(result.runs)), best_row(result.summary, result.metric)
+    header, rows = summary_cells(result.summary, result.by)
+    print_table(console, header, rows, title, fmt, best=best)
+    if result.compared is not None:
+        axis, a, b = result.comparison
+        header, rows = compare_cells(result.compared, result.compared_by, a, b)
+        print_table(console, header, rows, f"paired differences in {result.metric}: {axis}={a} minus {b}", fmt)
 
 
 def datasets_table(rows: list) -> Table:

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 from bnbench import context, provenance
 from bnbench.config import LATER_FIELDS, RunConfig
-from bnbench.errors import BnbenchError
+from bnbench.errors import BnbenchError, RunFailure
 from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS, csv_value
 from bnbench.spec import Spec, first_difference, load_spec
 
@@ -44,6 +44,10 @@ LATER_COLUMNS = (*LATER_FIELDS, "num_params", *(c for c in context.COLUMNS if c 
 
 class ResultsError(BnbenchError):
     """The output folder cannot be used as asked."""
+
+
+class WriteFailed(RunFailure, ResultsError):
+    """A results file could not be written (a full disk, a folder gone read-only)."""
 
 
 def _csv_text(columns: Iterable[str], rows: Iterable[dict], header: bool) -> str:
@@ -63,7 +67,7 @@ def _write_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise ResultsError(f"{path}: cannot write ({err.strerror})") from None
+        raise WriteFailed(f"{path}: cannot write ({err.strerror})") from None
 
 
 def _append(path: Path, text: str) -> None:
@@ -83,7 +87,7 @@ def _append(path: Path, text: str) -> None:
             os.fsync(fd)
         except OSError as err:
             os.ftruncate(fd, size)
-            raise ResultsError(f"{path}: cannot write results ({err.strerror}); every run saved before is kept") from None
+            raise WriteFailed(f"{path}: cannot write results ({err.strerror}); every run saved before is kept") from None
     finally:
         os.close(fd)
 
@@ -195,8 +199,11 @@ class ResultsStore:
         lock file (the block failed before writing) is removed again.
         """
         created = not self.out_dir.exists()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ResultsError(f"{self.out_dir}: cannot create its lock file ({err.strerror})") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -378,8 +385,8 @@ class MergeSummary(NamedTuple):
     notes: list[str]  # what reading the folders left out (cut-off rows, copies within a folder)
 
 
-class MergeIncomplete(ResultsError):
-    """Runs of the grid that no folder holds (a merge without ``partial``)."""
+class MergeIncomplete(RunFailure, ResultsError):
+    """Runs of the grid that no folder holds (a merge without ``partial``): what ran is incomplete."""
 
 
 def merge(

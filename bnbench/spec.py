@@ -18,15 +18,13 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 from bnbench import data
-from bnbench.config import FIELD_DEFAULTS, LATER_FIELDS, RUN_FIELDS, RunConfig
+from bnbench.config import COMBINATION_FIELDS, FIELD_DEFAULTS, FIELDS, LATER_FIELDS, LIST_FIELDS, RUN_FIELDS, RunConfig
 from bnbench.errors import BnbenchError
-from bnbench.options import (
-    ACTIVATIONS, AUGMENTATIONS, DEFAULT_DEPTH, DEFAULT_WIDTHS, DROPOUT_PLACEMENTS, DTYPES, EVAL_STATS, INITS, MODELS,
-    NORMS, OPTIMIZERS, PLACEMENTS, PROBES, RESIDUAL_UNITS, RUNNING_VARIANCES, SCHEDULES, SHORTCUTS,
-)
+from bnbench.options import DEFAULT_DEPTH, DEFAULT_WIDTHS
+from bnbench.rules import Rule
 
 
 class SpecError(BnbenchError):
@@ -36,146 +34,8 @@ class SpecError(BnbenchError):
         super().__init__(f"{source}: {field}: {message}")
 
 
-class _Rule(NamedTuple):
-    """How one field's value is checked: ``check(value)`` returns an error message or ``None``."""
-
-    check: Callable[[Any], str | None]
-    parse: Callable[[str], Any]  # one value written on the command line (``--set``)
-
-
-def _integer(minimum: int) -> _Rule:
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, int):
-            return f"must be an integer >= {minimum}, got {v!r}"
-        return None if v >= minimum else f"must be an integer >= {minimum}, got {v}"
-
-    return _Rule(check, int)
-
-
-def _real(lo: float, hi: float | None, *, lo_open: bool, hi_open: bool = True) -> _Rule:
-    lo_text = f"{'>' if lo_open else '>='} {lo:g}"
-    allowed = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}" if hi is not None else lo_text
-
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return f"must be a number {allowed}, got {v!r}"
-        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo)
-        if hi is not None:
-            ok = ok and (v < hi if hi_open else v <= hi)
-        return None if ok else f"must be a finite number {allowed}, got {v!r}"
-
-    return _Rule(check, float)
-
-
-def _choice(choices: Callable[[], tuple[str, ...]]) -> _Rule:
-    def check(v):
-        if v in choices():
-            return None
-        return f"must be one of {', '.join(repr(c) for c in choices())}, got {v!r}"
-
-    return _Rule(check, str)
-
-
-def _widths_check(v):
-    if not isinstance(v, (list, tuple)) or not v:
-        return f"must be a non-empty list of integers >= 1, got {v!r}"
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in v):
-        return f"must be a non-empty list of integers >= 1, got {v!r}"
-    return None
-
-
-def _eval_stats_check(v):
-    allowed = ", ".join(repr(c) for c in EVAL_STATS)
-    if not isinstance(v, (list, tuple)) or not v or any(m not in EVAL_STATS for m in v):
-        return f"must be a non-empty list of {allowed}, got {v!r}"
-    return None if len(set(v)) == len(v) else f"lists a mode twice: {v!r}"
-
-
-def _boolean_check(v):
-    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
-
-
-def _parse_boolean(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise ValueError(text)
-    return text.lower() == "true"
-
-
-def _parse_widths(text: str) -> list[int]:
-    # On the command line a list is written with dashes, as in the CSV: 100-100-100, running-precise.
-    return [int(w) for w in text.split("-")]
-
-
-def _parse_eval_stats(text: str) -> list[str]:
-    return text.split("-")
-
-
-def _milestones_check(v):
-    if not isinstance(v, (list, tuple)) or not v:
-        return f"must be a non-empty increasing list of fractions in (0, 1), got {v!r}"
-    if any(isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < 1 for m in v):
-        return f"must be a non-empty increasing list of fractions in (0, 1), got {v!r}"
-    return None if all(a < b for a, b in zip(v, v[1:])) else f"must be increasing, got {v!r}"
-
-
-def _parse_milestones(text: str) -> list[float]:
-    return [float(m) for m in text.split("-")]
-
-
-def _probes_check(v):
-    allowed = ", ".join(repr(c) for c in PROBES)
-    if not isinstance(v, (list, tuple)) or any(p not in PROBES for p in v):
-        return f"must be a list of {allowed}, got {v!r}"
-    return None if len(set(v)) == len(v) else f"lists a probe twice: {v!r}"
-
-
-RULES: dict[str, _Rule] = {
-    "dataset": _choice(lambda: tuple(sorted(data.REGISTRY))),
-    "num_samples": _integer(2),
-    "model": _choice(lambda: MODELS),
-    "widths": _Rule(_widths_check, _parse_widths),
-    "activation": _choice(lambda: ACTIVATIONS),
-    "placement": _choice(lambda: PLACEMENTS),
-    "norm": _choice(lambda: NORMS),
-    "groups": _integer(1),
-    "ghost_batch_size": _integer(0),
-    "renorm": _Rule(_boolean_check, _parse_boolean),
-    "renorm_rmax": _real(1.0, None, lo_open=False),
-    "renorm_dmax": _real(0.0, None, lo_open=False),
-    "running_var": _choice(lambda: RUNNING_VARIANCES),
-    "batch_size": _integer(1),
-    "epsilon": _real(0.0, None, lo_open=True),
-    "momentum": _real(0.0, 1.0, lo_open=False),
-    "eval_stats": _Rule(_eval_stats_check, _parse_eval_stats),
-    "precise_batches": _integer(1),
-    "optimizer": _choice(lambda: OPTIMIZERS),
-    "lr": _real(0.0, None, lo_open=True),
-    "lr_scaling_batch_size": _integer(0),
-    "optimizer_momentum": _real(0.0, 1.0, lo_open=False),
-    "weight_decay": _real(0.0, None, lo_open=False),
-    "bn_weight_decay": _Rule(_boolean_check, _parse_boolean),
-    "steps": _integer(1),
-    "epochs": _integer(0),
-    "eval_every": _integer(1),
-    "track_activations": _Rule(_boolean_check, _parse_boolean),
-    "probes": _Rule(_probes_check, lambda text: [p for p in text.split("-") if p]),
-    "noisy_bn": _real(0.0, None, lo_open=False),
-    "depth": _integer(0),
-    "residual_unit": _choice(lambda: RESIDUAL_UNITS),
-    "shortcut": _choice(lambda: SHORTCUTS),
-    "init": _choice(lambda: INITS),
-    "schedule": _choice(lambda: SCHEDULES),
-    "warmup_steps": _integer(0),
-    "lr_milestones": _Rule(_milestones_check, _parse_milestones),
-    "lr_decay": _real(0.0, 1.0, lo_open=True, hi_open=False),
-    "nesterov": _Rule(_boolean_check, _parse_boolean),
-    "augment": _choice(lambda: AUGMENTATIONS),
-    "dropout": _real(0.0, 1.0, lo_open=False),
-    "dropout_placement": _choice(lambda: DROPOUT_PLACEMENTS),
-    "dtype": _choice(lambda: DTYPES),
-}
+RULES: dict[str, Rule] = {name: spec.rule for name, spec in FIELDS.items()}
 TOP_LEVEL_KEYS = ("name", "seeds", "grid", *RUN_FIELDS)
-LIST_FIELDS = ("widths", "eval_stats", "probes", "lr_milestones")  # fields whose one value is a list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,14 +149,6 @@ def _toml_value(v: Any) -> str:
     return repr(v)
 
 
-# The fields whose combination _resolve checks (see Spec.validate).
-COMBINATION_FIELDS = (
-    "dataset", "num_samples", "batch_size", "norm", "groups", "widths", "ghost_batch_size", "renorm",
-    "epochs", "steps", "eval_every", "model", "depth", "placement", "residual_unit", "shortcut", "init",
-    "probes", "augment", "warmup_steps",
-)
-
-
 def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
     num_samples = fields["num_samples"]
     if num_samples is None:
@@ -402,7 +254,7 @@ def _check(source: str, field: str, value: Any, label: str | None = None) -> Any
     message = RULES[field].check(value)
     if message:
         raise SpecError(source, label or field, message)
-    return float(value) if RULES[field].parse is float else value
+    return float(value) if RULES[field].kind == "float" else value
 
 
 def _check_seeds(source: str, seeds: Any) -> tuple[int, ...]:
@@ -508,7 +360,8 @@ def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None
             raise SpecError("--set", key, f"use --seeds N for a count of seeds (--seeds {text.strip()})")
         if key not in RUN_FIELDS:
             raise _unknown_key("--set", key, RUN_FIELDS, "run field")
-        texts = [text.replace(",", "-")] if key in ("eval_stats", "probes") else text.split(",")
+        # A list of names (eval_stats, probes) is one value: its commas separate names, not values.
+        texts = [text.replace(",", "-")] if RULES[key].kind == "choices" else text.split(",")
         try:
             axis = [RULES[key].parse(t.strip()) for t in texts]
         except ValueError:

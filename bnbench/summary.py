@@ -12,15 +12,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from bnbench import context
-from bnbench.config import RUN_FIELDS
+from bnbench import context, metrics
+from bnbench.config import DERIVED_FIELDS, RUN_FIELDS
 from bnbench.errors import BnbenchError
 
 CONFIG_COLUMNS = (*RUN_FIELDS, "seed")
-# Run fields a spec may leave to be derived from others, in the order they are derived: the data set's
-# size from the data set, a model's widths and depth from the model, steps from epochs and the batch
-# size, eval_every from steps.
-DERIVED_FIELDS = ("num_samples", "widths", "depth", "steps", "eval_every")
 MIN_PAIRS_FOR_DIRECTION = 3
 
 
@@ -32,9 +28,11 @@ def swept_axes(runs: pd.DataFrame) -> list[str]:
     """The run fields (seed aside) that the grid swept, in field order, then the execution-context
     columns in which runs of one configuration differ (:func:`context_axes`).
 
-    A field is swept when it takes more than one value in ``runs``, unless it is one of
-    :data:`DERIVED_FIELDS` and the other swept fields determine it (``steps`` of a spec that sets
-    ``epochs`` and sweeps ``batch_size``; the default ``eval_every`` of a spec that sweeps ``steps``).
+    A field is swept when it takes more than one value in ``runs``, unless it is one of the fields a
+    spec may leave to be derived (:data:`bnbench.config.DERIVED_FIELDS`: the data set's size, a model's
+    widths and depth, steps from epochs, eval_every from steps) and the other swept fields determine it
+    (``steps`` of a spec that sets ``epochs`` and sweeps ``batch_size``; the default ``eval_every`` of a
+    spec that sweeps ``steps``).
     """
     varying = [c for c in RUN_FIELDS if c in runs and runs[c].nunique(dropna=False) > 1]
     axes = [c for c in varying if c not in DERIVED_FIELDS]
@@ -58,20 +56,6 @@ def _determined_by(runs: pd.DataFrame, field: str, by: list[str]) -> bool:
     if not by:
         return False
     return bool((runs.groupby(by, dropna=False, observed=True)[field].nunique(dropna=False) <= 1).all())
-
-
-def metric_bounds(metric: str) -> tuple[float, float]:
-    """The range a metric's values can take: [0, 1] for accuracies, [0, inf) for losses, times and the
-    probes' norms, distances and gaps, [-1, 1] for a cosine."""
-    if "acc" in metric:
-        return 0.0, 1.0
-    if "cosine" in metric:
-        return -1.0, 1.0
-    if metric == "wall_s" or any(
-        word in metric for word in ("loss", "norm", "distance", "gap", "effective_lr", "smoothness", "predictiveness")
-    ):
-        return 0.0, math.inf
-    return -math.inf, math.inf
 
 
 def summarize_probe(
@@ -106,7 +90,7 @@ def check_metric(runs: pd.DataFrame, metric: str) -> None:
     if metric not in runs:
         raise SummaryError(f"--metric: no column {metric!r} in runs.csv")
     if not pd.api.types.is_numeric_dtype(runs[metric]) or pd.api.types.is_bool_dtype(runs[metric]):
-        numeric = [c for c in runs if "acc" in c or "loss" in c]
+        numeric = [c for c in runs if c in metrics.RUN_METRICS]
         raise SummaryError(f"--metric: {metric!r} is not a numeric metric; try one of {', '.join(numeric)}")
     if (runs["status"] == "ok").any() and runs[metric].isna().all():
         hint = " (eval_stats did not include it)" if metric.startswith("test_acc_") else ""
@@ -166,7 +150,7 @@ def summarize(runs: pd.DataFrame, by: Sequence[str] | None = None, metric: str =
     ``std`` (sample, ddof=1), ``ci_low`` and ``ci_high`` (95% Student-t interval of the mean) of
     ``metric`` over the runs that did not diverge; ``std`` is NaN below 2 runs, the interval also when
     every run gave the same value (no spread to estimate it from). The interval is clipped to the
-    values the metric can take (:func:`metric_bounds`: an accuracy's to [0, 1]), and ``ci_clipped``
+    values the metric can take (:func:`bnbench.metrics.bounds`: an accuracy's to [0, 1]), and ``ci_clipped``
     says where that happened. Rows keep the order in which combinations first appear.
     """
     by = swept_axes(runs) if by is None else list(by)
@@ -184,7 +168,7 @@ def summarize(runs: pd.DataFrame, by: Sequence[str] | None = None, metric: str =
     # estimate an interval from: a zero-width "95% interval" would claim certainty the data lack.
     spread = table["std"].where(table["std"] > 0)
     table["ci_low"], table["ci_high"], table["ci_clipped"] = _t_interval(
-        table["mean"], spread, table["_count"], metric_bounds(metric)
+        table["mean"], spread, table["_count"], metrics.bounds(metric)
     )
     table = table.drop(columns="_count")
     return table.reset_index(drop=not by)
@@ -243,7 +227,7 @@ def compare(
     right = ok[_matching(ok, axis, str(b))]
     pairs = left.merge(right, on=keys, suffixes=("_a", "_b"))
     pairs["_diff"] = pairs[f"{metric}_a"] - pairs[f"{metric}_b"]
-    low_bound, high_bound = metric_bounds(metric)
+    low_bound, high_bound = metrics.bounds(metric)
     bounds = (low_bound - high_bound, high_bound - low_bound)
     rows = []
     for key, group in _groups(pairs, by):

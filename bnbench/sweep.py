@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple
 from bnbench import data, provenance, schema
 from bnbench.config import RunConfig
 from bnbench.errors import BnbenchError
-from bnbench.options import DEFAULT_MAX_RUNS, SHARD_COUNT_ENV
+from bnbench.options import DEFAULT_MAX_RUNS, ENGINES, SHARD_COUNT_ENV
 from bnbench.results import ResultsStore
-from bnbench.spec import Spec
+from bnbench.spec import Spec, load_spec, with_overrides
 
 if TYPE_CHECKING:
     from bnbench import engine
@@ -21,13 +21,25 @@ if TYPE_CHECKING:
 
 
 class SweepPlan(NamedTuple):
-    """A validated sweep: every run of the grid, where results go, and the data folder."""
+    """A validated sweep: every run of the grid (this shard's part), where results go, whether to resume
+    there, the data folder and the shard."""
 
     spec: Spec
     runs: list[RunConfig]
     store: ResultsStore
     resume: bool
     data_dir: Path | None = None
+    shard: Shard | None = None
+
+    def check_output(self) -> None:
+        """Raises a :class:`bnbench.errors.BnbenchError` if the output folder cannot take this sweep."""
+        self.store.check_usable(self.spec, resume=self.resume)
+
+    def load_data(self) -> None:
+        """Loads every data set of the runs (from ``data_dir``, :mod:`bnbench.datafiles`); raises a
+        :class:`bnbench.errors.BnbenchError` if one is missing or holds unusable values."""
+        for dataset, num_samples in {(r.dataset, r.num_samples) for r in self.runs}:
+            data.load(dataset, num_samples, self.data_dir)
 
 
 class RunRecord(NamedTuple):
@@ -125,16 +137,13 @@ def plan(
     shard: Shard | None = None,
     max_runs: int | None = DEFAULT_MAX_RUNS,
     data_dir: Path | None = None,
-    check_data: bool = True,
-    check_output: bool = True,
 ) -> SweepPlan:
-    """Expands ``spec`` (this shard's part of it) and checks its size, data sets and output folder.
+    """Expands ``spec`` (this shard's part of it) and checks its size; reads no data, writes nothing
+    (:meth:`SweepPlan.check_output` and :meth:`SweepPlan.load_data` check the rest).
 
     The size is checked before the grid is built (a grid of more than ``max_runs`` runs is refused at
-    once; ``None`` for no limit), and a shard with no run of the grid is refused. Data sets are looked
-    for in ``data_dir`` (see :mod:`bnbench.datafiles`) and loaded, unless ``check_data`` is false; the
-    output folder is checked unless ``check_output`` is false. Raises a
-    :class:`bnbench.errors.BnbenchError` on any problem; writes nothing.
+    once; ``None`` for no limit), and a shard with no run of the grid is refused. Raises a
+    :class:`bnbench.errors.BnbenchError` on any problem.
     """
     total = spec.num_runs
     size = len(range(shard.index, total, shard.count)) if shard is not None else total
@@ -148,13 +157,30 @@ def plan(
     runs = spec.expand()
     if shard is not None:
         runs = runs[shard.index :: shard.count]
-    if check_data:
-        for dataset, num_samples in {(r.dataset, r.num_samples) for r in runs}:
-            data.load(dataset, num_samples, data_dir)
-    store = ResultsStore(out_dir)
-    if check_output:
-        store.check_usable(spec, resume=resume)
-    return SweepPlan(spec, runs, store, resume, data_dir)
+    return SweepPlan(spec, runs, ResultsStore(out_dir), resume, data_dir, shard)
+
+
+def plan_file(
+    path: str | Path,
+    *,
+    sets: list[str] = (),
+    seeds: int | None = None,
+    shard: str | None = None,
+    out: str | Path | None = None,
+    engine: str = "vectorized",
+    resume: bool = True,
+    max_runs: int | None = DEFAULT_MAX_RUNS,
+    data_dir: Path | None = None,
+) -> SweepPlan:
+    """The :func:`plan` of the spec file ``path`` with the command line's overrides (``--set``,
+    ``--seeds``) and ``--shard`` (``I/N`` or ``auto``); the output folder defaults to
+    ``results/<spec name>`` (``-shard<I>of<N>`` for a shard). ``engine`` is checked by name."""
+    if engine not in ENGINES:
+        raise BnbenchError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    spec = with_overrides(load_spec(path), sets=sets, seeds=seeds)
+    part = Shard.parse(shard) if shard else None
+    default = Path("results") / (spec.name + (f"-shard{part.index}of{part.count}" if part else ""))
+    return plan(spec, out or default, resume=resume, shard=part, max_runs=max_runs, data_dir=data_dir)
 
 
 def environment() -> dict:

@@ -9,7 +9,7 @@ from bnbench import data, engine, options
 from bnbench import peers
 from bnbench import profile as P
 from bnbench.config import RunConfig
-from bnbench.train import Signature
+from bnbench.signature import Signature
 
 
 class FakeDevice:
@@ -76,9 +76,8 @@ def test_allocator_note_is_cpu_only(monkeypatch):
 
 
 def test_option_names_are_the_implemented_ones():
-    from bnbench import models, spec
+    from bnbench import models
 
     assert tuple(peers.implementations()) == options.PROFILE_IMPLEMENTATIONS
-    assert tuple(models.ACTIVATIONS) == options.ACTIVATIONS and tuple(models.MODELS) == options.MODELS
+    assert tuple(models.ACTIVATION_FUNCTIONS) == options.ACTIVATIONS and tuple(models.FAMILIES) == options.MODELS
     assert P.MODES == options.PROFILE_MODES and tuple(P.TRAFFIC) == options.PROFILE_MODES
-    assert spec.EVAL_STATS == options.EVAL_STATS

@@ -104,7 +104,7 @@ def test_program_keys_change_with_what_the_trace_depends_on():
 
     from bnbench import data, programcache
     from bnbench.config import RunConfig
-    from bnbench.train import Signature
+    from bnbench.signature import Signature
 
     dataset = data.load("synthetic", 1200)
     sig = Signature.of(RunConfig(dataset="synthetic", num_samples=1200, widths=(8,)), dataset)

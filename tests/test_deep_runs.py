@@ -14,7 +14,8 @@ from bnbench.data import Dataset
 from bnbench.frames import load_runs
 from bnbench.models import num_params
 from bnbench.summary import swept_axes
-from bnbench.train import HParams, Signature, device_data
+from bnbench.signature import HParams, Signature
+from bnbench.train import device_data
 
 
 def images(n_train=96, n_test=32, size=8):

@@ -13,8 +13,9 @@ import pytest
 from bnbench import data, plots, render, summary
 from bnbench import profile as profile_lib
 from bnbench.config import RunConfig
-from bnbench.outcomes import RunOutput, summarize_output
-from bnbench.train import Signature
+from bnbench.outcomes import summarize_output
+from bnbench.train import ProgramOutput
+from bnbench.signature import Signature
 
 T_975_1DF, T_975_2DF = 12.706204736, 4.302652730
 
@@ -150,7 +151,7 @@ def test_every_metric_is_nan_from_the_divergence_on():
     config = RunConfig(dataset="synthetic", num_samples=1200, widths=(4,), steps=30, eval_every=10)
     sig = Signature.of(config, data.load("synthetic", 1200))
     losses = np.r_[np.ones(14), np.full(16, np.nan)].astype(np.float32)
-    output = RunOutput(losses, np.array([[0.5], [np.nan], [np.nan]]), np.array([[0.8], [0.102], [0.102]]), np.zeros((3, 0, 5)),
+    output = ProgramOutput(losses, np.array([[0.5], [np.nan], [np.nan]]), np.array([[0.8], [0.102], [0.102]]), np.zeros((3, 0, 5)),
                        np.zeros((4, 0)))
     result = summarize_output(sig, output, 1.0)
     assert result.status == "diverged" and result.diverged_step == 15
@@ -253,7 +254,7 @@ def test_unreadable_runs_csv_and_unwritable_plots_are_one_line_errors(tiny_resul
     monkeypatch.undo()
     monkeypatch.setattr(plots.plt.Figure, "savefig", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     result = cli("report", tiny_results)
-    assert result.exit_code == 1 and "cannot write plots (Permission denied); the tables above are complete" in result.stderr
+    assert result.exit_code == 1 and "cannot write plots (Permission denied); the tables are complete" in result.stderr
     (tiny_results / "runs.csv").write_bytes(b"run_id,spec\n\xff\xfe,x\n")
     result = cli("report", tiny_results, "--no-plots")
     assert result.exit_code == 2 and "not UTF-8 text" in result.stderr and "Traceback" not in result.output

@@ -10,7 +10,8 @@ import pandas as pd
 from bnbench import data
 from bnbench.config import RunConfig
 from bnbench.models import make_model
-from bnbench.train import HParams, Signature, cross_entropy, make_optimizer, make_program
+from bnbench.signature import HParams, Signature
+from bnbench.train import cross_entropy, make_optimizer, make_program
 
 
 def _program(config: RunConfig):

@@ -12,7 +12,8 @@ from bnbench import bn, data, options, probes
 from bnbench.config import RunConfig
 from bnbench.engine import run_all, train_run
 from bnbench.models import add_noise, make_model
-from bnbench.train import HParams, Signature, make_program
+from bnbench.signature import HParams, Signature
+from bnbench.train import make_program
 
 EPS, LR, BATCH = 1e-5, 0.1, 16
 CONFIG = RunConfig(dataset="synthetic", num_samples=1200, widths=(6, 5), batch_size=BATCH, optimizer="sgd", lr=LR,

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnbench import recipe, train
+from bnbench import recipe, signature, train
 from bnbench.config import RunConfig
 from bnbench.data import Dataset
 from bnbench.models import dropout, make_model
@@ -35,7 +35,7 @@ def test_learning_rate_of_every_step_equals_the_closed_form(kind, warmup):
 
 
 def hparams(**changes):
-    return train.HParams.of(RunConfig(optimizer="sgd", optimizer_momentum=0.0, **changes))
+    return signature.HParams.of(RunConfig(optimizer="sgd", optimizer_momentum=0.0, **changes))
 
 
 def test_the_optimizer_applies_the_scheduled_rate_at_every_step():
@@ -55,7 +55,7 @@ def test_the_optimizer_applies_the_scheduled_rate_at_every_step():
 
 
 def test_nesterov_momentum_follows_its_formula():
-    hp = train.HParams.of(RunConfig(optimizer="sgd", lr=0.1, optimizer_momentum=0.9, nesterov=True))
+    hp = signature.HParams.of(RunConfig(optimizer="sgd", lr=0.1, optimizer_momentum=0.9, nesterov=True))
     tx = train.make_optimizer("sgd", hp, nesterov=True)
     params = {"w": jnp.zeros(())}
     state = tx.init(params)
@@ -92,8 +92,8 @@ def test_a_training_step_augments_the_images_and_keeps_their_labels():
     y_train = jnp.asarray(rng.integers(0, 3, 64), jnp.int32)
     dataset = Dataset("images", np.asarray(x_train), np.asarray(y_train), np.asarray(x_train[:8]), np.asarray(y_train[:8]), 3)
     config = RunConfig(model="cnn", widths=(4,), batch_size=16, steps=2, augment="crop_flip", optimizer="sgd")
-    program = train.make_program(train.Signature.of(config, dataset))
-    hp = train.HParams.of(config)
+    program = train.make_program(signature.Signature.of(config, dataset))
+    hp = signature.HParams.of(config)
     state = program.init(0, hp)
     idx = program.batch_indices(0, 0, 1)[0]
     _, loss = program.step(state, idx, hp, x_train, y_train)

@@ -11,7 +11,8 @@ from bnbench import data, frames, summary
 from bnbench.config import RunConfig
 from bnbench.engine import train_run
 from bnbench.models import make_model
-from bnbench.train import ACTIVATION_EXAMPLES, HParams, Signature, make_program
+from bnbench.signature import HParams, Signature
+from bnbench.train import ACTIVATION_EXAMPLES, make_program
 
 RUNS = pd.DataFrame(
     {

@@ -313,7 +313,7 @@ def test_report_on_a_read_only_folder_prints_its_tables_then_says_the_plots_fail
     assert "tiny: test_acc over seeds (8 runs" in result.stdout
     if plot_dir is None:
         assert result.exit_code == 1 and result.stderr.count("\n") == 1
-        assert "not writable (Read-only file system): cannot write plots there; the tables above are complete; pass " \
+        assert "not writable (Read-only file system): cannot write plots there; the tables are complete; pass " \
                "--plot-dir DIR" in result.stderr
     else:
         assert result.exit_code == 0 and (workdir / "figures" / "learning_curves.png").exists()

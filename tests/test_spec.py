@@ -18,13 +18,6 @@ def test_expansion_is_the_grid_product_times_seeds(tiny_spec):
     assert len({r.run_id for r in runs}) == 8
 
 
-def test_every_run_field_has_a_row_in_the_field_table():
-    from bnbench import config
-
-    documented = {line.split()[0] for line in config.__doc__.splitlines() if line[:1].isalpha() and "  " in line}
-    assert set(config.RUN_FIELDS) <= documented
-
-
 def test_defaults_are_resolved():
     (run,) = parse_spec({"steps": 50}, source="x.toml", default_name="x").expand()
     assert run.num_samples == 5000 and run.eval_every == 5

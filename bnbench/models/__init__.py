@@ -16,16 +16,16 @@ from typing import Callable, Sequence
 import jax
 
 from bnbench.models.cnn import cnn
-from bnbench.models.layers import ACTIVATIONS, Model, Normalization, Scalars, add_noise, count_params, dropout
+from bnbench.models.layers import ACTIVATION_FUNCTIONS, Model, Normalization, Scalars, add_noise, count_params, dropout
 from bnbench.models.mlp import mlp
 from bnbench.models.resnet import resnet
 from bnbench.models.vgg import vgg
 from bnbench.options import DEFAULT_DEPTH
 
-MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "resnet": resnet}
+FAMILIES: dict[str, Callable[..., Model]] = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "resnet": resnet}
 
 __all__ = [
-    "ACTIVATIONS", "DEFAULT_DEPTH", "MODELS", "Model", "Normalization", "Scalars", "add_noise", "cnn", "count_params",
+    "ACTIVATION_FUNCTIONS", "DEFAULT_DEPTH", "FAMILIES", "Model", "Normalization", "Scalars", "add_noise", "cnn", "count_params",
     "dropout", "make_model", "mlp", "num_params", "resnet", "vgg",
 ]
 
@@ -51,7 +51,7 @@ def make_model(
     ``depth`` (0: :data:`DEFAULT_DEPTH`) is VGG's and ResNet's; ``placement`` the chains' (MLP, CNN,
     VGG); ``residual_unit``, ``shortcut`` and ``init`` ResNet's.
     """
-    if name not in MODELS:
+    if name not in FAMILIES:
         raise ValueError(f"unknown model {name!r}")
     common = dict(
         input_shape=tuple(input_shape), widths=tuple(widths), num_classes=num_classes, activation=activation,
@@ -63,7 +63,7 @@ def make_model(
         )
     if name == "vgg":
         return vgg(**common, depth=depth or DEFAULT_DEPTH[name], placement=placement)
-    return MODELS[name](**common, placement=placement)
+    return FAMILIES[name](**common, placement=placement)
 
 
 @functools.lru_cache(maxsize=256)

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from bnbench import bn
 from bnbench.models.cnn import channels_last
 from bnbench.models.layers import (
-    ACTIVATIONS, DTYPES, Model, Normalization, Scalars, add_noise, conv, dropout, from_forward, he_std,
+    ACTIVATION_FUNCTIONS, COMPUTE_DTYPES, Model, Normalization, Scalars, add_noise, conv, dropout, from_forward, he_std,
     normal_weights, normalize,
 )
 from bnbench.options import DEFAULT_WIDTHS, DROPOUT_PLACEMENTS, INITS, RESIDUAL_UNITS, SHORTCUTS
@@ -102,8 +102,8 @@ def resnet(
     n = units_per_stage(depth)
     input_shape = channels_last(input_shape)
     spatial = len(input_shape) - 1
-    act = ACTIVATIONS[activation]
-    compute_dtype = DTYPES[dtype]
+    act = ACTIVATION_FUNCTIONS[activation]
+    compute_dtype = COMPUTE_DTYPES[dtype]
     use_norm = norm.kind != "none"
     has_state = norm.kind == "batch"
     preact = residual_unit in PREACTIVATION_UNITS

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from bnbench import bn
 from bnbench.models.layers import (
-    ACTIVATIONS, DTYPES, Model, Normalization, Scalars, add_noise, dropout, from_forward, he_std, normal_weights,
+    ACTIVATION_FUNCTIONS, COMPUTE_DTYPES, Model, Normalization, Scalars, add_noise, dropout, from_forward, he_std, normal_weights,
     normalize,
 )
 from bnbench.options import DROPOUT_PLACEMENTS, NORMS, PLACEMENTS
@@ -55,7 +55,7 @@ def stack(
     dtype: str = "float32",
 ) -> Model:
     """Builds a model of ``len(widths)`` hidden blocks of one layer kind and a linear head."""
-    if activation not in ACTIVATIONS:
+    if activation not in ACTIVATION_FUNCTIONS:
         raise ValueError(f"unknown activation {activation!r}")
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}")
@@ -63,8 +63,8 @@ def stack(
         raise ValueError(f"unknown norm {norm.kind!r}")
     if dropout_placement not in DROPOUT_PLACEMENTS:
         raise ValueError(f"unknown dropout placement {dropout_placement!r}")
-    act = ACTIVATIONS[activation]
-    compute_dtype = DTYPES[dtype]
+    act = ACTIVATION_FUNCTIONS[activation]
+    compute_dtype = COMPUTE_DTYPES[dtype]
     use_norm = placement != "none" and norm.kind != "none"
     has_state = use_norm and norm.kind == "batch"
 
