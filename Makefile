@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet clean
+.PHONY: sweep test test-fast test-cluster bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ sweep: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# docs/cluster.md's SLURM recipe on a one-node SLURM it starts here (apt-installs slurm-wlm and munge as root).
+test-cluster: $(VENV)/.installed
+	$(BIN)/python tests/cluster/slurm_recipe.py
 
 bench-sweep: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_sweep.py

@@ -7,18 +7,30 @@ Public surface:
 * :mod:`bnbench.norms`: ``group_norm``, ``layer_norm`` (the per-example alternatives).
 * :mod:`bnbench.models`: ``make_model``, ``Normalization``, ``mlp``, ``cnn``, ``vgg``, ``resnet`` (pure
   init/apply pairs with norm placement, every residual-unit arrangement, Fixup and SkipInit).
+* :mod:`bnbench.plugin`: ``Context``, ``Model`` (the contract of your own network, with bnbench's norm
+  layers injected); :mod:`bnbench.adapters`: ``nnx``, ``equinox`` (Flax NNX and Equinox models with
+  their norm layers swapped for bnbench's); :mod:`bnbench.owndata`: your own data (``npz:`` files,
+  loaders); :mod:`bnbench.references`: how a spec names them.
+* :mod:`bnbench.optimizers`: bnbench's SGD and Adam, and any optax optimizer by name.
 * :mod:`bnbench.recipe`: learning-rate schedules and crop-and-flip augmentation.
 * :mod:`bnbench.data`: the data set registry (``load``, ``register``, ``raw_splits``);
   :mod:`bnbench.datafiles` finds, downloads and checks published files; :mod:`bnbench.formats` reads them.
-* :mod:`bnbench.config`: ``RunConfig`` (one run's fields and defaults).
+* :mod:`bnbench.config`: ``RunConfig``, the registry of run fields (``FIELDS``); :mod:`bnbench.rules`
+  the values each takes.
 * :mod:`bnbench.spec`: ``load_spec``, ``Spec`` (the spec parser).
+* :mod:`bnbench.signature`: ``Signature``, ``HParams`` (what a program is compiled for, what it traces).
 * :mod:`bnbench.train`: the training program (init, train step, evaluation, a whole run as a scan).
 * :mod:`bnbench.outcomes`: ``RunResult`` (what a run returns and its summary: curve, activations, probes).
-* :mod:`bnbench.engine`: ``run_all``, ``train_run`` (vectorized and sequential engines).
-* :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema).
+* :mod:`bnbench.engine`: ``run_all``, ``train_run`` (vectorized and sequential engines);
+  :mod:`bnbench.context`: the execution context a run's numbers depend on.
+* :mod:`bnbench.sweep`: planning, locking, training and recording a spec's grid; :mod:`bnbench.store`:
+  the output folder (append, resume, lock, merge).
+* :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema); :mod:`bnbench.metrics`:
+  each metric's range and direction.
 * :mod:`bnbench.summary`: ``summarize``, ``compare`` (mean, std, 95% CI over seeds; paired differences).
 * :mod:`bnbench.frames`: ``load_runs``, ``load_curves``, ``load_activations``, ``load_probes`` (typed
   DataFrames).
+* :mod:`bnbench.reporting`: ``report`` (a folder's summary, comparison and notes, as ``bnbench report``).
 * :mod:`bnbench.probes`: the mechanism probes (gradient and weight norms, internal covariate shift,
   loss-landscape smoothness, running-statistics gap).
 * :mod:`bnbench.plots`: ``write_plots`` (PNG figures of a sweep).
@@ -54,6 +66,7 @@ _EXPORTS = {
     "load_runs": ("bnbench.frames", "load_runs"),
     "load_spec": ("bnbench.spec", "load_spec"),
     "make_model": ("bnbench.models", "make_model"),
+    "report": ("bnbench.reporting", "report"),
     "run_all": ("bnbench.engine", "run_all"),
     "summarize": ("bnbench.summary", "summarize"),
     "train_run": ("bnbench.engine", "train_run"),

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -221,57 +221,62 @@ _SET_HELP = (
 )
 
 
+# The sweep command's options, declared once here so that the command reads as what it does.
+_Spec = Annotated[Path, typer.Argument(metavar="SPEC", help="Experiment spec (TOML), e.g. experiments/quickstart.toml.")]
+_Out = Annotated[Optional[Path], typer.Option("--out", metavar="DIR", show_default="results/<spec name>",
+                                              help="Output folder.")]
+_Set = Annotated[list[str], typer.Option("--set", metavar="KEY=V1,V2", show_default=False, help=_SET_HELP)]
+_Seeds = Annotated[Optional[int], typer.Option(
+    "--seeds", metavar="N", help="Number of seeds (0..N-1), replacing the spec's; more seeds extend a sweep.")]
+_DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the expanded grid and run nothing.")]
+_NoResume = Annotated[bool, typer.Option(
+    "--no-resume", help="Discard earlier results in the output folder instead of skipping finished runs.")]
+_Engine = Annotated[str, typer.Option(
+    "--engine", metavar="vectorized|sequential",
+    help="vectorized: runs sharing a compiled program train together in blocks on each device (vmap, scan; "
+    "convolutional nets one at a time on CPU, ResNets on GPU, where that measured faster); "
+    "sequential: one run at a time, a Python loop over jitted steps (the reference path).")]
+_RunsPerDevice = Annotated[Optional[int], typer.Option(
+    "--runs-per-device", min=1, metavar="N", show_default="from the program's memory, at most 2 on CPU, 16 on GPU",
+    help="Runs vmapped together in one block on one device. A run's float32 numbers depend on it (XLA compiles "
+    "each block size differently), never on the other runs of its block; runs.csv records it.")]
+_Devices = Annotated[Optional[int], typer.Option(
+    "--devices", min=1, metavar="N", show_default="all GPUs/TPUs; on CPU one per CPU the process may use",
+    help="Blocks of runs trained at a time: one per GPU/TPU device, or on CPU this many side by side.")]
+_ShardOption = Annotated[Optional[str], typer.Option(
+    "--shard", metavar="I/N|auto/N",
+    help="Run only part I of N of the grid. auto/N: I from the scheduler (a SLURM array's task id, a Kubernetes "
+    "indexed job's index, a multi-process JAX run's process), so a re-submitted task is the same shard; auto: N "
+    "too, from a whole SLURM array 0-(N-1), BNBENCH_SHARD_COUNT or JAX. Combine the parts with `bnbench merge`.")]
+_MaxRuns = Annotated[int, typer.Option(
+    "--max-runs", min=1, metavar="N", help="Refuse grids with more runs than this, unless --yes.")]
+_Yes = Annotated[bool, typer.Option("--yes", help="Run the grid whatever its size.")]
+_NoPlots = Annotated[bool, typer.Option("--no-plots", help="Do not write plots beside the CSVs.")]
+_DataDir = Annotated[Optional[Path], typer.Option(
+    "--data-dir", metavar="DIR", show_default=f"${options.DATA_DIR_ENV}", help=_DATA_DIR_HELP)]
+_CompileCache = Annotated[Optional[Path], typer.Option(
+    "--compile-cache", metavar="DIR", show_default=f"${options.COMPILE_CACHE_ENV}, else ~/.cache/bnbench/xla",
+    help="Folder where compiled programs are kept for later sweeps (never changes a result).")]
+_NoCompileCache = Annotated[bool, typer.Option(
+    "--no-compile-cache", help=f"Compile everything afresh (as {options.COMPILE_CACHE_ENV} set to off does).")]
+
+
+def _dry_run(plan) -> None:
+    """The expanded grid, and whether a real run would be refused (and why)."""
+    console.print(render.dry_run_table(plan.spec, plan.runs))
+    try:
+        plan.check_output()
+    except BnbenchError as err:
+        render.say(console, f"a real run would be refused: {err}")
+
+
 @app.command(cls=_Command)
 def sweep(
-    spec: Path = typer.Argument(..., metavar="SPEC", help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
-    out: Optional[Path] = typer.Option(
-        None, "--out", metavar="DIR", show_default="results/<spec name>", help="Output folder."
-    ),
-    set_: list[str] = typer.Option([], "--set", metavar="KEY=V1,V2", show_default=False, help=_SET_HELP),
-    seeds: Optional[int] = typer.Option(
-        None, "--seeds", metavar="N", help="Number of seeds (0..N-1), replacing the spec's; more seeds extend a sweep."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and run nothing."),
-    no_resume: bool = typer.Option(
-        False, "--no-resume", help="Discard earlier results in the output folder instead of skipping finished runs."
-    ),
-    engine: str = typer.Option(
-        "vectorized",
-        "--engine",
-        metavar="vectorized|sequential",
-        help="vectorized: runs sharing a compiled program train together in blocks on each device (vmap, scan; "
-        "convolutional nets one at a time on CPU, ResNets on GPU, where that measured faster); "
-        "sequential: one run at a time, a Python loop over jitted steps (the reference path).",
-    ),
-    runs_per_device: Optional[int] = typer.Option(
-        None, "--runs-per-device", min=1, metavar="N", show_default="from the program's memory, at most 2 on CPU, 16 on GPU",
-        help="Runs vmapped together in one block on one device. A run's float32 numbers depend on it (XLA "
-        "compiles each block size differently), never on the other runs of its block; runs.csv records it.",
-    ),
-    devices: Optional[int] = typer.Option(
-        None, "--devices", min=1, metavar="N", show_default="all GPUs/TPUs; on CPU one per CPU the process may use",
-        help="Blocks of runs trained at a time: one per GPU/TPU device, or on CPU this many side by side.",
-    ),
-    shard: Optional[str] = typer.Option(
-        None, "--shard", metavar="I/N|auto",
-        help="Run only part I of N of the grid; auto: I and N from a SLURM job array, a Kubernetes indexed job "
-        "(auto/N, or BNBENCH_SHARD_COUNT) or a multi-process JAX run. Combine the parts with `bnbench merge`."
-    ),
-    max_runs: int = typer.Option(
-        options.DEFAULT_MAX_RUNS, "--max-runs", min=1, metavar="N", help="Refuse grids with more runs than this, unless --yes."
-    ),
-    yes: bool = typer.Option(False, "--yes", help="Run the grid whatever its size."),
-    no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots beside the CSVs."),
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", metavar="DIR", show_default=f"${options.DATA_DIR_ENV}", help=_DATA_DIR_HELP
-    ),
-    compile_cache: Optional[Path] = typer.Option(
-        None, "--compile-cache", metavar="DIR", show_default=f"${options.COMPILE_CACHE_ENV}, else ~/.cache/bnbench/xla",
-        help="Folder where compiled programs are kept for later sweeps (never changes a result).",
-    ),
-    no_compile_cache: bool = typer.Option(
-        False, "--no-compile-cache", help=f"Compile everything afresh (as {options.COMPILE_CACHE_ENV} set to off does)."
-    ),
+    spec: _Spec, out: _Out = None, set_: _Set = [], seeds: _Seeds = None, dry_run: _DryRun = False,
+    no_resume: _NoResume = False, engine: _Engine = "vectorized", runs_per_device: _RunsPerDevice = None,
+    devices: _Devices = None, shard: _ShardOption = None, max_runs: _MaxRuns = options.DEFAULT_MAX_RUNS,
+    yes: _Yes = False, no_plots: _NoPlots = False, data_dir: _DataDir = None, compile_cache: _CompileCache = None,
+    no_compile_cache: _NoCompileCache = False,
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
     from bnbench import sweep as sweep_lib
@@ -280,12 +285,7 @@ def sweep(
         plan = sweep_lib.plan_file(spec, sets=set_, seeds=seeds, shard=shard, out=out, engine=engine,
                                    resume=not no_resume, max_runs=None if yes else max_runs, data_dir=data_dir)
         if dry_run:
-            console.print(render.dry_run_table(plan.spec, plan.runs))
-            try:
-                plan.check_output()
-            except BnbenchError as err:
-                render.say(console, f"a real run would be refused: {err}")
-            return
+            return _dry_run(plan)
         plan.check_output()
         from bnbench import engine as engine_lib
 
@@ -415,10 +415,10 @@ def merge(
 
     Exits 1, writing nothing, if runs of the grid are in none of the folders (unless --partial), and 2
     if folders hold one run with different results (unless --prefer)."""
-    from bnbench import results
+    from bnbench import store
 
     with _one_line_errors():
-        merged = results.merge(sources, out, prefer=prefer, partial=partial, mixed_context=mixed_context)
+        merged = store.merge(sources, out, prefer=prefer, partial=partial, mixed_context=mixed_context)
     for note in merged.notes:
         render.say(err_console, f"note: {note}")
     render.say(console, f"merged {render.plural(merged.runs, 'run')} of the grid's {merged.grid_runs} into {out} "
@@ -427,6 +427,18 @@ def merge(
         listed = "; ".join(merged.missing[:5]) + ("; ..." if len(merged.missing) > 5 else "")
         render.say(err_console, f"partial merge: {render.plural(len(merged.missing), 'run')} of the grid are in none "
                                 f"of the folders ({listed}); run their shards and merge again")
+
+
+@app.command(cls=_Command)
+def models(
+    spec: _Spec, set_: _Set = [], data_dir: _DataDir = None,
+) -> None:
+    """Show the networks and data sets a spec resolves to: where each comes from, input, parameters."""
+    from bnbench import inventory, spec as spec_lib
+
+    with _one_line_errors():
+        resolved = inventory.resolve(spec_lib.with_overrides(spec_lib.load_spec(spec), sets=set_), data_dir)
+    console.print(render.models_table(resolved))
 
 
 @app.command(cls=_Command)

@@ -27,7 +27,7 @@ from bnbench.options import (
 )
 
 # How a field enters the compiled training program (FieldSpec.compiled).
-COMPILED_AS = ("value", "switch", "norm", "schedule", "data", None)
+COMPILED_AS = ("value", "switch", "norm", "schedule", "data", "optimizer", None)
 # How a swept field is drawn on a figure's x axis (FieldSpec.scale).
 SCALES = ("linear", "log", "one_minus", "categorical")
 
@@ -38,7 +38,8 @@ class FieldSpec(NamedTuple):
     ``compiled``: how the field enters the compiled program: ``"value"`` (a
     :class:`bnbench.signature.Signature` field of its name), ``"switch"`` (a Signature field of its name
     holding ``value > 0``: on or off), ``"norm"`` (in ``Signature.norm``), ``"schedule"`` (in
-    ``Signature.schedule``), ``"data"`` (the data set the program is built for) or ``None``. ``traced``:
+    ``Signature.schedule``), ``"data"`` (the data set the program is built for), ``"optimizer"`` (the
+    optimizer's arguments: floats traced where optax allows, :mod:`bnbench.optimizers`) or ``None``. ``traced``:
     the value is a traced argument (a :class:`bnbench.signature.HParams` field of its name), so runs that
     differ in it share a compilation. ``later``: newer than the first results, so that it counts in the
     run id only when it differs from its default. ``derived``: a spec may leave it unset and have it
@@ -66,7 +67,13 @@ def _field(default: Any, rule: rules.Rule, doc: str, **spec) -> Any:
 def _datasets() -> tuple[str, ...]:
     from bnbench import data  # here: registering data sets imports numpy, which `bnbench --help` does without
 
-    return tuple(sorted(data.REGISTRY))
+    return tuple(name for name in sorted(data.REGISTRY) if not data.REGISTRY[name].origin)
+
+
+def _optimizers() -> tuple[str, ...]:
+    from bnbench import optimizers  # here: optax imports JAX, which `bnbench --help` does without
+
+    return optimizers.choices()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +81,23 @@ class RunConfig:
     """Everything that determines one training run; ``docs/fields.md`` describes every field."""
 
     dataset: str = _field(
-        "mnist1d", rules.choice(_datasets), "data set name (`bnbench datasets`)", compiled="data", combination=True)
+        "mnist1d", rules.reference(_datasets, files=("npz",)),
+        "a built-in data set (`bnbench datasets`), or your own: npz:file.npz (x_train, y_train, x_test, y_test; "
+        "relative to the spec), ./file.py:function, package.module:function, or an entry point of the "
+        "bnbench.datasets group", compiled="data", combination=True)
     num_samples: int | None = _field(
         None, rules.integer(2), "examples in the data set in all (train + test)", compiled="data", scale="log",
         derived=True, combination=True, label="data set size", default_text="the data set's (mnist1d: 5000)")
-    model: str = _field("mlp", rules.choice(lambda: MODELS), "model family (bnbench.models)", compiled="value",
-                        combination=True)
+    model: str = _field(
+        "mlp", rules.reference(lambda: MODELS),
+        "a built-in model family (bnbench.models), or your own network (bnbench.plugin): ./file.py:function "
+        "(relative to the spec), package.module:function, or an entry point of the bnbench.models group",
+        compiled="value", combination=True)
+    model_args: tuple[tuple[str, Any], ...] = _field(
+        (), rules.keywords(),
+        "static keyword arguments of a plugin model, part of its compiled program; sweep one as "
+        "\"model_args.NAME\" = [...] in [grid]; a column model_args.NAME each", compiled="value", later=True,
+        combination=True, default_text="{}")
     widths: tuple[int, ...] = _field(
         (100, 100, 100), rules.positive_integers(),
         "hidden widths (MLP) or channels (CNN), one per hidden block; VGG: channels of its 5 stages; ResNet: of "
@@ -125,9 +143,15 @@ class RunConfig:
     precise_batches: int = _field(100, rules.integer(1), "training batches the precise statistics are computed over",
                                   compiled="value", scale="log")
     optimizer: str = _field(
-        "adam", rules.choice(lambda: OPTIMIZERS),
-        "sgd (with momentum, L2 weight decay added to the gradient) or adam (AdamW: decoupled weight decay)",
-        compiled="value")
+        "adam", rules.choice(_optimizers, "sgd | adam | the name of an optax optimizer (`bnbench.optimizers.choices()`)"),
+        "sgd (with momentum, L2 weight decay added to the gradient), adam (AdamW: decoupled weight decay), or any "
+        "optax optimizer by name (adamw, lamb, lion, rmsprop, ...; bnbench.optimizers)", compiled="value",
+        combination=True, default_text="adam")
+    optimizer_args: tuple[tuple[str, Any], ...] = _field(
+        (), rules.keywords(),
+        "keyword arguments of an optax optimizer (b1, eps, ...); floats traced where optax allows; sweep one as "
+        "\"optimizer_args.NAME\" = [...]; a column optimizer_args.NAME each", compiled="optimizer", later=True,
+        combination=True, default_text="{}")
     lr: float = _field(1e-3, rules.real(0.0, lo_open=True), "learning rate as written (see effective_lr)",
                        traced=True, scale="log", label="learning rate")
     lr_scaling_batch_size: int = _field(
@@ -229,6 +253,8 @@ RUN_FIELDS = tuple(FIELDS)  # what a spec may set or sweep
 FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 LATER_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.later)
 LIST_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.rule.kind in ("list", "choices"))
+# Fields holding keyword arguments: a [NAME] table in a spec, one "NAME.ARG" axis and column per argument.
+ARGUMENT_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.rule.kind == "keywords")
 DERIVED_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.derived)
 COMBINATION_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.combination)
 TRACED_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.traced)

@@ -32,6 +32,8 @@ class ExecutionContext(NamedTuple):
     cpu_threads: int  # XLA:CPU's thread pool (0 on other backends)
     jax_version: str
     jaxlib_version: str
+    model_source: str  # a plugin network's file@digest ("" for a built-in model)
+    data_source: str  # your own data set's file@digest ("" for a built-in one)
 
     def row(self) -> dict[str, str]:
         """The context as ``runs.csv`` writes and reads it (text)."""
@@ -50,6 +52,8 @@ COLUMNS: dict[str, str] = {
     "cpu_threads": "threads of XLA:CPU's pool, which splits large reductions into as many parts (0 on GPU and TPU)",
     "jax_version": "JAX version the run executed with",
     "jaxlib_version": "jaxlib version the run executed with",
+    "model_source": "a plugin network's code, file@digest (empty for a built-in model)",
+    "data_source": "your own data set, file@digest of its arrays (empty for a built-in one)",
 }
 
 
@@ -87,24 +91,37 @@ def cpu_threads(cpu_devices: int) -> int:
     return max(affinity, cpu_devices)
 
 
-def of(device, execution: str, runs_per_device: int, cpu_devices: int) -> ExecutionContext:
+def of(device, execution: str, runs_per_device: int, cpu_devices: int, model_source: str = "",
+       data_source: str = "") -> ExecutionContext:
     """The context of runs executed on ``device`` with ``execution`` and ``runs_per_device``, in a
-    process with ``cpu_devices`` host devices."""
+    process with ``cpu_devices`` host devices, of the plugin code and own data at ``model_source`` and
+    ``data_source``."""
     threads = cpu_threads(cpu_devices) if device.platform == "cpu" else 0
     return ExecutionContext(
         execution, runs_per_device, device.platform, device_kind(device), threads,
-        importlib.metadata.version("jax"), importlib.metadata.version("jaxlib"),
+        importlib.metadata.version("jax"), importlib.metadata.version("jaxlib"), model_source, data_source,
     )
 
 
-def difference(recorded: Mapping[str, str], context: ExecutionContext) -> str | None:
-    """The first context field in which a ``runs.csv`` row ``recorded`` differs from ``context``, as a
-    phrase (``runs_per_device is 4 there, 2 here``); None if it does not. A row written before bnbench
-    recorded contexts differs in its first field."""
+def difference(recorded: Mapping[str, str], context: ExecutionContext) -> tuple[str, str] | None:
+    """The first context field in which a ``runs.csv`` row ``recorded`` differs from ``context``, and
+    the difference as a phrase (``runs_per_device is 4 there, 2 here``; for a plugin's code or data,
+    which file changed); None if it does not. A row written before bnbench recorded contexts differs in
+    its first field."""
     for name, value in context.row().items():
         there = recorded.get(name)
-        if there in (None, ""):
-            return f"{name} was not recorded there (results of bnbench before 0.2)"
+        if there is None or (there == "" and name not in _MAY_BE_EMPTY):
+            return name, f"{name} was not recorded there (results of bnbench before 0.2)"
         if there != value:
-            return f"{name} is {there!r} there, {value!r} here"
+            return name, _phrase(name, there, value)
     return None
+
+
+def _phrase(name: str, there: str, here: str) -> str:
+    file, _, digest = here.rpartition("@")
+    if name in _MAY_BE_EMPTY and file and there.rpartition("@")[0] == file:
+        return f"{file} changed since ({name} digest {there.rpartition('@')[2]} there, {digest} here)"
+    return f"{name} is {there!r} there, {here!r} here"
+
+
+_MAY_BE_EMPTY = ("model_source", "data_source")

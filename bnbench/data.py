@@ -45,6 +45,8 @@ class DatasetInfo(NamedTuple):
 
     ``build(num_samples, folder)`` makes it (``folder`` holds its files, None for generated data);
     ``split`` is its default (train, test) size; ``source`` its published files (None if generated).
+    A researcher's own data set (:func:`register_reference`) has its ``origin`` (the file or module it
+    came from) and the ``digest`` of its arrays.
     """
 
     name: str
@@ -53,6 +55,9 @@ class DatasetInfo(NamedTuple):
     input_shape: tuple[int, ...]
     build: Callable[[int, Path | None], Dataset]
     source: Source | None = None
+    num_classes: int = 10
+    origin: str | None = None
+    digest: str = ""
 
     @property
     def default_num_samples(self) -> int:
@@ -71,7 +76,10 @@ REGISTRY: dict[str, DatasetInfo] = {}
 
 
 def register(info: DatasetInfo) -> DatasetInfo:
-    """Adds a data set to the registry under ``info.name``."""
+    """Adds a data set to the registry under ``info.name`` (replacing one of that name: loaded copies of
+    it are forgotten)."""
+    if REGISTRY.get(info.name) != info:
+        load.cache_clear()
     REGISTRY[info.name] = info
     return info
 
@@ -231,6 +239,7 @@ register(
         (960, 240),
         (16,),
         lambda num_samples, _: _load_synthetic(num_samples),
+        num_classes=4,
     )
 )
 _IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

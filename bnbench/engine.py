@@ -42,6 +42,7 @@ from bnbench.config import RunConfig
 from bnbench.context import ExecutionContext
 from bnbench.errors import BnbenchError, RunFailure
 from bnbench.options import ENGINES, compile_cache_dir, usable_cpus
+from bnbench.models.plugged import convolutional
 from bnbench.outcomes import RunResult, summarize_output
 from bnbench.signature import HParams, Signature
 from bnbench.train import ProgramOutput, device_data, make_program
@@ -171,7 +172,8 @@ def slots(count: int | None = None) -> tuple[jax.Device, ...]:
 # convolution), many times slower than the same step compiled alone; on an NVIDIA H200 vmapping was
 # faster for the CNN and VGG-11 but slower for ResNet-20 (`make bench-resnet`). Not measured on TPU,
 # where everything vmaps.
-ONE_AT_A_TIME = {"cpu": ("cnn", "vgg", "resnet"), "gpu": ("resnet",)}
+# A plugin network runs as "convolutional plugin" where its traced program convolves, as "mlp" otherwise.
+ONE_AT_A_TIME = {"cpu": ("cnn", "vgg", "resnet", "convolutional plugin"), "gpu": ("resnet",)}
 
 
 def vmaps(model: str, platform: str) -> bool:
@@ -182,6 +184,19 @@ def vmaps(model: str, platform: str) -> bool:
 def execution(model: str, engine: str, platform: str) -> str:
     """How ``engine`` executes runs of ``model`` on ``platform``: ``"vmapped"`` or ``"stepwise"``."""
     return "vmapped" if engine == "vectorized" and vmaps(model, platform) else "stepwise"
+
+
+def family(sig: Signature) -> str:
+    """The model family the engine's policy reads (:data:`ONE_AT_A_TIME`): a built-in family's name, or
+    for a plugin network "convolutional plugin" if its training step convolves, else "mlp"."""
+    if not sig.plugin:
+        return sig.model
+    return "convolutional plugin" if convolutional(sig.make_model(), sig.input_shape) else "mlp"
+
+
+def _data_source(name: str) -> str:
+    info = data.info(name)
+    return f"{info.origin}@{info.digest}" if info.origin else ""
 
 
 def run_memory(sig: Signature, num_test: int) -> int:
@@ -215,6 +230,23 @@ def device_memory(device: jax.Device) -> int:
     return stats.get("bytes_limit", _DEFAULT_MEMORY)
 
 
+def memory_available(device: jax.Device) -> int:
+    """The memory the device has in all: its allocator's limit, or on the host its physical memory."""
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return stats["bytes_limit"]
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _check_fits(group: Group, device: jax.Device) -> None:
+    """Refuses a data set that would take more than half the device's memory, before anything trains."""
+    arrays = (group.dataset.x_train, group.dataset.y_train, group.dataset.x_test, group.dataset.y_test)
+    size, available = sum(a.nbytes for a in arrays), memory_available(device)
+    if 2 * size > available:
+        raise EngineError(f"dataset {group.configs[0].dataset!r}: {size / 2**30:.1f} GiB, more than half the memory "
+                          f"of {device.device_kind} ({available / 2**30:.1f} GiB); use num_samples to take fewer examples")
+
+
 def block_size(sig: Signature, num_test: int, device: jax.Device, requested: int | None = None) -> int:
     """The runs of a vmapped block of ``sig`` on ``device``: ``requested`` (``--runs-per-device``), else
     as many as a quarter of the device's memory holds (:func:`run_memory`, :func:`device_memory`), at
@@ -240,9 +272,11 @@ def prepare_groups(
     cpu_devices = jax.local_device_count("cpu") if device.platform == "cpu" else 0
     contexts = []
     for group in groups:
-        path = execution(group.signature.model, engine, device.platform)
-        size = block_size(group.signature, len(group.dataset.y_test), device, runs_per_device) if path == "vmapped" else 1
-        contexts.append(context.of(device, path, size, cpu_devices))
+        sig = group.signature
+        _check_fits(group, device)
+        path = execution(family(sig), engine, device.platform)
+        size = block_size(sig, len(group.dataset.y_test), device, runs_per_device) if path == "vmapped" else 1
+        contexts.append(context.of(device, path, size, cpu_devices, sig.model_source, _data_source(group.configs[0].dataset)))
     return Plan(groups, contexts, selected)
 
 
@@ -256,7 +290,6 @@ def prepare(
 ) -> Plan:
     """Groups ``configs`` (data sets loaded from ``data_dir``) and plans their execution
     (:func:`prepare_groups`)."""
-    validate(engine, devices)
     return prepare_groups(group_runs(configs, data_dir), engine=engine, runs_per_device=runs_per_device, devices=devices)
 
 
@@ -393,6 +426,34 @@ def _vectorized_fn(sig: Signature):
 
 _READ_BACK: dict[str, Callable] = {}  # programs read from (or traced into) a program cache, by key
 _READ_BACK_LOCK = threading.Lock()  # one thread traces a program while the others wait for it
+_COMPILED: dict[tuple, Callable] = {}  # compiled programs, by function, device, arguments' shapes
+_COMPILE_LOCK = threading.Lock()
+_MAX_COMPILED = 256
+
+
+def compiled(fn: Callable, device: jax.Device, *args, static: tuple = ()) -> Callable:
+    """The jitted ``fn`` compiled ahead of time for ``args`` on ``device`` (``static``: the values of its
+    static arguments), once per process; call it with the arguments but the static ones. Compilations
+    run one at a time, so two slots starting blocks of one program compile it once, not side by side."""
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    key = (fn, device, static, tree, tuple((np.shape(leaf), getattr(leaf, "dtype", type(leaf))) for leaf in leaves))
+    with _COMPILE_LOCK:
+        if key not in _COMPILED:
+            if len(_COMPILED) >= _MAX_COMPILED:
+                _COMPILED.pop(next(iter(_COMPILED)))
+            _COMPILED[key] = fn.lower(*args).compile()
+        return _COMPILED[key]
+
+
+def release_programs() -> None:
+    """Drops every program this process compiled or read back, and JAX's caches of them: each compiled
+    executable holds memory maps of its code (a process may have 65530 on Linux by default)."""
+    with _COMPILE_LOCK, _READ_BACK_LOCK:
+        _COMPILED.clear()
+        _READ_BACK.clear()
+    _vectorized_fn.cache_clear()
+    _stepwise_fns.cache_clear()
+    jax.clear_caches()
 
 
 def _block_program(sig: Signature, device: jax.Device, args: tuple, program_cache: Path | None):
@@ -430,7 +491,7 @@ def _train_vmapped(block: Block, arrays: tuple, device: jax.Device, program_cach
     sig = block.group.signature
     begin = time.perf_counter()
     args = block_arguments(block.configs, block.context.runs_per_device, arrays, device)
-    output = jax.device_get(_block_program(sig, device, args, program_cache)(*args))
+    output = jax.device_get(compiled(_block_program(sig, device, args, program_cache), device, *args)(*args))
     wall = (time.perf_counter() - begin) / len(block.configs)
     return [(config, summarize_output(sig, ProgramOutput(*(a[i] for a in output)), wall)) for i, config in enumerate(block.configs)]
 
@@ -453,15 +514,19 @@ def _train_stepwise(sig: Signature, config: RunConfig, arrays: tuple, device: ja
     x_train, y_train, x_test, y_test = arrays
     begin = time.perf_counter()
     seed, hp = jax.device_put((np.uint32(config.seed), HParams.of(config)), device)
-    state = init(seed, hp)
-    losses, evaluations, probed = [], [], [probe(state, seed, hp, np.int32(0), x_train, y_train)]
+    state = compiled(init, device, seed, hp)(seed, hp)
+    probe_at = compiled(probe, device, state, seed, hp, np.int32(0), x_train, y_train)
+    evaluate_at = compiled(evaluate, device, state, seed, hp, x_train, x_test, y_test)
+    losses, evaluations, probed = [], [], [probe_at(state, seed, hp, np.int32(0), x_train, y_train)]
     start = 0
     for end in sig.eval_steps:
-        for idx in np.asarray(indices(seed, start, end - start)):
-            state, loss = step(state, idx, hp, x_train, y_train)
+        batches = np.asarray(compiled(indices, device, seed, start, end - start, static=(end - start,))(seed, start))
+        train_step = compiled(step, device, state, batches[0], hp, x_train, y_train)
+        for batch in batches:
+            state, loss = train_step(state, batch, hp, x_train, y_train)
             losses.append(loss)
-        evaluations.append(evaluate(state, seed, hp, x_train, x_test, y_test))
-        probed.append(probe(state, seed, hp, np.int32(end), x_train, y_train))
+        evaluations.append(evaluate_at(state, seed, hp, x_train, x_test, y_test))
+        probed.append(probe_at(state, seed, hp, np.int32(end), x_train, y_train))
         start = end
     output = ProgramOutput(
         np.stack(jax.device_get(losses)),

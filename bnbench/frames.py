@@ -20,7 +20,8 @@ import pandas as pd
 from bnbench import context
 from bnbench.config import FIELDS
 from bnbench.errors import BnbenchError
-from bnbench.results import ResultsError, read_rows, unique_runs, whole_rows_text
+from bnbench.runs import argument_key
+from bnbench.store import ResultsError, read_rows, unique_runs, whole_rows_text
 from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS
 
 # Text columns, read as categories: the run fields of text or list values, and the columns written with them.
@@ -77,6 +78,8 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
     frame["probes"] = frame["probes"].astype("string").fillna("").astype("category")  # an empty list reads as NaN
     for column in BOOLEAN:
         frame[column] = frame[column].astype(bool)
+    for column in (c for c in frame.columns if argument_key(c) and not pd.api.types.is_numeric_dtype(frame[c])):
+        frame[column] = frame[column].astype("category")  # a text (or list) argument: a label
     frame.attrs["notes"] = notes
     return frame
 

@@ -24,12 +24,12 @@ AUGMENTATIONS = ("none", "crop_flip")
 SCHEDULES = ("constant", "step", "cosine")
 DROPOUT_PLACEMENTS = ("after_activation", "before_norm")
 DTYPES = ("float32", "bfloat16")
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu", "softplus")
 PLACEMENTS = ("pre", "post", "none")
 NORMS = ("batch", "group", "layer", "none")
 RUNNING_VARIANCES = ("biased", "unbiased")
 EVAL_STATS = ("running", "batch", "precise")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam")  # bnbench's own; any other optax optimizer by name (bnbench.optimizers)
 PROBES = ("grad_norm", "weight_norm", "ics", "smoothness", "stats_gap")
 
 # Command line
@@ -44,7 +44,7 @@ PROFILE_IMPLEMENTATIONS = ("bnbench", "bnbench_folded", "two_pass", "one_pass", 
 # Environment
 DATA_DIR_ENV = "BNBENCH_DATA_DIR"  # a data folder (bnbench.datafiles)
 COMPILE_CACHE_ENV = "BNBENCH_COMPILE_CACHE"  # the compilation cache's folder, or "off"
-SHARD_COUNT_ENV = "BNBENCH_SHARD_COUNT"  # a Kubernetes indexed job's completions (--shard auto)
+SHARD_COUNT_ENV = "BNBENCH_SHARD_COUNT"  # the shard count of --shard auto (a job's tasks or completions)
 
 
 def usable_cpus() -> int:

@@ -38,6 +38,7 @@ import pandas as pd  # noqa: E402
 
 from bnbench import metrics  # noqa: E402
 from bnbench.config import FIELDS, NUMERIC_AXES  # noqa: E402
+from bnbench.runs import argument_key  # noqa: E402
 from bnbench.summary import swept_axes  # noqa: E402
 
 LOG_AXES = tuple(name for name in NUMERIC_AXES if FIELDS[name].scale == "log")
@@ -48,11 +49,20 @@ MAX_ACTIVATION_COLUMNS = 6
 
 
 def _label(column: str) -> str:
-    """A column's axis label: the run field's (:mod:`bnbench.config`) or the metric's (:mod:`bnbench.metrics`)."""
+    """A column's axis label: the run field's (:mod:`bnbench.config`), the keyword argument's, or the
+    metric's (:mod:`bnbench.metrics`)."""
     field = FIELDS.get(column)
     if field is not None:
         return field.label or column.replace("_", " ")
+    if argument_key(column):
+        field, name = argument_key(column)
+        return f"{name} ({field.replace('_args', '')} argument)"
     return metrics.label(column)
+
+
+def numeric_axes(runs: pd.DataFrame) -> list[str]:
+    """The swept axes drawn on an x axis: the numeric run fields and numeric keyword arguments."""
+    return [a for a in swept_axes(runs) if a in NUMERIC_AXES or (argument_key(a) and pd.api.types.is_numeric_dtype(runs[a]))]
 
 
 def metric_label(metric: str, runs: pd.DataFrame) -> str:
@@ -137,7 +147,7 @@ def metric_vs_axis(runs: pd.DataFrame, axis: str, metric: str, path: Path) -> Pa
     frame = runs.assign(_x=_positions(runs, axis), _ok=runs["status"] == "ok")
     others = [a for a in swept_axes(runs) if a != axis]
     if others and frame.groupby(others, observed=True).ngroups > MAX_LINES:
-        others = [a for a in others if a not in NUMERIC_AXES]
+        others = [a for a in others if a not in numeric_axes(runs)]
     averaged = [a for a in swept_axes(runs) if a not in (axis, *others)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     marked = False
@@ -220,7 +230,7 @@ def learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Pat
 def activation_percentiles(runs: pd.DataFrame, activations: pd.DataFrame, path: Path) -> Path:
     """Percentiles of each layer's input to its nonlinearity over steps; see the module docstring."""
     tracked = runs[runs["run_id"].isin(activations["run_id"])]
-    columns = [a for a in swept_axes(tracked) if a not in NUMERIC_AXES] or ["placement"]
+    columns = [a for a in swept_axes(tracked) if a not in numeric_axes(tracked)] or ["placement"]
     frame = activations.merge(tracked[["run_id", *columns]], on="run_id")
     every = _groupby(frame, columns)
     configs = every[:MAX_ACTIVATION_COLUMNS]
@@ -246,7 +256,7 @@ def activation_percentiles(runs: pd.DataFrame, activations: pd.DataFrame, path: 
 
 def probe_curves(runs: pd.DataFrame, probes: pd.DataFrame, path: Path) -> Path:
     """Each probe value against the training step; see the module docstring."""
-    columns = [a for a in swept_axes(runs) if a not in NUMERIC_AXES] or swept_axes(runs)[:1]
+    columns = [a for a in swept_axes(runs) if a not in numeric_axes(runs)] or swept_axes(runs)[:1]
     frame = probes.merge(runs[["run_id", *columns]], on="run_id")
     names = list(dict.fromkeys(frame["probe"].astype(str)))
     every = _groupby(frame, columns)
@@ -287,11 +297,7 @@ def write_plots(
 ) -> list[Path]:
     """Writes every figure that applies to this sweep into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
-    paths = [
-        metric_vs_axis(runs, axis, metric, out_dir / f"{metric}_vs_{axis}.png")
-        for axis in swept_axes(runs)
-        if axis in NUMERIC_AXES
-    ]
+    paths = [metric_vs_axis(runs, axis, metric, out_dir / f"{metric}_vs_{axis}.png") for axis in numeric_axes(runs)]
     if len(curves):
         paths.append(learning_curves(runs, curves, out_dir / "learning_curves.png"))
     if len(activations):

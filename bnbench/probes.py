@@ -40,6 +40,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from bnbench.models.layers import layer_weights
+
 STEP_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # smoothness: step sizes as multiples of the learning rate
 
 
@@ -62,11 +64,6 @@ def labels(probes: tuple[str, ...], hidden_layers: int, norm_layers: bool, bn_la
         else:
             raise ValueError(f"unknown probe {probe!r}")
     return tuple(out)
-
-
-def weights(params) -> list[jax.Array]:
-    """``W_1 .. W_L`` and the head's weight, in layer order."""
-    return [layer["w"] for layer in params["layers"]] + [params["head"]["w"]]
 
 
 def _norm(tree) -> jax.Array:
@@ -93,10 +90,12 @@ def values(
     norm_layers: bool,
     bn_state=None,
     population: Callable | None = None,
+    weights: Callable = layer_weights,
 ) -> jax.Array:
     """Every probe value, in the order of :func:`labels` (see the module docstring).
 
-    ``loss(params) -> scalar`` is the probe batch's training-mode loss and ``grads`` its gradient at
+    ``weights(params)`` lists ``W_1 .. W_L`` and the head's weight in layer order (a model's
+    ``weights``). ``loss(params) -> scalar`` is the probe batch's training-mode loss and ``grads`` its gradient at
     ``params``; ``updates`` is this step's optimizer update (a pytree like ``params``); ``bn_state`` the
     running statistics and
     ``population() -> [BNState, ...]`` their population counterpart (``stats_gap`` only).

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnbench.engine import memory_available
 from bnbench.errors import BnbenchError
 from bnbench.options import PROFILE_DTYPES, PROFILE_IMPLEMENTATIONS, PROFILE_MODES
 from bnbench.peers import Case, Impl, accuracy, implementations, installed, synchronize, to_torch, torch_device
@@ -259,17 +260,9 @@ def measure_case(
 MIN_TENSORS_ALIVE = 6
 
 
-def device_bytes(device: jax.Device) -> int:
-    """The memory a profile may fill: the accelerator's allocator limit, or the host's physical memory."""
-    stats = device.memory_stats() or {}
-    if "bytes_limit" in stats:
-        return stats["bytes_limit"]
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def check_fits(cases: list[Case], device: jax.Device) -> None:
     """Raises :class:`ProfileError` for a case whose tensors cannot fit the device, before any is made."""
-    available = device_bytes(device)
+    available = memory_available(device)
     for case in cases:
         needed = MIN_TENSORS_ALIVE * case.tensor_bytes
         if needed > available:
@@ -306,7 +299,7 @@ def profile_to_csv(
     repeat: int = 15, on_case: Callable[[Case, int, int], None] | None = None,
 ) -> tuple[list[Row], list[str]]:
     """:func:`profile`, its rows written to the CSV file ``out`` (checked before measuring)."""
-    from bnbench.results import ResultsStore, write_csv
+    from bnbench.store import ResultsStore, write_csv
 
     if out.is_dir():
         raise ProfileError(f"--out: {out} is a folder; give a CSV file name such as {out / 'profile.csv'}")
@@ -330,30 +323,13 @@ def profile(
     Returns the rows and notes (skipped implementations, allocator overhead, the cache size used).
     ``on_case(case, index, total)`` is called before each case (progress).
     """
-    known = implementations()
-    unknown = [n for n in impl_names if n not in known]
-    if unknown:
-        raise ProfileError(f"--impl: unknown {', '.join(unknown)}; known: {', '.join(known)}")
-    bad_modes = [m for m in modes if m not in MODES]
-    if bad_modes:
-        raise ProfileError(f"--mode: unknown {', '.join(bad_modes)}; known: {', '.join(MODES)}")
-    bad_dtypes = [d for d in dtypes if d not in DEFAULT_DTYPES]
-    if bad_dtypes:
-        raise ProfileError(f"--dtype: unknown {', '.join(bad_dtypes)}; known: {', '.join(DEFAULT_DTYPES)}")
     cache_bytes, measured = last_level_cache_bytes()
     notes = [f"last-level cache {cache_bytes >> 20} MiB ({'read from sysfs' if measured else 'assumed'}); "
              "inputs rotate among buffers totalling up to 4x that"]
-    impls = []
-    for name in impl_names:
-        impl = known[name]
-        if impl.requires and not installed(impl.requires):
-            notes.append(f"{name}: skipped, {impl.requires} is not installed (pip install 'bnbench[peers]')")
-        else:
-            impls.append(impl)
-    device = jax.devices()[0]
+    impls = _installed_implementations(impl_names, modes, dtypes, notes)
     cases = [Case(tuple(shape), dtype, mode) for shape in shapes for dtype in dtypes for mode in modes]
     cases = [c for c in cases if any(i.build(c) is not None for i in impls)]
-    check_fits(cases, device)
+    check_fits(cases, jax.devices()[0])
     rows: list[Row] = []
     accuracy_cache: dict[tuple, tuple[float, float]] = {}
     for index, case in enumerate(cases):
@@ -363,45 +339,57 @@ def profile(
             notes.extend(_allocator_note(case))
         runnable = [i for i in impls if i.build(case) is not None]
         try:
-            kernels, elementwise, copy, count, copy_bytes = measure_case(case, runnable, repeat=repeat, cache_bytes=cache_bytes)
+            measured_case = measure_case(case, runnable, repeat=repeat, cache_bytes=cache_bytes)
         except jax.errors.JaxRuntimeError as err:
             if "RESOURCE_EXHAUSTED" not in str(err):
                 raise
             raise ProfileError(f"--shape {_shape_text(case.shape)} {case.dtype}: out of device memory while "
                                "profiling it; profile a smaller shape") from None
-        shape, dtype, mode = case
-        for impl in runnable:
-            errors = (math.nan, math.nan)
-            if mode in ("train", "grad") and (impl.forward is not None or impl.name == "torch"):
-                key = (impl.name, shape, dtype)
-                if key not in accuracy_cache:
-                    accuracy_cache[key] = accuracy(impl, shape, dtype)
-                errors = accuracy_cache[key]
-            kernel = kernels[impl.name]
-            gbps, pct, rel = rates(case, kernel, elementwise, copy, copy_bytes)
-            rows.append(
-                Row(
-                    device.device_kind,
-                    jax.default_backend(),
-                    _shape_text(shape),
-                    dtype,
-                    mode,
-                    impl.name,
-                    kernel.median * 1e3,
-                    kernel.p10 * 1e3,
-                    kernel.p90 * 1e3,
-                    gbps,
-                    pct,
-                    rel,
-                    *errors,
-                    elementwise.median * 1e3,
-                    2 * copy_bytes / copy.median / 1e9,
-                    count,
-                    count * case.tensor_bytes >= 4 * cache_bytes,
-                    "per-call" if impl.name == "torch" else "in-loop",
-                )
-            )
+        rows.extend(_case_rows(case, runnable, measured_case, cache_bytes, accuracy_cache))
     return rows, notes
+
+
+def _installed_implementations(impl_names: list[str], modes: list[str], dtypes: list[str], notes: list[str]) -> list:
+    """The named implementations whose packages are installed (a note for each that is not); raises
+    :class:`ProfileError` for an unknown implementation, mode or dtype."""
+    known = implementations()
+    for option, asked, choices in (("--impl", impl_names, known), ("--mode", modes, MODES), ("--dtype", dtypes, DEFAULT_DTYPES)):
+        unknown = [name for name in asked if name not in choices]
+        if unknown:
+            raise ProfileError(f"{option}: unknown {', '.join(unknown)}; known: {', '.join(choices)}")
+    impls = []
+    for name in impl_names:
+        impl = known[name]
+        if impl.requires and not installed(impl.requires):
+            notes.append(f"{name}: skipped, {impl.requires} is not installed (pip install 'bnbench[peers]')")
+        else:
+            impls.append(impl)
+    return impls
+
+
+def _case_rows(case: Case, runnable: list, measured_case: tuple, cache_bytes: int, accuracy_cache: dict) -> list[Row]:
+    """One :class:`Row` per implementation of a measured case; accuracies are measured once per
+    implementation, shape and dtype (``accuracy_cache``)."""
+    kernels, elementwise, copy, count, copy_bytes = measured_case
+    shape, dtype, mode = case
+    device = jax.devices()[0]
+    rows = []
+    for impl in runnable:
+        errors = (math.nan, math.nan)
+        if mode in ("train", "grad") and (impl.forward is not None or impl.name == "torch"):
+            key = (impl.name, shape, dtype)
+            if key not in accuracy_cache:
+                accuracy_cache[key] = accuracy(impl, shape, dtype)
+            errors = accuracy_cache[key]
+        kernel = kernels[impl.name]
+        gbps, pct, rel = rates(case, kernel, elementwise, copy, copy_bytes)
+        rows.append(Row(
+            device.device_kind, jax.default_backend(), _shape_text(shape), dtype, mode, impl.name,
+            kernel.median * 1e3, kernel.p10 * 1e3, kernel.p90 * 1e3, gbps, pct, rel, *errors,
+            elementwise.median * 1e3, 2 * copy_bytes / copy.median / 1e9, count,
+            count * case.tensor_bytes >= 4 * cache_bytes, "per-call" if impl.name == "torch" else "in-loop",
+        ))
+    return rows
 
 
 def _allocator_note(case: Case) -> list[str]:

@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
@@ -238,6 +238,27 @@ def report(console: Console, result: Report, fmt: str) -> None:
         axis, a, b = result.comparison
         header, rows = compare_cells(result.compared, result.compared_by, a, b)
         print_table(console, header, rows, f"paired differences in {result.metric}: {axis}={a} minus {b}", fmt)
+
+
+def models_table(rows: list) -> Group:
+    """The networks a spec resolves to (:func:`bnbench.inventory.resolve`), then where each model and
+    data set comes from."""
+    table = Table(title="networks of the spec")
+    for column in ("model", "arguments", "dataset", "input", "classes", "parameters", "norm sites"):
+        table.add_column(column, justify="right" if column in ("classes", "parameters", "norm sites") else "left",
+                         overflow="fold")
+    sources: dict[str, str] = {}
+    for r in rows:
+        arguments = " ".join(f"{k}={v}" for k, v in r.model_args)
+        table.add_row(*(escape(str(v)) for v in (r.model, arguments, r.dataset, "×".join(map(str, r.input_shape)),
+                                                 r.num_classes, f"{r.num_params:,}", r.norm_sites)))
+        sources.update({r.model: r.model_from, r.dataset: r.data_from})
+    origins = Table(title="where they come from")
+    origins.add_column("name", overflow="fold")
+    origins.add_column("code or data (file@digest)", overflow="fold")
+    for name, origin in sources.items():
+        origins.add_row(escape(name), escape(origin))
+    return Group(table, origins)
 
 
 def datasets_table(rows: list) -> Table:

@@ -101,7 +101,7 @@ def write_plots(results_dir: str | Path, runs: pd.DataFrame, metric: str, plot_d
     """Writes the figures of a results folder into ``plot_dir`` (default: the folder itself) and returns
     their paths; raises :class:`PlotsNotWritten` if they cannot be written there."""
     from bnbench import plots
-    from bnbench.results import ResultsError, ResultsStore
+    from bnbench.store import ResultsError, ResultsStore
 
     results_dir = Path(results_dir)
     target = Path(plot_dir) if plot_dir is not None else results_dir

@@ -7,6 +7,7 @@ one value written on the command line (``parse(text)``; lists are dash-separated
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -16,7 +17,7 @@ class Rule(NamedTuple):
 
     check: Callable[[Any], str | None]
     parse: Callable[[str], Any]
-    kind: str  # "int", "float", "str", "bool", "list" or "choices" (a list of names): the value's type
+    kind: str  # "int", "float", "str", "bool", "list", "choices" (a list of names) or "keywords" (a table)
     allowed: Callable[[], str]
 
 
@@ -48,13 +49,32 @@ def _listed(choices: tuple[str, ...]) -> str:
     return ", ".join(repr(c) for c in choices)
 
 
-def choice(choices: Callable[[], tuple[str, ...]]) -> Rule:
-    """One of ``choices()`` (a function: the data sets are known only once registered)."""
+def choice(choices: Callable[[], tuple[str, ...]], described: str | None = None) -> Rule:
+    """One of ``choices()`` (a function: the data sets are known only once registered); ``described``
+    says so in words where the choices depend on an installed package's version."""
 
     def check(v):
-        return None if v in choices() else f"must be one of {_listed(choices())}, got {v!r}"
+        if v in choices():
+            return None
+        close = difflib.get_close_matches(v, choices(), n=1) if isinstance(v, str) else []
+        return f"must be one of {_listed(choices())}, got {v!r}" + (f"; did you mean {close[0]!r}?" if close else "")
 
-    return Rule(check, str, "str", lambda: " | ".join(choices()))
+    return Rule(check, str, "str", lambda: described or " | ".join(choices()))
+
+
+def reference(builtins: Callable[[], tuple[str, ...]], files: tuple[str, ...] = ()) -> Rule:
+    """One of ``builtins()``, or a reference to the user's own code or data (:mod:`bnbench.references`):
+    ``path.py:function``, ``package.module:function``, an entry point's name, or ``PREFIX:path`` for a
+    prefix in ``files`` (``npz:data.npz``). Only the form is checked here; resolving it is the spec's."""
+
+    def check(v):
+        if isinstance(v, str) and v.strip() == v and v:
+            return None
+        return (f"must be one of {_listed(builtins())} or a reference (./file.py:function, package.module:function, "
+                f"an entry point{', ' + ', '.join(f'{p}:file' for p in files) if files else ''}), got {v!r}")
+
+    extra = "".join(f" | {p}:file" for p in files)
+    return Rule(check, str, "str", lambda: " | ".join(builtins()) + extra + " | ./file.py:function | module:function")
 
 
 def _parse_boolean(text: str) -> bool:
@@ -106,3 +126,42 @@ def fractions() -> Rule:
 
     return Rule(check, lambda text: [float(m) for m in text.split("-")], "list",
                 lambda: "increasing list of fractions in (0, 1)")
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, (bool, int, float, str))
+
+
+def keywords() -> Rule:
+    """Keyword arguments: a table of names to TOML scalars or lists of them (a plugin's model_args, an
+    optax optimizer's optimizer_args). Stored as sorted ``(name, value)`` pairs, lists as tuples."""
+
+    def check(v):
+        pairs = v.items() if isinstance(v, dict) else v if _is_list(v) else None
+        if pairs is None:
+            return f"must be a table of name = value, got {v!r}"
+        for pair in pairs:
+            if not (_is_list(pair) and len(pair) == 2 and isinstance(pair[0], str) and pair[0].isidentifier()):
+                return f"must be a table of name = value, got {v!r}"
+            value = pair[1]
+            if not (_scalar(value) or (_is_list(value) and all(_scalar(x) for x in value))):
+                return f"{pair[0]}: must be a number, string, boolean or a list of them, got {value!r}"
+        return None
+
+    return Rule(check, parse_scalar, "keywords", lambda: "table of name = value")
+
+
+def parse_scalar(text: str):
+    """One ``--set model_args.NAME=`` value: an integer, a float, true/false, or else text."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return _parse_boolean(text) if text.lower() in ("true", "false") else text
+
+
+def as_pairs(value) -> tuple[tuple[str, object], ...]:
+    """Keyword arguments (a table or pairs) as the sorted pairs a RunConfig holds."""
+    pairs = value.items() if isinstance(value, dict) else value
+    return tuple(sorted((k, tuple(v) if _is_list(v) else v) for k, v in pairs))

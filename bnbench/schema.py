@@ -85,18 +85,35 @@ PROBE_COLUMNS: dict[str, str] = {
 }
 
 
+def _is_pairs(value) -> bool:
+    return bool(value) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value)
+
+
 def csv_value(value):
-    """A config value as written to CSV: tuples (widths) dash-separated."""
+    """A config value as written to CSV: tuples (widths) dash-separated, keyword arguments as
+    ``name=value;...``."""
+    if isinstance(value, tuple) and _is_pairs(value):
+        return ";".join(f"{k}={csv_value(v)}" for k, v in value)
     if isinstance(value, tuple):
         return "-".join(str(v) for v in value)
     return value
 
 
-def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str) -> dict:
-    """The ``runs.csv`` row of one finished run, keyed by :data:`RUN_COLUMNS`; ``result.context`` gives
-    its execution context."""
+def argument_columns(config: RunConfig, columns: tuple[str, ...]) -> dict:
+    """The ``"model_args.NAME"`` columns of a run (empty where it does not set the argument)."""
+    values = {}
+    for column in columns:
+        field, _, name = column.partition(".")
+        values[column] = csv_value(dict(getattr(config, field)).get(name, ""))
+    return values
+
+
+def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str, arguments: tuple[str, ...] = ()) -> dict:
+    """The ``runs.csv`` row of one finished run, keyed by :data:`RUN_COLUMNS` and then ``arguments``
+    (:func:`argument_columns`); ``result.context`` gives its execution context."""
     row = {"run_id": config.run_id, "spec": spec, "spec_hash": spec_hash}
     row.update({k: csv_value(v) for k, v in dataclasses.asdict(config).items()})
+    row.update(argument_columns(config, arguments))
     row.update(
         momentum_convention=MOMENTUM_CONVENTION,
         num_params=result.num_params,
@@ -110,7 +127,7 @@ def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str) 
         wall_s=round(result.wall_s, 4),
         **result.context._asdict(),
     )
-    return {column: row[column] for column in RUN_COLUMNS}
+    return {column: row[column] for column in (*RUN_COLUMNS, *arguments)}
 
 
 def curve_rows(config: RunConfig, result: RunResult) -> list[dict]:

@@ -17,26 +17,41 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from bnbench import probes, recipe
+from bnbench import optimizers, probes, recipe
 from bnbench.config import TRACED_FIELDS, RunConfig, fields_compiled_as
 from bnbench.data import Dataset
-from bnbench.models import Model, Normalization, make_model, num_params
+from bnbench.models import PLUGINS, Model, Normalization, is_plugin, make_model, num_params
+from bnbench.options import OPTIMIZERS
 
 _VALUES = fields_compiled_as("value")
 _SWITCHES = fields_compiled_as("switch")
-# The Signature fields that are not run fields of their name: built from several fields, or the data set.
-COMPOSITE_FIELDS = ("norm", "schedule", "input_shape", "num_classes", "num_train")
+# The Signature fields that are not run fields of their name: built from several fields, the optimizer's
+# arguments, the plugin's code, or the data set.
+COMPOSITE_FIELDS = ("norm", "schedule", "optimizer_static", "optimizer_traced", "model_source", "input_shape",
+                    "num_classes", "num_train")
 
 
-class HParams(NamedTuple("_HParams", [(name, jax.Array) for name in TRACED_FIELDS])):
-    """The traced scalar hyperparameters of a run: one field per traced run field
-    (:data:`bnbench.config.TRACED_FIELDS`); ``lr`` is the effective learning rate (after linear scaling
-    with the batch size)."""
+def optimizer_arguments(config: RunConfig) -> tuple[tuple, tuple[str, ...]]:
+    """The run's optimizer arguments split into those compiled in (name, value pairs) and the names of
+    those traced (:func:`bnbench.optimizers.traced_args`)."""
+    if config.optimizer in OPTIMIZERS:
+        return (), ()
+    traced = optimizers.traced_args(config.optimizer, config.optimizer_args)
+    return tuple(pair for pair in config.optimizer_args if pair[0] not in traced), traced
+
+
+class HParams(NamedTuple("_HParams", [(name, jax.Array) for name in (*TRACED_FIELDS, "optimizer_floats")])):
+    """The traced hyperparameters of a run: one float32 scalar per traced run field
+    (:data:`bnbench.config.TRACED_FIELDS`; ``lr`` is the effective learning rate, after linear scaling
+    with the batch size), and ``optimizer_floats``, the values of the optimizer's traced arguments
+    (``Signature.optimizer_traced``), a vector."""
 
     @classmethod
     def of(cls, config: RunConfig) -> HParams:
-        values = {name: getattr(config, name) for name in cls._fields} | {"lr": config.effective_lr}
-        return cls(**{name: np.float32(value) for name, value in values.items()})
+        values = {name: getattr(config, name) for name in TRACED_FIELDS} | {"lr": config.effective_lr}
+        traced = dict(config.optimizer_args)
+        floats = np.asarray([traced[name] for name in optimizer_arguments(config)[1]], np.float32)
+        return cls(**{name: np.float32(value) for name, value in values.items()}, optimizer_floats=floats)
 
     @property
     def norm_scalars(self) -> dict[str, jax.Array]:
@@ -45,8 +60,9 @@ class HParams(NamedTuple("_HParams", [(name, jax.Array) for name in TRACED_FIELD
 
 
 _FIELD_TYPES = [(name, Any) for name in (*_VALUES, *_SWITCHES)]
-_COMPOSITE_TYPES = [("norm", Normalization), ("schedule", recipe.Schedule), ("input_shape", tuple),
-                    ("num_classes", int), ("num_train", int)]
+_COMPOSITE_TYPES = [("norm", Normalization), ("schedule", recipe.Schedule), ("optimizer_static", tuple),
+                    ("optimizer_traced", tuple), ("model_source", str), ("input_shape", tuple), ("num_classes", int),
+                    ("num_train", int)]
 
 
 class Signature(NamedTuple("_Signature", _FIELD_TYPES + _COMPOSITE_TYPES)):
@@ -60,11 +76,13 @@ class Signature(NamedTuple("_Signature", _FIELD_TYPES + _COMPOSITE_TYPES)):
         )
         milestones = config.lr_milestones if config.schedule == "step" else ()
         schedule = recipe.Schedule(config.schedule, config.steps, milestones, config.warmup_steps > 0)
+        static, traced = optimizer_arguments(config)
+        source = PLUGINS[config.model].source if is_plugin(config.model) else ""
         return cls(
             **{name: getattr(config, name) for name in _VALUES},
             **{name: getattr(config, name) > 0 for name in _SWITCHES},
-            norm=norm, schedule=schedule, input_shape=data.input_shape, num_classes=data.num_classes,
-            num_train=len(data.y_train),
+            norm=norm, schedule=schedule, optimizer_static=static, optimizer_traced=traced, model_source=source,
+            input_shape=data.input_shape, num_classes=data.num_classes, num_train=len(data.y_train),
         )
 
     @property
@@ -74,7 +92,8 @@ class Signature(NamedTuple("_Signature", _FIELD_TYPES + _COMPOSITE_TYPES)):
             input_shape=self.input_shape, widths=self.widths, num_classes=self.num_classes,
             activation=self.activation, placement=self.placement, norm=self.norm, depth=self.depth,
             residual_unit=self.residual_unit, shortcut=self.shortcut, init=self.init,
-            dropout_placement=self.dropout_placement, dtype=self.dtype,
+            dropout_placement=self.dropout_placement, dtype=self.dtype, model_args=self.model_args,
+            model_source=self.model_source,
         )
 
     def make_model(self) -> Model:
@@ -92,8 +111,14 @@ class Signature(NamedTuple("_Signature", _FIELD_TYPES + _COMPOSITE_TYPES)):
 
     @property
     def step_randomness(self) -> bool:
-        """Whether a training step draws random numbers (noise, dropout, augmentation)."""
-        return self.noisy_bn or self.dropout or self.augment != "none"
+        """Whether a training step draws random numbers (noise, dropout, augmentation, or a plugin
+        network's own key)."""
+        return self.noisy_bn or self.dropout or self.augment != "none" or self.plugin
+
+    @property
+    def plugin(self) -> bool:
+        """Whether the model is a plugin network (:mod:`bnbench.plugin`)."""
+        return bool(self.model_source)
 
     @property
     def probe_labels(self) -> tuple[tuple[int, str], ...]:

@@ -1,11 +1,13 @@
 """Experiment specs: TOML files that expand into a grid of fully resolved runs.
 
 A spec has top-level fields (one value each; every run field, its default and its range:
-:mod:`bnbench.config`), ``seeds`` (a count ``n`` meaning seeds ``0..n-1``, or a list of seeds) and an
-optional ``[grid]`` table whose keys are run fields and whose values are lists to sweep. The grid is
-the Cartesian product of its axes in the order written, times the seeds. Every value is validated
-before anything runs; a problem raises :class:`SpecError` with a one-line message naming the file and
-the field.
+:mod:`bnbench.config`), ``seeds`` (a count ``n`` meaning seeds ``0..n-1``, or a list of seeds), tables
+of keyword arguments (``[model_args]``, ``[optimizer_args]``) and an optional ``[grid]`` table whose
+keys are run fields, or ``"model_args.NAME"``, and whose values are lists to sweep. The grid is the
+Cartesian product of its axes in the order written, times the seeds. References to a researcher's own
+network or data (:mod:`bnbench.references`) are relative to ``base_dir`` (default: the spec file's
+folder); they are loaded when the spec is. Every value is validated before anything runs; a problem
+raises :class:`SpecError` with a one-line message naming the file and the field.
 """
 
 from __future__ import annotations
@@ -20,33 +22,31 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bnbench import data
-from bnbench.config import COMBINATION_FIELDS, FIELD_DEFAULTS, FIELDS, LATER_FIELDS, LIST_FIELDS, RUN_FIELDS, RunConfig
+from bnbench import rules
+from bnbench.config import (
+    ARGUMENT_FIELDS, COMBINATION_FIELDS, FIELD_DEFAULTS, FIELDS, LATER_FIELDS, LIST_FIELDS, RUN_FIELDS, RunConfig,
+)
 from bnbench.errors import BnbenchError
-from bnbench.options import DEFAULT_DEPTH, DEFAULT_WIDTHS
+from bnbench.options import DEFAULT_WIDTHS, MODELS
 from bnbench.rules import Rule
-
-
-class SpecError(BnbenchError):
-    """An invalid spec or override; the message names the source and the field."""
-
-    def __init__(self, source: str, field: str, message: str):
-        super().__init__(f"{source}: {field}: {message}")
+from bnbench.runs import SpecError, argument_key, resolve
 
 
 RULES: dict[str, Rule] = {name: spec.rule for name, spec in FIELDS.items()}
-TOP_LEVEL_KEYS = ("name", "seeds", "grid", *RUN_FIELDS)
+TOP_LEVEL_KEYS = ("name", "seeds", "grid", "base_dir", *RUN_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A parsed, validated spec: fixed field values, grid axes (in order) and seeds."""
+    """A parsed, validated spec: fixed field values, grid axes (in order), seeds, and the folder its
+    references are relative to."""
 
     name: str
     values: dict[str, Any]
     grid: dict[str, list[Any]]
     seeds: tuple[int, ...]
     source: str
+    base_dir: Path = Path(".")
 
     @property
     def num_runs(self) -> int:
@@ -54,11 +54,30 @@ class Spec:
         return math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
 
     def axis(self, field: str) -> list[Any]:
-        """The values ``field`` takes in the grid; unset widths are the fixed model's default."""
-        values = self.grid.get(field, [self.values[field]])
-        if field == "widths" and values == [None] and "model" not in self.grid:
-            return [list(DEFAULT_WIDTHS[self.values["model"]])]
-        return values
+        """The values ``field`` (or ``"model_args.NAME"``) takes in the grid; unset widths are the fixed
+        model's default, an unset argument None."""
+        if field in self.grid:
+            return self.grid[field]
+        argument = argument_key(field)
+        if argument:
+            return [dict(self.values[argument[0]]).get(argument[1])]
+        if field == "widths" and self.values[field] is None and "model" not in self.grid:
+            return [list(DEFAULT_WIDTHS.get(self.values["model"], ()))]
+        return [self.values[field]]
+
+    @property
+    def argument_columns(self) -> tuple[str, ...]:
+        """The ``"model_args.NAME"`` columns (one per keyword argument of a field of them, fixed or swept)."""
+        fixed = [f"{field}.{name}" for field in ARGUMENT_FIELDS for name, _ in self.values[field]]
+        return tuple(sorted({*fixed, *(k for k in self.grid if argument_key(k))}))
+
+    @property
+    def has_references(self) -> bool:
+        """Whether a model or data set of the grid is a reference to the user's own (not built in)."""
+        from bnbench import data  # here: the data set registry imports numpy
+
+        builtin_data = {n for n, info in data.REGISTRY.items() if info.origin is None}
+        return any(m not in MODELS for m in self.axis("model")) or any(d not in builtin_data for d in self.axis("dataset"))
 
     @property
     def datasets(self) -> list[str]:
@@ -76,30 +95,38 @@ class Spec:
         for combo in itertools.product(*(self.grid[a] for a in axes)):
             fields = {**self.values, **dict(zip(axes, combo))}
             for seed in self.seeds:
-                runs.append(_resolve(fields, seed, self.source))
+                runs.append(resolve(fields, seed, self.source))
         return runs
 
     def validate(self, source: str | None = None) -> None:
         """Raises :class:`SpecError` (naming ``source``, default the spec's) if any run of the grid
         would be invalid, as :meth:`expand` would, without building the whole grid: only the axes that
         the checks of a combination read are crossed, and only one seed."""
-        axes = [a for a in self.grid if a in COMBINATION_FIELDS]
+        axes = [a for a in self.grid if a in COMBINATION_FIELDS or argument_key(a)]
         for combo in itertools.product(*(self.grid[a] for a in axes)):
-            _resolve({**self.values, **dict(zip(axes, combo))}, self.seeds[0], source or self.source)
+            resolve({**self.values, **dict(zip(axes, combo))}, self.seeds[0], source or self.source)
 
     def to_toml(self) -> str:
         """The spec as TOML, every field written out once (a swept field only in ``[grid]``); loading
         it gives a spec with the same runs and the same TOML."""
         lines = [f"name = {_toml_value(self.name)}", f"seeds = {_toml_value(list(self.seeds))}"]
+        if self.has_references:  # resolvable from wherever the TOML lands (a results folder's spec.toml)
+            lines.append(f"base_dir = {_toml_value(str(self.base_dir))}")
         # With epochs, steps are derived: writing the default steps too would read back as setting both.
         derived = {"steps"} if self.values["epochs"] or "epochs" in self.grid else set()
         # Fields newer than the first specs are written only where they differ from their defaults, so
         # that an MLP spec's TOML does not list ResNet options.
-        skip = derived | set(self.grid) | {k for k in LATER_FIELDS if _same(self.values[k], FIELD_DEFAULTS[k])}
+        skip = derived | set(self.grid) | set(ARGUMENT_FIELDS)
+        skip |= {k for k in LATER_FIELDS if _same(self.values[k], FIELD_DEFAULTS[k])}
         values = {**self.values, "widths": self.axis("widths")[0]} if "widths" not in self.grid else self.values
+        if self.values["model"] not in MODELS and "widths" not in self.grid:
+            skip.add("widths")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None and k not in skip]
+        for field in ARGUMENT_FIELDS:
+            if self.values[field]:
+                lines += ["", f"[{field}]"] + [f"{k} = {_toml_value(v)}" for k, v in self.values[field]]
         if self.grid:
-            lines += ["", "[grid]"] + [f"{k} = {_toml_value(v)}" for k, v in self.grid.items()]
+            lines += ["", "[grid]"] + [f"{json.dumps(k) if '.' in k else k} = {_toml_value(v)}" for k, v in self.grid.items()]
         return "\n".join(lines) + "\n"
 
     @property
@@ -124,7 +151,8 @@ def first_difference(stored: Spec, new: Spec, *, superset_ok: bool = False) -> s
     lost = differs(list(stored.seeds), list(new.seeds))
     if lost or (not superset_ok and len(new.seeds) != len(stored.seeds)):
         return f"seeds {list(stored.seeds)} there, {list(new.seeds)} here"
-    for field in RUN_FIELDS:
+    arguments = sorted({*stored.argument_columns, *new.argument_columns})
+    for field in (*(f for f in RUN_FIELDS if f not in ARGUMENT_FIELDS), *arguments):
         old_values, new_values = stored.axis(field), new.axis(field)
         if differs(old_values, new_values) or (not superset_ok and old_values != new_values):
             return f"{field} is {_listed(old_values)} there, {_listed(new_values)} here"
@@ -147,100 +175,6 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(v)
-
-
-def _resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
-    num_samples = fields["num_samples"]
-    if num_samples is None:
-        num_samples = data.info(fields["dataset"]).default_num_samples
-    train_size = data.info(fields["dataset"]).train_size(num_samples)
-    batch_size = fields["batch_size"]
-    if batch_size > train_size:
-        raise SpecError(
-            source,
-            "batch_size",
-            f"{batch_size} is larger than the training split of {fields['dataset']!r} ({train_size} examples)",
-        )
-    widths = tuple(fields["widths"] or DEFAULT_WIDTHS[fields["model"]])
-    fields = {**fields, "widths": widths}
-    depth = _check_model_options(fields, source)
-    _check_norm_options(fields, source)
-    if fields["augment"] != "none" and len(data.info(fields["dataset"]).input_shape) != 3:
-        raise SpecError(source, "augment", f"{fields['augment']!r} takes images; {fields['dataset']!r} is not an image data set")
-    steps = fields["epochs"] * (train_size // batch_size) if fields["epochs"] else fields["steps"]
-    # An override of steps (or epochs) can leave a field the spec sets out of range: say to set it too.
-    also = " (pass --set {field}=N with the new steps)" if source in ("--set", "--seeds") else ""
-    if fields["warmup_steps"] >= steps:
-        raise SpecError(source, "warmup_steps", f"must be less than steps={steps}, got {fields['warmup_steps']}"
-                        + also.format(field="warmup_steps"))
-    eval_every = fields["eval_every"]
-    if eval_every is None:
-        eval_every = max(1, steps // 10)
-    elif eval_every > steps:
-        raise SpecError(source, "eval_every", f"must be in [1, steps={steps}], got {eval_every}"
-                        + also.format(field="eval_every"))
-    return RunConfig(
-        **{
-            **fields,
-            "num_samples": num_samples,
-            "steps": steps,
-            "eval_every": eval_every,
-            "widths": widths,
-            "depth": depth,
-            "eval_stats": tuple(fields["eval_stats"]),
-            "probes": tuple(fields["probes"]),
-            "lr_milestones": tuple(fields["lr_milestones"]),
-            "seed": seed,
-        }
-    )
-
-
-_RESNET_OPTIONS = (("residual_unit", "original"), ("shortcut", "pad"), ("init", "default"))
-_STAGES = {"vgg": 5, "resnet": 3}
-
-
-def _check_model_options(fields: dict[str, Any], source: str) -> int:
-    """Refuses options the run's model does not have (they would be silently ignored) and depths it
-    cannot take; returns the depth (0 resolved to the model's default)."""
-    model, depth = fields["model"], fields["depth"]
-    if model != "resnet":
-        for option, default in _RESNET_OPTIONS:
-            if fields[option] != default:
-                raise SpecError(source, option, f"applies to model = 'resnet' only, not {model!r}")
-    if model in ("mlp", "cnn"):
-        if depth:
-            raise SpecError(source, "depth", f"applies to models 'vgg' and 'resnet'; {model!r} takes its depth from widths")
-        return 0
-    if len(fields["widths"]) != _STAGES[model]:
-        raise SpecError(source, "widths", f"{model} takes one width per stage ({_STAGES[model]}), got {list(fields['widths'])}")
-    if model == "vgg":
-        if depth not in (0, 11, 16):
-            raise SpecError(source, "depth", f"vgg depth must be 11 or 16, got {depth}")
-        return depth or DEFAULT_DEPTH[model]
-    if depth and (depth < 8 or (depth - 2) % 6):
-        raise SpecError(source, "depth", f"resnet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}")
-    if fields["placement"] != "pre":
-        raise SpecError(source, "placement", "resnet places its norm layers by residual_unit; placement applies to mlp, cnn and vgg")
-    if fields["init"] != "default" and fields["residual_unit"] == "none":
-        raise SpecError(source, "init", f"{fields['init']!r} scales residual branches; residual_unit 'none' has none")
-    if "ics" in fields["probes"]:
-        raise SpecError(source, "probes", "'ics' needs a chain of layers (mlp, cnn, vgg); a resnet's earlier layers are not one")
-    return depth or DEFAULT_DEPTH[model]
-
-
-def _check_norm_options(fields: dict[str, Any], source: str) -> None:
-    """Options of one norm layer set on another would be silently ignored: refuse them."""
-    norm, ghost = fields["norm"], fields["ghost_batch_size"]
-    if norm != "batch":
-        for option, default in (("ghost_batch_size", 0), ("renorm", False)):
-            if fields[option] != default:
-                raise SpecError(source, option, f"applies to norm = 'batch' only, not {norm!r}")
-    if norm == "group":
-        bad = [w for w in fields["widths"] if w % fields["groups"]]
-        if bad:
-            raise SpecError(source, "groups", f"{fields['groups']} does not divide the widths {bad}")
-    if ghost and fields["batch_size"] % ghost:
-        raise SpecError(source, "ghost_batch_size", f"{ghost} does not divide batch_size {fields['batch_size']}")
 
 
 def _unknown_key(source: str, key: str, valid: tuple[str, ...], where: str) -> SpecError:
@@ -290,21 +224,63 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
         values["widths"] = None  # the model's own (DEFAULT_WIDTHS), resolved per run
     for key in LIST_FIELDS:
         values[key] = None if values[key] is None else list(values[key])
-    grid_raw = raw.get("grid", {})
+    for key in ARGUMENT_FIELDS:
+        values[key] = rules.as_pairs(values[key])
+    grid = _parse_grid(raw.get("grid", {}), source)
+    seeds = _check_seeds(source, raw.get("seeds", 1))
+    _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
+    spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source, base_dir=_base_dir(raw, source))
+    resolve_references(spec, source)
+    spec.validate()
+    return spec
+
+
+def _base_dir(raw: dict[str, Any], source: str) -> Path:
+    """The folder a spec's references are relative to: its ``base_dir`` (itself relative to the spec's
+    folder), else the spec's folder."""
+    base = raw.get("base_dir", ".")
+    if not isinstance(base, str) or not base:
+        raise SpecError(source, "base_dir", f"must be a folder, got {base!r}")
+    return (Path(source).parent / base).resolve()
+
+
+def _parse_grid(grid_raw: Any, source: str) -> dict[str, list[Any]]:
     if not isinstance(grid_raw, dict):
         raise SpecError(source, "grid", "must be a table of field = [values, ...]")
     grid = {}
     for key, axis in grid_raw.items():
         if key == "seeds":
             raise SpecError(source, "grid.seeds", "set seeds at the top level (a count or a list), not in [grid]")
+        if argument_key(key):
+            grid[key] = _check_argument_axis(source, key, axis)
+            continue
         if key not in RUN_FIELDS:
             raise _unknown_key(source, f"grid.{key}", RUN_FIELDS, "grid")
         grid[key] = _check_axis(source, key, axis)
-    seeds = _check_seeds(source, raw.get("seeds", 1))
-    _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
-    spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source)
-    spec.validate()
-    return spec
+    return grid
+
+
+def resolve_references(spec: Spec, source: str) -> None:
+    """Loads and registers the researcher's own data sets and networks the spec's grid names
+    (:mod:`bnbench.owndata`, :func:`bnbench.models.register_plugin`), relative to its ``base_dir``;
+    raises :class:`SpecError` naming the field and the file."""
+    from bnbench import owndata
+
+    for text in spec.axis("dataset"):
+        if owndata.is_reference(text):
+            try:
+                owndata.register_reference(text, spec.base_dir)
+            except BnbenchError as err:
+                raise SpecError(source, "dataset", str(err)) from None
+    plugins = [m for m in spec.axis("model") if m not in MODELS]
+    if plugins:
+        from bnbench import models  # here: a plugin network needs JAX, built-in specs plan without it
+
+        for text in plugins:
+            try:
+                models.register_plugin(text, spec.base_dir)
+            except BnbenchError as err:
+                raise SpecError(source, "model", str(err)) from None
 
 
 def _is_list_of_lists(value: Any) -> bool:
@@ -314,6 +290,22 @@ def _is_list_of_lists(value: Any) -> bool:
 def _check_steps_or_epochs(source: str, values: dict[str, Any], grid: dict[str, list], *, steps_written: bool) -> None:
     if (values["epochs"] or "epochs" in grid) and (steps_written or "steps" in grid):
         raise SpecError(source, "epochs", "set steps or epochs, not both")
+
+
+def _check_argument_axis(source: str, key: str, axis: Any) -> list[Any]:
+    """A ``"model_args.NAME"`` axis: a list of argument values (TOML scalars, or lists of them)."""
+    field = f"grid.{key}"
+    if not isinstance(axis, list) or not axis:
+        raise SpecError(source, field, f"must be a non-empty list of values, got {axis!r}")
+    name = argument_key(key)[1]
+    for value in axis:
+        message = RULES[argument_key(key)[0]].check({name: value})
+        if message:
+            raise SpecError(source, field, message)
+    values = [tuple(v) if isinstance(v, list) else v for v in axis]
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise SpecError(source, field, f"lists a value twice: {axis!r}")
+    return values
 
 
 def _check_axis(source: str, key: str, axis: Any) -> list[Any]:
@@ -358,6 +350,9 @@ def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None
             raise SpecError("--set", expression, "expected key=value[,value...]")
         if key == "seeds":
             raise SpecError("--set", key, f"use --seeds N for a count of seeds (--seeds {text.strip()})")
+        if argument_key(key):
+            grid[key] = _check_argument_axis("--set", key, [rules.parse_scalar(t.strip()) for t in text.split(",")])
+            continue
         if key not in RUN_FIELDS:
             raise _unknown_key("--set", key, RUN_FIELDS, "run field")
         # A list of names (eval_stats, probes) is one value: its commas separate names, not values.
@@ -370,5 +365,6 @@ def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None
     _check_steps_or_epochs("--set", spec.values, grid, steps_written=False)
     new_seeds = spec.seeds if seeds is None else _check_seeds("--seeds", seeds)
     updated = dataclasses.replace(spec, grid=grid, seeds=new_seeds)
+    resolve_references(updated, "--set")
     updated.validate(source="--set" if sets else "--seeds")
     return updated

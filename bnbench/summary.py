@@ -13,10 +13,18 @@ import numpy as np
 import pandas as pd
 
 from bnbench import context, metrics
-from bnbench.config import DERIVED_FIELDS, RUN_FIELDS
+from bnbench.config import ARGUMENT_FIELDS, DERIVED_FIELDS, RUN_FIELDS
 from bnbench.errors import BnbenchError
+from bnbench.runs import argument_key
 
-CONFIG_COLUMNS = (*RUN_FIELDS, "seed")
+# The configuration's columns, a field of keyword arguments aside: its "model_args.NAME" columns hold it.
+CONFIG_COLUMNS = (*(f for f in RUN_FIELDS if f not in ARGUMENT_FIELDS), "seed")
+
+
+def configuration_columns(runs: pd.DataFrame) -> list[str]:
+    """The columns of ``runs`` that configure a run: the run fields, its keyword-argument columns
+    (``model_args.NAME``), the seed."""
+    return [c for c in (*CONFIG_COLUMNS, *(c for c in runs.columns if argument_key(c))) if c in runs]
 MIN_PAIRS_FOR_DIRECTION = 3
 
 
@@ -34,12 +42,13 @@ def swept_axes(runs: pd.DataFrame) -> list[str]:
     (``steps`` of a spec that sets ``epochs`` and sweeps ``batch_size``; the default ``eval_every`` of a
     spec that sweeps ``steps``).
     """
-    varying = [c for c in RUN_FIELDS if c in runs and runs[c].nunique(dropna=False) > 1]
+    fields = [c for c in configuration_columns(runs) if c != "seed"]
+    varying = [c for c in fields if runs[c].nunique(dropna=False) > 1]
     axes = [c for c in varying if c not in DERIVED_FIELDS]
     for field in DERIVED_FIELDS:
         if field in varying and not _determined_by(runs, field, axes):
             axes.append(field)
-    axes = [c for c in RUN_FIELDS if c in axes]
+    axes = [c for c in fields if c in axes]
     return axes + context_axes(runs, axes)
 
 
@@ -221,7 +230,7 @@ def compare(
         if not _matching(runs, axis, str(value)).any():
             raise SummaryError(f"--compare: no run has {axis}={value}; its values are {', '.join(values)}")
     by = [c for c in swept_axes(runs) if c != axis] if by is None else list(by)
-    keys = [c for c in (*CONFIG_COLUMNS, *context_axes(runs, [])) if c in runs and c != axis]
+    keys = [c for c in (*configuration_columns(runs), *context_axes(runs, [])) if c != axis]
     ok = runs[runs["status"] == "ok"]
     left = ok[_matching(ok, axis, str(a))]
     right = ok[_matching(ok, axis, str(b))]

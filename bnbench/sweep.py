@@ -12,7 +12,7 @@ from bnbench import data, provenance, schema
 from bnbench.config import RunConfig
 from bnbench.errors import BnbenchError
 from bnbench.options import DEFAULT_MAX_RUNS, ENGINES, SHARD_COUNT_ENV
-from bnbench.results import ResultsStore
+from bnbench.store import ResultsStore
 from bnbench.spec import Spec, load_spec, with_overrides
 
 if TYPE_CHECKING:
@@ -51,10 +51,12 @@ class RunRecord(NamedTuple):
 
 
 class Shard(NamedTuple):
-    """Part ``index`` of ``count`` of a grid: the runs whose position in the grid is ``index`` mod ``count``."""
+    """Part ``index`` of ``count`` of a grid: the runs whose position in the grid is ``index`` mod
+    ``count``; ``task`` says which scheduler task it was read from (``--shard auto``), if any."""
 
     index: int
     count: int
+    task: str = ""
 
     @classmethod
     def parse(
@@ -83,42 +85,59 @@ def _jax_processes() -> tuple[int, int]:
 def shard_from_scheduler(
     environ: Mapping[str, str], count_text: str | None = None, jax_processes: Callable[[], tuple[int, int]] | None = None
 ) -> Shard:
-    """This process's shard, from the first scheduler found:
+    """This process's shard, from the first scheduler found. The count is ``count_text`` (``--shard
+    auto/N``) or ``$BNBENCH_SHARD_COUNT`` where given, so that a task is the same shard whichever part of
+    its job runs (a re-submitted SLURM task, a retried Kubernetes index):
 
-    * a SLURM job array: ``(SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP`` of
-      ``SLURM_ARRAY_TASK_COUNT`` (``--array=0-7`` or ``--array=1-15:2`` alike);
-    * a Kubernetes indexed job: ``JOB_COMPLETION_INDEX`` of ``count_text`` (``--shard auto/N``) or
-      ``$BNBENCH_SHARD_COUNT`` (set it to the job's ``completions``);
+    * a SLURM job array: shard ``SLURM_ARRAY_TASK_ID``; without a count, the array's size, read only
+      where the array is the whole of ``0..N-1`` (a first submission), since a re-submission of some
+      tasks (``--array=3``) or an array of one task would otherwise make one task the whole grid;
+    * a Kubernetes indexed job: shard ``JOB_COMPLETION_INDEX``, of a count that must be given;
     * a multi-process JAX run (``jax.distributed.initialize()`` called): ``jax.process_index()`` of
-      ``jax.process_count()``.
+      ``jax.process_count()``, which must agree with a count given.
 
-    ``count_text``, when given, must agree with the scheduler's count. Raises :class:`ShardError` when
-    no scheduler is found or its variables do not make a shard.
+    Raises :class:`ShardError` when no scheduler is found or its variables do not make a shard.
     """
     try:
-        count = int(count_text) if count_text is not None else None
+        given = count_text if count_text is not None else environ.get(SHARD_COUNT_ENV)
+        count = int(given) if given is not None else None
+        if count is not None and count < 1:
+            raise ShardError(f"--shard auto: the shard count must be at least 1, got {count}")
         if "SLURM_ARRAY_TASK_ID" in environ:
-            task, first = int(environ["SLURM_ARRAY_TASK_ID"]), int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-            step, total = int(environ.get("SLURM_ARRAY_TASK_STEP", "1")), int(environ["SLURM_ARRAY_TASK_COUNT"])
-            where, index = "SLURM array", (task - first) // step
+            index = int(environ["SLURM_ARRAY_TASK_ID"])
+            total = count if count is not None else _slurm_array_size(environ)
+            task = f"SLURM array job {environ.get('SLURM_ARRAY_JOB_ID', '?')} task {index}"
         elif "JOB_COMPLETION_INDEX" in environ:
-            where, index = "Kubernetes indexed job", int(environ["JOB_COMPLETION_INDEX"])
-            total = count if count is not None else int(environ[SHARD_COUNT_ENV]) if SHARD_COUNT_ENV in environ else None
+            index, total = int(environ["JOB_COMPLETION_INDEX"]), count
+            task = f"Kubernetes indexed job {environ.get('JOB_NAME', '?')} index {index}"
             if total is None:
                 raise ShardError(f"--shard auto: JOB_COMPLETION_INDEX is set but not the number of completions: pass "
                                  f"--shard auto/N or set {SHARD_COUNT_ENV}")
         else:
-            where, (index, total) = "JAX", (jax_processes or _jax_processes)()
+            index, total = (jax_processes or _jax_processes)()
             if total == 1:
                 raise ShardError("--shard auto: no scheduler found (SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, or a "
                                  "multi-process JAX run); pass --shard I/N")
+            if count is not None and count != total:
+                raise ShardError(f"--shard auto/{count}: the JAX run has {total} processes")
+            task = f"JAX process {index} of {total}"
     except (KeyError, ValueError) as err:
         raise ShardError(f"--shard auto: cannot read the scheduler's variables ({err})") from None
-    if count is not None and count != total:
-        raise ShardError(f"--shard auto/{count}: the {where} has {total} tasks")
     if not 0 <= index < total:
-        raise ShardError(f"--shard auto: {where} task {index} is outside 0..{total - 1}")
-    return Shard(index, total)
+        raise ShardError(f"--shard auto: {task} is outside shards 0..{total - 1}")
+    return Shard(index, total, task)
+
+
+def _slurm_array_size(environ: Mapping[str, str]) -> int:
+    """The size of a SLURM array that is the whole of ``0..N-1``; raises :class:`ShardError` otherwise."""
+    first, last, step, size = (int(environ.get(f"SLURM_ARRAY_TASK_{k}", d)) for k, d in
+                               (("MIN", "0"), ("MAX", "-1"), ("STEP", "1"), ("COUNT", "0")))
+    if first != 0 or step != 1 or last != size - 1 or size < 2:
+        running = f"task {first}" if size == 1 else f"tasks {first}-{last}" + (f":{step}" if step != 1 else "")
+        raise ShardError(f"--shard auto: this SLURM array runs {running}, not the whole of 0-(N-1), so its size is "
+                         "not the shard count (a re-submitted task would run the whole grid): pass --shard auto/N, N "
+                         "the number of shards")
+    return size
 
 
 class ShardError(BnbenchError):
@@ -157,7 +176,7 @@ def plan(
     runs = spec.expand()
     if shard is not None:
         runs = runs[shard.index :: shard.count]
-    return SweepPlan(spec, runs, ResultsStore(out_dir), resume, data_dir, shard)
+    return SweepPlan(spec, runs, ResultsStore(out_dir, spec.argument_columns), resume, data_dir, shard)
 
 
 def plan_file(
@@ -212,10 +231,10 @@ class Session(NamedTuple):
 def open_sweep(
     plan: SweepPlan, *, engine: str = "vectorized", runs_per_device: int | None = None, devices: int | None = None
 ) -> Iterator[Session]:
-    """Holds the output folder's lock for the sweep's life (:meth:`bnbench.results.ResultsStore.lock`),
+    """Holds the output folder's lock for the sweep's life (:meth:`bnbench.store.ResultsStore.lock`),
     plans the engine (:func:`bnbench.engine.prepare`), checks that the runs already in the folder ran in
     the execution context their programs get now, and opens the folder (creating it; see
-    :meth:`bnbench.results.ResultsStore.open`). Raises a :class:`bnbench.errors.BnbenchError` before
+    :meth:`bnbench.store.ResultsStore.open`). Raises a :class:`bnbench.errors.BnbenchError` before
     writing anything if the folder is in use, holds another spec's runs or another context's."""
     from bnbench import engine as engine_lib
 
@@ -246,13 +265,18 @@ def execute(
     meta.update(session.options, program_cache=program_cache and str(program_cache))
     meta["blocks_at_once"] = len(session.execution.devices)
     meta.update(data_dir=plan.data_dir and str(plan.data_dir), finished=None)
-    meta["execution"] = {
-        group.signature.model: ctx.execution for group, ctx in zip(session.execution.groups, session.execution.contexts)
-    }
+    if plan.shard is not None:
+        meta["shard"] = plan.shard._asdict()
+    pairs = list(zip(session.execution.groups, session.execution.contexts))
+    meta["execution"] = {group.signature.model: ctx.execution for group, ctx in pairs}
+    # The code and data of plugins and own data sets, by the reference the spec wrote: file@digest.
+    meta["sources"] = {name: source for group, ctx in pairs for name, source in
+                       ((group.signature.model, ctx.model_source), (group.configs[0].dataset, ctx.data_source)) if source}
     plan.store.write_meta(meta)
     finished = len(session.done)
     for config, result in engine_lib.train(session.execution, done=session.done, stop=stop, program_cache=program_cache):
-        row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash)
+        row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash,
+                             arguments=plan.spec.argument_columns)
         details = {
             plan.store.curves_path: schema.curve_rows(config, result),
             plan.store.activations_path: schema.activation_rows(config, result),

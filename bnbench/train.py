@@ -39,6 +39,7 @@ import optax
 from bnbench import bn, probes, recipe
 from bnbench.data import Dataset
 from bnbench.models import Model
+from bnbench.optimizers import make_optimizer
 from bnbench.signature import HParams, Signature
 
 ACTIVATION_STATS = ("p15", "p50", "p85", "mean", "std")
@@ -55,52 +56,6 @@ class ProgramOutput(NamedTuple):
 
 
 ACTIVATION_EXAMPLES = 512  # the fixed evaluation batch of activation statistics: the first test examples
-
-
-def _all_but_norm_layers(params):
-    """The weight-decay mask that leaves the norm layers' scale and offset (``params["norm"]``) alone."""
-    return {k: jax.tree_util.tree_map(lambda _: k != "norm", v) for k, v in params.items()}
-
-
-FIXUP_SCALAR_LR = 0.1
-
-
-def _fixup_scalars(params):
-    """The mask of Fixup's scalar multipliers and biases."""
-    return {k: jax.tree_util.tree_map(lambda _: k in ("branch", "head_bias"), v) for k, v in params.items()}
-
-
-def make_optimizer(
-    kind: str,
-    hp: HParams,
-    bn_weight_decay: bool = True,
-    schedule: recipe.Schedule = recipe.Schedule(),
-    nesterov: bool = False,
-    fixup: bool = False,
-) -> optax.GradientTransformation:
-    """``sgd``: L2 weight decay added to the gradient, then SGD with momentum (Nesterov's with
-    ``nesterov``). ``adam``: AdamW. The learning rate follows ``schedule`` (:func:`bnbench.recipe.learning_rate`)
-    from ``hp.lr``.
-
-    With ``bn_weight_decay`` false, the norm layers' parameters (``params["norm"]``) get no decay. With
-    ``fixup``, the updates of Fixup's scalars (``params["branch"]``, ``params["head_bias"]``) are scaled by
-    :data:`FIXUP_SCALAR_LR`.
-    """
-    mask = None if bn_weight_decay else _all_but_norm_layers
-    lr = hp.lr if schedule.constant else functools.partial(
-        recipe.learning_rate, schedule, lr=hp.lr, warmup_steps=hp.warmup_steps, lr_decay=hp.lr_decay
-    )
-    if kind == "sgd":
-        base = optax.chain(
-            optax.add_decayed_weights(hp.weight_decay, mask=mask),
-            optax.sgd(lr, hp.optimizer_momentum, nesterov=nesterov),
-        )
-    elif kind == "adam":
-        base = optax.adamw(lr, weight_decay=hp.weight_decay, mask=mask)
-    else:
-        raise ValueError(f"unknown optimizer {kind!r}")
-    # Fixup trains its scalar multipliers and biases at a tenth of the learning rate (Zhang et al. 2019).
-    return optax.chain(base, optax.masked(optax.scale(FIXUP_SCALAR_LR), _fixup_scalars)) if fixup else base
 
 
 def epoch_order(key: jax.Array, epoch, num_examples: int) -> jax.Array:
@@ -146,6 +101,7 @@ def _keys(seed) -> tuple[jax.Array, jax.Array]:
 _STEP_STREAM = 0x6E6F6973
 _DROPOUT_STREAM = 0x64726F70
 _AUGMENT_STREAM = 0x61756720
+_MODEL_STREAM = 0x6D6F646C
 
 
 class Program(NamedTuple):
@@ -165,7 +121,8 @@ class Program(NamedTuple):
 
     def optimizer(self, hp: HParams) -> optax.GradientTransformation:
         sig = self.sig
-        return make_optimizer(sig.optimizer, hp, sig.bn_weight_decay, sig.schedule, sig.nesterov, sig.init == "fixup")
+        return make_optimizer(sig.optimizer, hp, sig.bn_weight_decay, sig.schedule, sig.nesterov, sig.init == "fixup",
+                              sig.optimizer_static, sig.optimizer_traced)
 
     def init(self, seed, hp: HParams) -> TrainState:
         init_key = _keys(seed)[0]
@@ -177,7 +134,8 @@ class Program(NamedTuple):
         return batch_indices(_keys(seed)[1], start, length, self.sig.num_train, self.sig.batch_size)
 
     def _draws(self, state: TrainState, hp: HParams, x):
-        """This step's randomness: ``(keyword arguments of apply, augmented x, the next step's key)``."""
+        """This step's randomness: ``(keyword arguments of apply, augmented x, the next step's key)``; a
+        plugin network gets a key of its own (``model_key``)."""
         sig = self.sig
         if not sig.step_randomness:
             return {}, x, None
@@ -189,6 +147,8 @@ class Program(NamedTuple):
             draws |= dict(dropout_key=jax.random.fold_in(key, _DROPOUT_STREAM), dropout_rate=hp.dropout)
         if sig.augment == "crop_flip":
             x = recipe.crop_flip(jax.random.fold_in(key, _AUGMENT_STREAM), x)
+        if sig.plugin:
+            draws |= dict(model_key=jax.random.fold_in(key, _MODEL_STREAM))
         return draws, x, next_key
 
     def step(self, state: TrainState, idx, hp: HParams, x_train, y_train):
@@ -267,7 +227,7 @@ class Program(NamedTuple):
         lr = recipe.learning_rate(sig.schedule, step, hp.lr, hp.warmup_steps, hp.lr_decay)
         return probes.values(
             sig.probes, loss, state.params, grads, updates, lr, sig.norm_layers, state.bn_state,
-            lambda: self.precise_bn_state(state, seed, hp, x_train),
+            lambda: self.precise_bn_state(state, seed, hp, x_train), self.model.weights,
         )
 
     def _scan_step(self, carry, step_number, data_key, hp: HParams, x_train, y_train):

@@ -22,6 +22,30 @@ epsilon = [1e-5, 1e-3]
 """
 
 
+# The fast lane (`make test-fast`, `pytest -m "not slow"`): BN, its variants and edge cases, specs, the
+# CSV schema, the field registry and the docs. Every other module trains networks or runs sweeps.
+FAST_MODULES = {"test_bn", "test_variants", "test_edge_inputs", "test_spec", "test_schema", "test_registry", "test_docs",
+                "test_explain"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] not in FAST_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs():
+    """Drops every compiled program after each test. Each executable maps its code into the process
+    (a small one about 3 of the kernel's memory maps; `vm.max_map_count` is 65530 here), and one test
+    process compiles thousands: kept, they took 36,000 maps within test_plugins.py, and XLA:CPU aborted
+    or segfaulted late in every full run, compiling or serializing, never with the failing test alone."""
+    yield
+    from bnbench import engine
+
+    engine.release_programs()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
     """Sweeps in tests (in-process and subprocesses) share a compilation cache and a user cache folder

@@ -72,8 +72,8 @@ def test_one_compilation_per_group_and_device():
     grid = mixed_grid(widths=(11,))  # widths no other test compiles
     compiles = []
 
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
+    def listener(event, duration, **kwargs):  # the training program's compilations, not JAX's helpers'
+        if event == "/jax/core/compile/backend_compile_duration" and kwargs.get("fun_name") == "jit(run)":
             compiles.append(event)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
@@ -198,40 +198,78 @@ def test_bad_shard_is_a_one_line_error(tiny_spec, workdir, cli):
     assert not (workdir / "results").exists()
 
 
+def slurm(task: int, first: int, last: int, step: int = 1) -> dict[str, str]:
+    """The variables SLURM sets in a task of ``--array=first-last:step``."""
+    count = len(range(first, last + 1, step))
+    return {"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(first),
+            "SLURM_ARRAY_TASK_MAX": str(last), "SLURM_ARRAY_TASK_STEP": str(step), "SLURM_ARRAY_TASK_COUNT": str(count)}
+
+
 @pytest.mark.parametrize(
     "environ, text, expected",
     [
-        ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0"}, "auto", (3, 4)),
-        ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1",
-          "SLURM_ARRAY_TASK_STEP": "2"}, "auto", (2, 3)),
-        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "1"}, "auto/2", (0, 2)),
-        ({"JOB_COMPLETION_INDEX": "2"}, "auto/5", (2, 5)),
-        ({"JOB_COMPLETION_INDEX": "0", "BNBENCH_SHARD_COUNT": "3"}, "auto", (0, 3)),
+        (slurm(3, 0, 3), "auto", (3, 4, "SLURM array job 77 task 3")),  # a first submission, --array=0-3
+        (slurm(3, 0, 3), "auto/4", (3, 4, "SLURM array job 77 task 3")),
+        (slurm(3, 3, 3), "auto/8", (3, 8, "SLURM array job 77 task 3")),  # re-submitted alone: --array=3
+        ({**slurm(3, 2, 3), "SLURM_ARRAY_TASK_COUNT": "2"}, "auto/4", (3, 4, "SLURM array job 77 task 3")),  # --array=2,3
+        ({**slurm(3, 3, 3), "BNBENCH_SHARD_COUNT": "8"}, "auto", (3, 8, "SLURM array job 77 task 3")),
+        (slurm(1, 0, 7, 1) | {"SLURM_ARRAY_TASK_COUNT": "8"}, "auto", (1, 8, "SLURM array job 77 task 1")),  # %2 throttled
+        ({"JOB_COMPLETION_INDEX": "2", "JOB_NAME": "sweep"}, "auto/5", (2, 5, "Kubernetes indexed job sweep index 2")),
+        ({"JOB_COMPLETION_INDEX": "0", "BNBENCH_SHARD_COUNT": "3"}, "auto", (0, 3, "Kubernetes indexed job ? index 0")),
     ],
 )
-def test_shard_auto_reads_the_scheduler(environ, text, expected):
+def test_shard_auto_is_the_same_shard_whichever_part_of_the_job_runs(environ, text, expected):
     assert Shard.parse(text, environ, jax_processes=lambda: pytest.fail("asked JAX")) == expected
 
 
 def test_shard_auto_from_multi_process_jax_and_its_errors():
-    assert Shard.parse("auto", {}, jax_processes=lambda: (1, 4)) == (1, 4)
+    assert Shard.parse("auto", {}, jax_processes=lambda: (1, 4))[:2] == (1, 4)
     for environ, text, message in [
         ({}, "auto", "no scheduler found"),
         ({"JOB_COMPLETION_INDEX": "1"}, "auto", "pass --shard auto/N or set BNBENCH_SHARD_COUNT"),
-        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}, "auto/3", "the SLURM array has 2 tasks"),
+        (slurm(3, 3, 3), "auto", "this SLURM array runs task 3, not the whole of 0-\\(N-1\\).*pass --shard auto/N"),
+        (slurm(0, 0, 0), "auto", "runs task 0, not the whole"),  # one task would be the whole grid
+        (slurm(5, 1, 13, 4), "auto", "runs tasks 1-13:4, not the whole"),
+        (slurm(5, 0, 7), "auto/4", "task 5 is outside shards 0..3"),
         ({"JOB_COMPLETION_INDEX": "x"}, "auto/2", "cannot read the scheduler's variables"),
-        ({"JOB_COMPLETION_INDEX": "4"}, "auto/2", "task 4 is outside 0..1"),
+        ({"JOB_COMPLETION_INDEX": "4"}, "auto/2", "index 4 is outside shards 0..1"),
+        (slurm(0, 0, 3), "auto/0", "the shard count must be at least 1, got 0"),
     ]:
         with pytest.raises(ShardError, match=message):
             Shard.parse(text, environ, jax_processes=lambda: (0, 1))
+    with pytest.raises(ShardError, match="the JAX run has 4 processes"):
+        Shard.parse("auto/3", {}, jax_processes=lambda: (1, 4))
+
+
+def test_a_resubmitted_slurm_task_runs_its_own_shard_and_the_merge_names_what_is_missing(tiny_spec, workdir, cli, monkeypatch):
+    def task(index: int, first: int, last: int, shard: str):
+        for name, value in slurm(index, first, last).items():
+            monkeypatch.setenv(name, value)
+        return cli("sweep", tiny_spec, "--shard", shard, "--no-plots")
+
+    assert task(0, 0, 2, "auto").exit_code == 0 and task(1, 0, 2, "auto").exit_code == 0  # task 2 never ran
+    parts = [f"results/tiny-shard{i}of3" for i in range(3)]
+    missing = cli("merge", *parts[:2], "--out", "merged")
+    assert missing.exit_code == 1 and not (workdir / "merged").exists()
+    assert "they are runs of shard 2 of 3: re-submit those tasks (sbatch --array=2 with your batch script)" in missing.stderr
+    refused = task(2, 2, 2, "auto")  # re-submitted alone, --array=2: SLURM says 1 task, of minimum id 2
+    assert refused.exit_code == 2 and "runs task 2, not the whole of 0-(N-1)" in refused.stderr
+    resumed = task(2, 2, 2, "auto/3")
+    assert resumed.exit_code == 0 and f"tiny: {len(range(2, 8, 3))} runs" in resumed.stdout
+    shard_meta = json.loads((workdir / parts[2] / "meta.json").read_text())
+    assert shard_meta["shard"] == {"index": 2, "count": 3, "task": "SLURM array job 77 task 2"}
+    assert cli("merge", *parts, "--out", "merged").exit_code == 0
+    merged = json.loads((workdir / "merged" / "meta.json").read_text())
+    assert set(shard_meta) - {"shard"} <= set(merged) and merged["finished"] is not None
+    assert [m["shard"]["index"] for m in merged["merged_from"]] == [0, 1, 2]
+    assert merged["execution"] == shard_meta["execution"] | json.loads((workdir / parts[0] / "meta.json").read_text())["execution"]
 
 
 def test_slurm_array_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir, cli, monkeypatch):
     assert cli("sweep", tiny_spec, "--out", "whole", "--engine", "sequential", "--no-plots").exit_code == 0
-    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "0")
     for task in range(3):
-        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        for name, value in slurm(task, 0, 2).items():
+            monkeypatch.setenv(name, value)
         result = cli("sweep", tiny_spec, "--shard", "auto", "--engine", "sequential", "--no-plots")
         assert result.exit_code == 0 and f"tiny: {len(range(task, 8, 3))} runs" in result.stdout
     parts = [f"results/tiny-shard{i}of3" for i in range(3)]

@@ -242,12 +242,12 @@ def test_report_arguments_that_select_nothing_are_errors(args, message, tiny_res
 
 
 def test_unreadable_runs_csv_and_unwritable_plots_are_one_line_errors(tiny_results, cli, monkeypatch):
-    from bnbench import results
+    from bnbench import store
 
     def refuse(self):
-        raise results.ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
+        raise store.ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
 
-    monkeypatch.setattr(results.ResultsStore, "check_writable", refuse)
+    monkeypatch.setattr(store.ResultsStore, "check_writable", refuse)
     result = cli("report", tiny_results)
     assert result.exit_code == 1 and "test_acc over seeds" in result.stdout and "or --no-plots" in result.stderr
     assert cli("report", tiny_results, "--no-plots").exit_code == 0
@@ -315,7 +315,8 @@ def test_merge_names_the_folders_and_the_field_and_lists_missing_runs(tiny_spec,
     result = cli("merge", "results/tiny-shard0of3", "results/tiny-shard1of3", "--out", "merged")
     assert result.exit_code == 1 and not (workdir / "merged").exists()
     assert ("2 of the grid's 8 runs are in none of the folders (placement=pre epsilon=0.001 seed=0; "
-            "placement=none epsilon=1e-05 seed=1); run them and merge again, or pass --partial") in result.stderr
+            "placement=none epsilon=1e-05 seed=1); they are runs of shard 2 of 3: run it again and merge again, or pass "
+            "--partial") in result.stderr
     result = cli("merge", "results/tiny-shard0of3", "results/tiny-shard1of3", "--out", "merged", "--partial")
     assert result.exit_code == 0 and "merged 6 runs of the grid's 8" in result.stdout
     assert ("partial merge: 2 runs of the grid are in none of the folders (placement=pre epsilon=0.001 seed=0; "

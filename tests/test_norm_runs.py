@@ -11,7 +11,8 @@ from bnbench import data
 from bnbench.config import RunConfig
 from bnbench.models import make_model
 from bnbench.signature import HParams, Signature
-from bnbench.train import cross_entropy, make_optimizer, make_program
+from bnbench.optimizers import make_optimizer
+from bnbench.train import cross_entropy, make_program
 
 
 def _program(config: RunConfig):

@@ -12,6 +12,7 @@ from bnbench import bn, data, options, probes
 from bnbench.config import RunConfig
 from bnbench.engine import run_all, train_run
 from bnbench.models import add_noise, make_model
+from bnbench.models.layers import layer_weights
 from bnbench.signature import HParams, Signature
 from bnbench.train import make_program
 
@@ -113,7 +114,7 @@ def test_probes_at_step_0_are_those_of_the_initialization():
     sig, program, hp, state, _ = program_and_state()
     result = train_run(CONFIG)
     at_start = {(p.layer, p.probe): p.value for p in result.probes if p.step == 0}
-    for i, w in enumerate(probes.weights(state.params), start=1):
+    for i, w in enumerate(layer_weights(state.params), start=1):
         assert at_start[(i, "weight_norm")] == pytest.approx(float(np.linalg.norm(w)), rel=1e-6)
     assert sorted({p.step for p in result.probes}) == [0, 2, 4]
     assert len(result.probes) == 3 * len(sig.probe_labels)

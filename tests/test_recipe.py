@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnbench import recipe, signature, train
+from bnbench import optimizers, recipe, signature, train
 from bnbench.config import RunConfig
 from bnbench.data import Dataset
 from bnbench.models import dropout, make_model
@@ -43,7 +43,7 @@ def test_the_optimizer_applies_the_scheduled_rate_at_every_step():
     config = dict(lr=0.3, schedule="step", lr_milestones=(0.25, 0.6), lr_decay=0.5, warmup_steps=3, steps=steps)
     hp = hparams(**config)
     schedule = recipe.Schedule("step", steps, (0.25, 0.6), True)
-    tx = train.make_optimizer("sgd", hp, schedule=schedule)
+    tx = optimizers.make_optimizer("sgd", hp, schedule=schedule)
     params = {"w": jnp.zeros(())}
     state = tx.init(params)
     applied = []
@@ -56,7 +56,7 @@ def test_the_optimizer_applies_the_scheduled_rate_at_every_step():
 
 def test_nesterov_momentum_follows_its_formula():
     hp = signature.HParams.of(RunConfig(optimizer="sgd", lr=0.1, optimizer_momentum=0.9, nesterov=True))
-    tx = train.make_optimizer("sgd", hp, nesterov=True)
+    tx = optimizers.make_optimizer("sgd", hp, nesterov=True)
     params = {"w": jnp.zeros(())}
     state = tx.init(params)
     velocity, updates = 0.0, []
@@ -144,7 +144,7 @@ def test_fixup_scalars_train_at_a_tenth_of_the_learning_rate():
     hp = hparams(lr=0.5)
     params = {"layers": [{"w": jnp.zeros((2,))}], "branch": [{"scale": jnp.ones(())}], "head_bias": jnp.zeros(())}
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
-    tx = train.make_optimizer("sgd", hp, fixup=True)
+    tx = optimizers.make_optimizer("sgd", hp, fixup=True)
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["layers"][0]["w"], -0.5)
     np.testing.assert_allclose(updates["branch"][0]["scale"], -0.05, rtol=1e-6)

@@ -24,7 +24,7 @@ def tiny_results(tmp_path_factory):
 
 def test_the_spec_parser_checks_exactly_the_run_fields():
     assert tuple(spec.RULES) == config.RUN_FIELDS
-    assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", *config.RUN_FIELDS}
+    assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", "base_dir", *config.RUN_FIELDS}
     assert set(config.LIST_FIELDS) == {"widths", "eval_stats", "probes", "lr_milestones"}
 
 
@@ -52,7 +52,7 @@ def test_every_numeric_field_is_a_plot_axis_and_every_text_field_is_not():
 def test_the_program_signature_and_traced_arguments_come_from_the_registry():
     compiled = {n for n, f in FIELDS.items() if f.compiled in ("value", "switch")}
     assert set(Signature._fields) == compiled | set(COMPOSITE_FIELDS)
-    assert set(HParams._fields) == {n for n, f in FIELDS.items() if f.traced}
+    assert set(HParams._fields) == {n for n, f in FIELDS.items() if f.traced} | {"optimizer_floats"}
     for name, field in FIELDS.items():
         assert field.compiled in config.COMPILED_AS and field.scale in config.SCALES, name
         assert field.compiled or field.traced or name in ("epochs", "lr_scaling_batch_size"), name
@@ -69,7 +69,8 @@ def test_a_signature_is_built_by_name_not_by_position():
         assert getattr(sig, name) == getattr(cfg, name), name
     assert sig.noisy_bn is True and sig.dropout is False and sig.schedule.warmup and sig.schedule.kind == "cosine"
     hp = HParams.of(cfg)
-    assert all(float(getattr(hp, n)) == pytest.approx(getattr(cfg, n)) for n in HParams._fields if n != "lr")
+    assert all(float(getattr(hp, n)) == pytest.approx(getattr(cfg, n)) for n in config.TRACED_FIELDS if n != "lr")
+    assert hp.optimizer_floats.shape == (0,)
 
 
 def test_the_summary_derives_the_fields_a_spec_may_leave_unset():

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bnbench import data, engine, results
+from bnbench import data, engine, store
 from bnbench.cli import app
 from bnbench.config import RUN_FIELDS, RunConfig
 from bnbench.spec import RULES, TOP_LEVEL_KEYS
@@ -133,7 +133,7 @@ def test_full_disk_fails_cleanly_and_keeps_earlier_runs(tiny_spec, workdir, cli,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, payload)
 
-    monkeypatch.setattr(results.os, "write", failing_write)
+    monkeypatch.setattr(store.os, "write", failing_write)
     result = cli("sweep", tiny_spec)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
@@ -147,9 +147,9 @@ def test_full_disk_fails_cleanly_and_keeps_earlier_runs(tiny_spec, workdir, cli,
 def test_a_short_write_is_rolled_back_to_whole_rows(tmp_path, monkeypatch):
     path = tmp_path / "runs.csv"
     path.write_text("a,b\n1,2\n")
-    monkeypatch.setattr(results.os, "write", lambda fd, payload: os.pwrite(fd, payload[:3], 8) and 3)
-    with pytest.raises(results.ResultsError, match="cannot write"):
-        results._append(path, "3,4\n5,6\n")
+    monkeypatch.setattr(store.os, "write", lambda fd, payload: os.pwrite(fd, payload[:3], 8) and 3)
+    with pytest.raises(store.ResultsError, match="cannot write"):
+        store._append(path, "3,4\n5,6\n")
     assert path.read_text() == "a,b\n1,2\n"
 
 
@@ -185,20 +185,20 @@ def test_grid_larger_than_the_limit_needs_yes(tiny_spec, workdir, cli):
 def test_a_block_out_of_device_memory_stops_the_sweep_with_the_block_size_to_try(monkeypatch, tiny_spec, workdir, cli):
     """A smaller block would change the runs' numbers (bnbench.context), so the engine does not retry one
     silently: it says which size to pass, and the blocks that finished stay saved."""
-    real, calls = engine._vectorized_fn, []
+    real, calls = engine.compiled, []
 
-    def failing_after_one(sig):
-        fn = real(sig)
+    def failing_after_one(fn, device, *args, **static):
+        program = real(fn, device, *args, **static)
 
         def run(*args):
             calls.append(1)
             if len(calls) > 1:
                 raise jax_oom()
-            return fn(*args)
+            return program(*args)
 
         return run
 
-    monkeypatch.setattr(engine, "_vectorized_fn", failing_after_one)
+    monkeypatch.setattr(engine, "compiled", failing_after_one)
     result = cli("sweep", tiny_spec, "--devices", "1", "--no-compile-cache", "--no-plots")
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: out of device memory training 2 mlp runs per device; pass "

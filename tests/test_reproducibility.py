@@ -17,7 +17,7 @@ from bnbench import engine
 from bnbench.config import RunConfig
 from bnbench.schema import RUN_COLUMNS
 
-SPEC = """
+HEAD = """
 name = "repro"
 dataset = "synthetic"
 widths = [8, 8]
@@ -28,28 +28,16 @@ steps = 40
 eval_every = 10
 probes = ["grad_norm"]
 seeds = {seeds}
-
-[grid]
-placement = ["pre", "post"]
-epsilon = [1e-5, 1e-4, 1e-3, 1e-2]
 """
+GRID = '[grid]\nplacement = ["pre", "post"]\nepsilon = [1e-5, 1e-4, 1e-3, 1e-2]\n'
 # The same grid, axes and seeds written in another order: the same runs (same run ids).
-REORDERED = """
-name = "repro"
-dataset = "synthetic"
-widths = [8, 8]
-batch_size = 16
-optimizer = "sgd"
-lr = 0.05
-steps = 40
-eval_every = 10
-probes = ["grad_norm"]
-seeds = [2, 1, 0]
+REORDERED = HEAD.format(seeds="[2, 1, 0]") + '[grid]\nepsilon = [1e-2, 1e-3, 1e-4, 1e-5]\nplacement = ["post", "pre"]\n'
 
-[grid]
-epsilon = [1e-2, 1e-3, 1e-4, 1e-5]
-placement = ["post", "pre"]
-"""
+
+def spec_text(seeds: int) -> str:
+    return HEAD.format(seeds=seeds) + GRID
+
+
 # Every runs.csv column but the run's time and the hash of the spec it came from (an extended spec
 # has another): its configuration, results and execution context.
 RESULT_COLUMNS = [c for c in RUN_COLUMNS if c not in ("wall_s", "spec_hash")]
@@ -69,8 +57,8 @@ def assert_same_records(a, b):
 
 
 def test_a_run_is_bitwise_the_same_whatever_else_the_grid_holds(write_spec, workdir, cli):
-    three = write_spec(SPEC.format(seeds=3), "three.toml")
-    two = write_spec(SPEC.format(seeds=2), "repro.toml")
+    three = write_spec(spec_text(3), "three.toml")
+    two = write_spec(spec_text(2), "repro.toml")
     assert cli("sweep", three, "--out", "fresh", "--no-plots").exit_code == 0
     # Two seeds, then extended to three (the README's way): the chunk of the old engine grew with the
     # grid, and 8 of these 24 runs came out different.
@@ -296,18 +284,18 @@ def test_a_profile_shape_too_big_for_the_device_is_refused_before_measuring(work
 @pytest.mark.parametrize("plot_dir", [None, "figures"])
 def test_report_on_a_read_only_folder_prints_its_tables_then_says_the_plots_failed(tiny_spec, workdir, cli, monkeypatch,
                                                                                     plot_dir):
-    from bnbench import results
+    from bnbench import store
 
     assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
     folder = workdir / "results" / "tiny"
-    real = results.ResultsStore.check_writable
+    real = store.ResultsStore.check_writable
 
     def read_only(self):
         if self.out_dir == folder:
-            raise results.ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
+            raise store.ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
         return real(self)
 
-    monkeypatch.setattr(results.ResultsStore, "check_writable", read_only)
+    monkeypatch.setattr(store.ResultsStore, "check_writable", read_only)
     extra = ["--plot-dir", plot_dir] if plot_dir else []
     result = cli("report", folder, *extra)
     assert "tiny: test_acc over seeds (8 runs" in result.stdout

@@ -8,6 +8,7 @@ practitioners use it. Logits are returned in float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -20,7 +21,18 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "sigmoid": jax.nn.sigmoid,
     "tanh": jnp.tanh,
+    # The exact GELU, x * Phi(x) (Hendrycks & Gimpel 2016), as PyTorch's and Keras's defaults; jax.nn.gelu's
+    # default is the tanh approximation.
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "silu": jax.nn.silu,  # swish with beta = 1
+    "leaky_relu": jax.nn.leaky_relu,  # negative slope 0.01, as PyTorch's default
+    "elu": jax.nn.elu,
+    "softplus": jax.nn.softplus,
 }
+# The initialization gain of each activation's hidden layers (he_std): He's 2 for the rectifiers (ReLU
+# and its smooth and leaky kin, as is common practice), LeCun's 1 for the saturating ones.
+INIT_GAINS = {"relu": 2.0, "gelu": 2.0, "silu": 2.0, "leaky_relu": 2.0, "elu": 2.0, "sigmoid": 1.0, "tanh": 1.0,
+              "softplus": 1.0}
 COMPUTE_DTYPES: dict[str, jnp.dtype] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -40,13 +52,19 @@ class Normalization(NamedTuple):
     running_var: str = "biased"
 
 
+def layer_weights(params) -> list[jax.Array]:
+    """``W_1 .. W_L`` and the head's weight of a built-in model, in layer order."""
+    return [layer["w"] for layer in params["layers"]] + [params["head"]["w"]]
+
+
 class Model(NamedTuple):
     """A model as pure functions and the counts its probes need.
 
-    ``init(key) -> (params, state)``: ``params["layers"]`` holds every hidden weighted layer's
-    ``{"w": kernel, ...}`` in forward order, ``params["head"]`` the classifier's, ``params["norm"]`` the
-    norm layers' :class:`bnbench.bn.BNParams` (other keys are family-specific); ``state`` holds one
-    :class:`bnbench.bn.BNState` per BN layer, in forward order, and is empty otherwise.
+    ``init(key) -> (params, state)``: ``params["norm"]`` holds the norm layers'
+    :class:`bnbench.bn.BNParams` (a built-in family's ``params["layers"]`` every hidden weighted layer's
+    ``{"w": kernel, ...}`` in forward order and ``params["head"]`` the classifier's; other keys are
+    family-specific); ``state`` holds one :class:`bnbench.bn.BNState` per BN layer, in forward order,
+    and is empty otherwise.
     ``apply(params, state, x, *, train, eval_stats="running", **scalars) -> (float32 logits, new_state)``:
     ``scalars`` are the fields of :class:`Scalars` (momentum, epsilon and the renorm bounds are BN's,
     see :mod:`bnbench.bn`, and may be traced). In evaluation (``train=False``) BN normalizes with the
@@ -55,8 +73,9 @@ class Model(NamedTuple):
     ``preactivations(params, state, x, **same keywords) -> [array, ...]``: the input to each
     nonlinearity, in evaluation mode. In training, ``noise_key``/``noise_strength`` add noise after
     every norm layer (:func:`add_noise`) and ``dropout_key``/``dropout_rate`` apply dropout
-    (:func:`dropout`) where the family places it.
-    ``hidden_layers``: the length of ``params["layers"]``; ``bn_layers``: the length of ``state``.
+    (:func:`dropout`) where the family places it; ``model_key`` is a plugin network's own key.
+    ``weights(params) -> [W_1, ..., W_L, head]``: the weight matrices and kernels the probes report on;
+    ``hidden_layers``: L; ``bn_layers``: the length of ``state``.
     """
 
     init: Callable
@@ -64,6 +83,7 @@ class Model(NamedTuple):
     preactivations: Callable
     hidden_layers: int
     bn_layers: int
+    weights: Callable = layer_weights
 
 
 class Scalars(NamedTuple):
@@ -78,9 +98,12 @@ class Scalars(NamedTuple):
     noise_strength: float | jax.Array = 0.0
     dropout_key: jax.Array | None = None
     dropout_rate: float | jax.Array = 0.0
+    model_key: jax.Array | None = None
 
 
-def from_forward(init: Callable, forward: Callable, hidden_layers: int, bn_layers: int) -> Model:
+def from_forward(
+    init: Callable, forward: Callable, hidden_layers: int, bn_layers: int, weights: Callable = layer_weights
+) -> Model:
     """The :class:`Model` of ``init`` and ``forward(params, state, x, train, eval_stats, scalars) ->
     (logits, new_state, preactivations)``, with ``scalars`` a :class:`Scalars`."""
 
@@ -91,7 +114,7 @@ def from_forward(init: Callable, forward: Callable, hidden_layers: int, bn_layer
     def preactivations(params, state, x, *, eval_stats="running", **scalars):
         return forward(params, state, x, False, eval_stats, Scalars(**scalars))[2]
 
-    return Model(init, apply, preactivations, hidden_layers, bn_layers)
+    return Model(init, apply, preactivations, hidden_layers, bn_layers, weights)
 
 
 def add_noise(h: jax.Array, key: jax.Array, strength) -> jax.Array:
@@ -110,14 +133,18 @@ def dropout(h: jax.Array, key: jax.Array, rate) -> jax.Array:
     return jnp.where(mask, h / keep.astype(h.dtype), 0).astype(h.dtype)
 
 
-def normalize(h, params, state, norm: Normalization, *, train: bool, eval_stats: str, scalars: Scalars):
-    """The norm layer; returns ``(output, new state)``."""
-    if norm.kind == "group":
-        return norms.group_norm(h, params, groups=norm.groups, epsilon=scalars.epsilon), state
-    if norm.kind == "layer":
-        return norms.layer_norm(h, params, epsilon=scalars.epsilon), state
+def normalize(h, params, state, norm: Normalization, *, train: bool, eval_stats: str, scalars: Scalars,
+              axis_name: str | None = None):
+    """The norm layer; returns ``(output, new state)``. With ``axis_name``, ``h`` is one example of a
+    batch vmapped over that axis, and BN takes its statistics across it (GroupNorm and LayerNorm are per
+    example anyway)."""
+    if norm.kind in ("group", "layer"):
+        groups = norm.groups if norm.kind == "group" else 1  # LayerNorm is GroupNorm with one group
+        batch = h[None] if axis_name else h  # one example of a vmapped batch: a batch of one
+        out = norms.group_norm(batch, params, groups=groups, epsilon=scalars.epsilon)
+        return (out[0] if axis_name else out), state
     if not train and eval_stats == "batch":
-        return bn.batch_norm(h, params, state, train=True, epsilon=scalars.epsilon)[0], state
+        return bn.batch_norm(h, params, state, train=True, epsilon=scalars.epsilon, axis_name=axis_name)[0], state
     return bn.batch_norm(
         h,
         params,
@@ -125,12 +152,69 @@ def normalize(h, params, state, norm: Normalization, *, train: bool, eval_stats:
         train=train,
         momentum=scalars.momentum,
         epsilon=scalars.epsilon,
+        axis_name=axis_name if train else None,
         ghost_batch_size=norm.ghost_batch_size,
         renorm=norm.renorm,
         renorm_rmax=scalars.renorm_rmax,
         renorm_dmax=scalars.renorm_dmax,
         running_var=norm.running_var,
     )
+
+
+class BlockNorm(NamedTuple):
+    """The norm layer of a chain's blocks in one forward pass, with the dropout and noise around it: what
+    the built-in chains (:mod:`bnbench.models.stack`) and plugin networks (:mod:`bnbench.plugin`) share.
+
+    Block ``i`` draws its noise and dropout masks from ``fold_in(key, i)``. Without a norm layer
+    (``placement`` or ``norm`` "none") the noise goes where a "pre" norm layer would be (noise alone).
+    """
+
+    norm: Normalization
+    placement: str
+    dropout_placement: str
+    train: bool
+    eval_stats: str
+    scalars: Scalars
+    axis_name: str | None = None  # per-example values vmapped over this batch axis (see normalize)
+
+    @property
+    def active(self) -> bool:
+        """Whether the blocks have a norm layer."""
+        return self.placement != "none" and self.norm.kind != "none"
+
+    def noisy(self, z, i: int):
+        if not self.train or self.scalars.noise_key is None:
+            return z
+        return add_noise(z, jax.random.fold_in(self.scalars.noise_key, i), self.scalars.noise_strength)
+
+    def dropped(self, z, i: int, where: str):
+        if not self.train or self.scalars.dropout_key is None or where != self.dropout_placement:
+            return z
+        key = jax.random.fold_in(self.scalars.dropout_key, i)
+        if self.axis_name is not None:  # one example of a vmapped batch: a mask of its own
+            key = jax.random.fold_in(key, jax.lax.axis_index(self.axis_name))
+        return dropout(z, key, self.scalars.dropout_rate)
+
+    def normalize(self, z, i: int, params, state):
+        """Block ``i``'s norm layer, dropout before it and noise after it: ``(output, new state)``
+        (the new state None without BN)."""
+        z = self.dropped(z, i, "before_norm")
+        if not self.active:
+            return self.noisy(z, i), None
+        out, new = normalize(z, params, state, self.norm, train=self.train, eval_stats=self.eval_stats,
+                             scalars=self.scalars, axis_name=self.axis_name)
+        return self.noisy(out, i), new
+
+    def block(self, pre, i: int, fn: Callable, params, state):
+        """The rest of block ``i`` after its linear layer's output ``pre``: the norm layer and ``fn`` in
+        the order ``placement`` says, then dropout after the activation. Returns ``(output, input to
+        fn, new state)``."""
+        if self.placement == "post" and self.active:
+            h, new = self.normalize(fn(pre), i, params, state)
+        else:
+            pre, new = self.normalize(pre, i, params, state)
+            h = fn(pre)
+        return self.dropped(h, i, "after_activation"), pre, new
 
 
 def normal_weights(key: jax.Array, shapes: Sequence[tuple[int, ...]], stds: Sequence[float]) -> list[jax.Array]:
@@ -146,7 +230,7 @@ def normal_weights(key: jax.Array, shapes: Sequence[tuple[int, ...]], stds: Sequ
 
 def he_std(shape: tuple[int, ...], gain: float = 2.0) -> float:
     """``sqrt(gain / fan_in)`` for a weight of ``shape`` whose last axis is the output's (fan-in first):
-    He for ReLU (gain 2), LeCun for sigmoid, tanh and linear heads (gain 1)."""
+    He for ReLU (gain 2), LeCun for sigmoid, tanh and linear heads (gain 1); :data:`INIT_GAINS`."""
     return math.sqrt(gain / math.prod(shape[:-1]))
 
 

@@ -39,7 +39,7 @@ convolution's output).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +47,8 @@ import jax.numpy as jnp
 from bnbench import bn
 from bnbench.models.cnn import channels_last
 from bnbench.models.layers import (
-    ACTIVATION_FUNCTIONS, COMPUTE_DTYPES, Model, Normalization, Scalars, add_noise, conv, dropout, from_forward, he_std,
-    normal_weights, normalize,
+    ACTIVATION_FUNCTIONS, COMPUTE_DTYPES, INIT_GAINS, Model, Normalization, Scalars, add_noise, conv, dropout, from_forward,
+    he_std, normal_weights, normalize,
 )
 from bnbench.options import DEFAULT_WIDTHS, DROPOUT_PLACEMENTS, INITS, RESIDUAL_UNITS, SHORTCUTS
 
@@ -67,11 +67,252 @@ class _Unit(NamedTuple):
     projection_norm: int | None
 
 
+class Plan(NamedTuple):
+    """The static layout of a ResNet: every convolution's kernel shape and every norm layer's channels,
+    in forward order (the stem first; the pre-activation units' final norm layer last), and the units."""
+
+    conv_shapes: list[tuple[int, ...]]
+    norm_channels: list[int]
+    units: list[_Unit]
+    preact: bool
+
+    @property
+    def channels(self) -> int:
+        """The channels of the last unit's output: the head's input features."""
+        return self.units[-1].channels_out
+
+
 def units_per_stage(depth: int) -> int:
     """``n`` of ``depth = 6n + 2``; raises ``ValueError`` for other depths."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"resnet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}")
     return (depth - 2) // 6
+
+
+def plan_units(input_shape: tuple[int, ...], widths: Sequence[int], depth: int, residual_unit: str, shortcut: str) -> Plan:
+    """The :class:`Plan` of ResNet-``depth`` with stage channels ``widths`` on channels-last ``input_shape``."""
+    n, spatial = units_per_stage(depth), len(input_shape) - 1
+    preact = residual_unit in PREACTIVATION_UNITS
+    conv_shapes = [(*(3,) * spatial, input_shape[-1], widths[0])]
+    norm_channels = [] if preact else [widths[0]]
+    units: list[_Unit] = []
+    c = widths[0]
+    for stage, width in enumerate(widths):
+        for i in range(n):
+            stride = 2 if stage > 0 and i == 0 else 1
+            first, second = len(conv_shapes), len(conv_shapes) + 1
+            conv_shapes += [(*(3,) * spatial, c, width), (*(3,) * spatial, width, width)]
+            # full_preact normalizes the unit's input (c channels); bn_after_add the sum.
+            norm_channels += [c if residual_unit == "full_preact" else width, width]
+            norm_ids = (len(norm_channels) - 2, len(norm_channels) - 1)
+            projection = projection_norm = None
+            if (stride != 1 or c != width) and shortcut == "projection" and residual_unit != "none":
+                projection = len(conv_shapes)
+                conv_shapes.append((*(1,) * spatial, c, width))
+                norm_channels.append(width)
+                projection_norm = len(norm_channels) - 1
+            units.append(_Unit(c, width, stride, (first, second), norm_ids, projection, projection_norm))
+            c = width
+    if preact:
+        norm_channels.append(c)
+    return Plan(conv_shapes, norm_channels, units, preact)
+
+
+def init_params(plan: Plan, key, *, num_classes: int, init: str, norm: Normalization, gain: float):
+    """``(params, state)`` of a ResNet of ``plan`` (see the module docstring for ``init``)."""
+    num_branches = len(plan.units)
+    c = plan.channels
+    stds = [he_std(s, gain) for s in plan.conv_shapes] + [he_std((c, num_classes), 1.0)]
+    if init == "fixup":
+        for u in plan.units:
+            stds[u.convs[0]] *= num_branches ** -0.5
+            stds[u.convs[1]] = 0.0
+        stds[-1] = 0.0
+    weights = normal_weights(key, [*plan.conv_shapes, (c, num_classes)], stds)
+    norm_pairs = [bn.init(ch) for ch in plan.norm_channels] if norm.kind != "none" else []
+    params = {
+        "layers": [{"w": w} for w in weights[:-1]],
+        "norm": [p for p, _ in norm_pairs],
+        "head": {"w": weights[-1], "b": jnp.zeros((num_classes,), jnp.float32)},
+    }
+    zero = jnp.zeros((), jnp.float32)
+    if init == "skipinit":
+        params["branch"] = [{"alpha": zero} for _ in plan.units]
+    elif init == "fixup":
+        params["branch"] = [
+            {"bias_in1": zero, "bias_out1": zero, "bias_in2": zero, "scale": jnp.ones((), jnp.float32), "bias_out2": zero}
+            for _ in plan.units
+        ]
+        params["head_bias"] = zero
+    return params, [s for _, s in norm_pairs] if norm.kind == "batch" else []
+
+
+class _Trace(NamedTuple):
+    """What layers report besides their output: the norm layers' new states (by index) and the inputs
+    to the nonlinearities, in forward order."""
+
+    states: tuple[tuple[int, Any], ...] = ()
+    preacts: tuple[jax.Array, ...] = ()
+
+    def then(self, *later: _Trace) -> _Trace:
+        return _Trace(sum((t.states for t in later), self.states), sum((t.preacts for t in later), self.preacts))
+
+
+class _Pass(NamedTuple):
+    """The fixed inputs of one forward pass, and the layers every residual unit is made of. Each layer
+    returns its output and a :class:`_Trace`."""
+
+    params: dict
+    state: list
+    train: bool
+    eval_stats: str
+    scalars: Scalars
+    norm: Normalization
+    activation: str
+    init: str
+    dropout_placement: str
+    spatial: int
+
+    def normalize(self, h, j: int) -> tuple[jax.Array, _Trace]:
+        trace = _Trace()
+        if self.norm.kind != "none":
+            state = self.state[j] if self.norm.kind == "batch" else None
+            h, new = normalize(h, self.params["norm"][j], state, self.norm, train=self.train,
+                               eval_stats=self.eval_stats, scalars=self.scalars)
+            trace = _Trace(((j, new),))
+        if self.train and self.scalars.noise_key is not None:
+            h = add_noise(h, jax.random.fold_in(self.scalars.noise_key, j), self.scalars.noise_strength)
+        return h, trace
+
+    def activate(self, h) -> tuple[jax.Array, _Trace]:
+        return ACTIVATION_FUNCTIONS[self.activation](h), _Trace(preacts=(h,))
+
+    def dropped(self, h, unit_index: int, where: str):
+        if not self.train or self.scalars.dropout_key is None or where != self.dropout_placement:
+            return h
+        return dropout(h, jax.random.fold_in(self.scalars.dropout_key, unit_index), self.scalars.dropout_rate)
+
+    def conv(self, h, j: int, stride: int = 1):
+        kernel = self.params["layers"][j]["w"]
+        return conv(h, kernel, stride, [((kernel.shape[0] - 1) // 2,) * 2] * self.spatial)
+
+    def skip(self, h, u: _Unit) -> tuple[jax.Array, _Trace]:
+        if u.projection is not None:
+            return self.normalize(self.conv(h, u.projection, u.stride), u.projection_norm)
+        if u.stride == 1 and u.channels_in == u.channels_out:
+            return h, _Trace()
+        h = h[(slice(None), *(slice(None, None, u.stride),) * self.spatial)]
+        return jnp.pad(h, [(0, 0)] * (self.spatial + 1) + [(0, u.channels_out - u.channels_in)]), _Trace()
+
+    def _scalar(self, index: int, name: str, like):  # float32 parameters, cast so that bfloat16 stays bfloat16
+        return self.params["branch"][index][name].astype(like.dtype)
+
+    def conv1(self, z, u: _Unit, index: int):
+        fix = self.init == "fixup"
+        z = self.conv(z + self._scalar(index, "bias_in1", z) if fix else z, u.convs[0], u.stride)
+        return z + self._scalar(index, "bias_out1", z) if fix else z
+
+    def conv2(self, z, u: _Unit, index: int):
+        return self.conv(z + self._scalar(index, "bias_in2", z) if self.init == "fixup" else z, u.convs[1])
+
+    def finish(self, z, index: int):
+        """The branch's end: Fixup's scalar multiplier and bias, SkipInit's alpha, or nothing."""
+        if self.init == "fixup":
+            return z * self._scalar(index, "scale", z) + self._scalar(index, "bias_out2", z)
+        return z * self._scalar(index, "alpha", z) if self.init == "skipinit" else z
+
+
+def _relu_preact(p: _Pass, h, u: _Unit, i: int):
+    z, t1 = p.activate(h)
+    z, t2 = p.normalize(p.conv1(z, u, i), u.norms[0])
+    z, t3 = p.activate(z)
+    z = p.dropped(z, i, "after_activation")
+    z, t4 = p.normalize(p.dropped(p.conv2(z, u, i), i, "before_norm"), u.norms[1])
+    s, t5 = p.skip(h, u)
+    return s + p.finish(z, i), t1.then(t2, t3, t4, t5)
+
+
+def _full_preact(p: _Pass, h, u: _Unit, i: int):
+    z, t1 = p.normalize(h, u.norms[0])
+    z, t2 = p.activate(z)
+    z = p.dropped(p.conv1(z, u, i), i, "before_norm")
+    z, t3 = p.normalize(z, u.norms[1])
+    z, t4 = p.activate(z)
+    z = p.dropped(z, i, "after_activation")
+    s, t5 = p.skip(h, u)
+    return s + p.finish(p.conv2(z, u, i), i), t1.then(t2, t3, t4, t5)
+
+
+def _branch(p: _Pass, h, u: _Unit, i: int):
+    """conv -> norm -> act -> conv, the branch of the post-activation units (its second norm layer apart)."""
+    z, t1 = p.normalize(p.conv1(h, u, i), u.norms[0])
+    z, t2 = p.activate(z)
+    z = p.dropped(z, i, "after_activation")
+    return p.dropped(p.conv2(z, u, i), i, "before_norm"), t1.then(t2)
+
+
+def _bn_after_add(p: _Pass, h, u: _Unit, i: int):
+    z, t1 = _branch(p, h, u, i)
+    s, t2 = p.skip(h, u)
+    z, t3 = p.normalize(s + p.finish(z, i), u.norms[1])
+    z, t4 = p.activate(z)
+    return z, t1.then(t2, t3, t4)
+
+
+def _relu_before_add(p: _Pass, h, u: _Unit, i: int):
+    z, t1 = _branch(p, h, u, i)
+    z, t2 = p.normalize(z, u.norms[1])
+    s, t3 = p.skip(h, u)
+    z, t4 = p.activate(z)
+    return s + p.finish(z, i), t1.then(t2, t3, t4)
+
+
+def _plain(p: _Pass, h, u: _Unit, i: int):
+    z, t1 = _branch(p, h, u, i)
+    z, t2 = p.normalize(z, u.norms[1])
+    z, t3 = p.activate(z)
+    return z, t1.then(t2, t3)
+
+
+def _original(p: _Pass, h, u: _Unit, i: int):
+    z, t1 = _branch(p, h, u, i)
+    z, t2 = p.normalize(z, u.norms[1])
+    s, t3 = p.skip(h, u)
+    z, t4 = p.activate(s + p.finish(z, i))
+    return z, t1.then(t2, t3, t4)
+
+
+UNITS = {"original": _original, "bn_after_add": _bn_after_add, "relu_before_add": _relu_before_add,
+         "relu_preact": _relu_preact, "full_preact": _full_preact, "none": _plain}
+
+
+def _forward(plan: Plan, options: dict, params, state, x, train, eval_stats, scalars: Scalars):
+    """The forward pass of :func:`bnbench.models.layers.from_forward`: ``(logits, new state, preactivations)``."""
+    unit = UNITS[options["residual_unit"]]
+    p = _Pass(params, state, train, eval_stats, scalars, options["norm"], options["activation"], options["init"],
+              options["dropout_placement"], len(options["input_shape"]) - 1)
+    compute_dtype = COMPUTE_DTYPES[options["dtype"]]
+    h = x.reshape(x.shape[0], *options["input_shape"]).astype(compute_dtype)
+    h, trace = p.conv(h, 0), _Trace()
+    if not plan.preact:
+        h, t = p.normalize(h, 0)
+        h, a = p.activate(h)
+        trace = trace.then(t, a)
+    for index, u in enumerate(plan.units):
+        h, t = unit(p, h, u, index)
+        trace = trace.then(t)
+    if plan.preact:
+        h, t = p.normalize(h, len(plan.norm_channels) - 1)
+        h, a = p.activate(h)
+        trace = trace.then(t, a)
+    features = h.mean(axis=tuple(range(1, p.spatial + 1)))
+    if options["init"] == "fixup":
+        features = features + params["head_bias"].astype(features.dtype)
+    head = params["head"]
+    logits = features @ head["w"].astype(compute_dtype) + head["b"].astype(compute_dtype)
+    new_state = dict(trace.states)
+    states = [new_state[j] for j in range(len(plan.norm_channels))] if options["norm"].kind == "batch" else []
+    return logits.astype(jnp.float32), states, list(trace.preacts)
 
 
 def resnet(
@@ -99,159 +340,17 @@ def resnet(
         raise ValueError(f"resnet takes one width per stage (3), got {list(widths)}")
     if init != "default" and residual_unit == "none":
         raise ValueError(f"init {init!r} scales residual branches; residual_unit 'none' has none")
-    n = units_per_stage(depth)
     input_shape = channels_last(input_shape)
-    spatial = len(input_shape) - 1
-    act = ACTIVATION_FUNCTIONS[activation]
-    compute_dtype = COMPUTE_DTYPES[dtype]
-    use_norm = norm.kind != "none"
-    has_state = norm.kind == "batch"
-    preact = residual_unit in PREACTIVATION_UNITS
-    gain = 2.0 if activation == "relu" else 1.0
-
-    # The static plan: layer and norm indices in forward order.
-    conv_shapes = [(*(3,) * spatial, input_shape[-1], widths[0])]
-    norm_channels = [] if preact else [widths[0]]
-    units: list[_Unit] = []
-    c = widths[0]
-    for stage, width in enumerate(widths):
-        for i in range(n):
-            stride = 2 if stage > 0 and i == 0 else 1
-            first, second = len(conv_shapes), len(conv_shapes) + 1
-            conv_shapes += [(*(3,) * spatial, c, width), (*(3,) * spatial, width, width)]
-            # full_preact normalizes the unit's input (c channels); bn_after_add the sum.
-            norm_channels += [c if residual_unit == "full_preact" else width, width]
-            norm_ids = (len(norm_channels) - 2, len(norm_channels) - 1)
-            projection = projection_norm = None
-            if (stride != 1 or c != width) and shortcut == "projection" and residual_unit != "none":
-                projection = len(conv_shapes)
-                conv_shapes.append((*(1,) * spatial, c, width))
-                norm_channels.append(width)
-                projection_norm = len(norm_channels) - 1
-            units.append(_Unit(c, width, stride, (first, second), norm_ids, projection, projection_norm))
-            c = width
-    if preact:
-        norm_channels.append(c)
-    num_branches = 3 * n
+    plan = plan_units(input_shape, widths, depth, residual_unit, shortcut)
+    gain = INIT_GAINS[activation]
+    options = dict(input_shape=input_shape, norm=norm, activation=activation, init=init, residual_unit=residual_unit,
+                   dropout_placement=dropout_placement, dtype=dtype)
 
     def init_fn(key):
-        stds = [he_std(s, gain) for s in conv_shapes] + [he_std((c, num_classes), 1.0)]
-        if init == "fixup":
-            for u in units:
-                stds[u.convs[0]] *= num_branches ** -0.5
-                stds[u.convs[1]] = 0.0
-            stds[-1] = 0.0
-        weights = normal_weights(key, [*conv_shapes, (c, num_classes)], stds)
-        norm_pairs = [bn.init(ch) for ch in norm_channels] if use_norm else []
-        params = {
-            "layers": [{"w": w} for w in weights[:-1]],
-            "norm": [p for p, _ in norm_pairs],
-            "head": {"w": weights[-1], "b": jnp.zeros((num_classes,), jnp.float32)},
-        }
-        zero = jnp.zeros((), jnp.float32)
-        if init == "skipinit":
-            params["branch"] = [{"alpha": zero} for _ in units]
-        elif init == "fixup":
-            params["branch"] = [
-                {"bias_in1": zero, "bias_out1": zero, "bias_in2": zero, "scale": jnp.ones((), jnp.float32),
-                 "bias_out2": zero}
-                for _ in units
-            ]
-            params["head_bias"] = zero
-        return params, [s for _, s in norm_pairs] if has_state else []
+        return init_params(plan, key, num_classes=num_classes, init=init, norm=norm, gain=gain)
 
-    def forward(params, state, x, train, eval_stats, scalars: Scalars):
-        new_state = [None] * len(norm_channels)
-        preacts = []
+    def forward(params, state, x, train, eval_stats, scalars):
+        return _forward(plan, options, params, state, x, train, eval_stats, scalars)
 
-        def norm_at(h, j):
-            if use_norm:
-                h, new_state[j] = normalize(
-                    h, params["norm"][j], state[j] if has_state else None, norm, train=train,
-                    eval_stats=eval_stats, scalars=scalars,
-                )
-            if train and scalars.noise_key is not None:
-                h = add_noise(h, jax.random.fold_in(scalars.noise_key, j), scalars.noise_strength)
-            return h
-
-        def activate(h):
-            preacts.append(h)
-            return act(h)
-
-        def dropped(h, u_index, where):
-            if not train or scalars.dropout_key is None or where != dropout_placement:
-                return h
-            return dropout(h, jax.random.fold_in(scalars.dropout_key, u_index), scalars.dropout_rate)
-
-        def conv_at(h, j, stride=1):
-            kernel = params["layers"][j]["w"]
-            padding = [((kernel.shape[0] - 1) // 2,) * 2] * spatial
-            return conv(h, kernel, stride, padding)
-
-        def skip(h, u: _Unit):
-            if u.projection is not None:
-                return norm_at(conv_at(h, u.projection, u.stride), u.projection_norm)
-            if u.stride == 1 and u.channels_in == u.channels_out:
-                return h
-            h = h[(slice(None), *(slice(None, None, u.stride),) * spatial)]
-            return jnp.pad(h, [(0, 0)] * (spatial + 1) + [(0, u.channels_out - u.channels_in)])
-
-        def unit(h, u: _Unit, index):
-            branch = params.get("branch", [{}] * len(units))[index]
-            fix = init == "fixup"
-            first, second = u.convs
-            n1, n2 = u.norms
-
-            def scalar(name, like):  # float32 parameters, cast so that bfloat16 stays bfloat16
-                return branch[name].astype(like.dtype)
-
-            def conv1(z):
-                z = conv_at(z + scalar("bias_in1", z) if fix else z, first, u.stride)
-                return z + scalar("bias_out1", z) if fix else z
-
-            def conv2(z):
-                return conv_at(z + scalar("bias_in2", z) if fix else z, second)
-
-            def finish(z):
-                if fix:
-                    return z * scalar("scale", z) + scalar("bias_out2", z)
-                return z * scalar("alpha", z) if init == "skipinit" else z
-
-            if residual_unit == "relu_preact":
-                z = norm_at(conv1(activate(h)), n1)
-                z = dropped(activate(z), index, "after_activation")
-                z = norm_at(dropped(conv2(z), index, "before_norm"), n2)
-                return skip(h, u) + finish(z)
-            if residual_unit == "full_preact":
-                z = conv1(activate(norm_at(h, n1)))
-                z = dropped(z, index, "before_norm")
-                z = dropped(activate(norm_at(z, n2)), index, "after_activation")
-                return skip(h, u) + finish(conv2(z))
-            z = dropped(activate(norm_at(conv1(h), n1)), index, "after_activation")
-            z = dropped(conv2(z), index, "before_norm")
-            if residual_unit == "bn_after_add":
-                return activate(norm_at(skip(h, u) + finish(z), n2))
-            z = norm_at(z, n2)
-            if residual_unit == "relu_before_add":
-                return skip(h, u) + finish(activate(z))
-            if residual_unit == "none":
-                return activate(z)
-            return activate(skip(h, u) + finish(z))
-
-        h = x.reshape(x.shape[0], *input_shape).astype(compute_dtype)
-        h = conv_at(h, 0)
-        if not preact:
-            h = activate(norm_at(h, 0))
-        for index, u in enumerate(units):
-            h = unit(h, u, index)
-        if preact:
-            h = activate(norm_at(h, len(norm_channels) - 1))
-        features = h.mean(axis=tuple(range(1, spatial + 1)))
-        if init == "fixup":
-            features = features + params["head_bias"].astype(features.dtype)
-        head = params["head"]
-        logits = features @ head["w"].astype(compute_dtype) + head["b"].astype(compute_dtype)
-        return logits.astype(jnp.float32), new_state if has_state else [], preacts
-
-    return from_forward(init_fn, forward, len(conv_shapes), len(norm_channels) if has_state else 0)
-
+    bn_layers = len(plan.norm_channels) if norm.kind == "batch" else 0
+    return from_forward(init_fn, forward, len(plan.conv_shapes), bn_layers)

@@ -13,7 +13,7 @@ variants or replacements (:class:`bnbench.models.layers.Normalization`); ``norm=
 ``"after_activation"``, on the block's output. Parameters and normalization state are pytrees; the
 weights of a given seed do not depend on ``placement``, the norm or dropout (they add parameters but
 consume no random numbers), so runs that differ only in those start from the same weights. Weights are
-normal with variance ``gain / fan_in`` (He for ReLU hidden layers, LeCun otherwise); biases start at
+normal with variance ``gain / fan_in`` (He for the rectifiers' hidden layers, LeCun otherwise); biases start at
 zero.
 """
 
@@ -26,8 +26,7 @@ import jax.numpy as jnp
 
 from bnbench import bn
 from bnbench.models.layers import (
-    ACTIVATION_FUNCTIONS, COMPUTE_DTYPES, Model, Normalization, Scalars, add_noise, dropout, from_forward, he_std, normal_weights,
-    normalize,
+    ACTIVATION_FUNCTIONS, COMPUTE_DTYPES, INIT_GAINS, BlockNorm, Model, Normalization, Scalars, from_forward, he_std, normal_weights,
 )
 from bnbench.options import DROPOUT_PLACEMENTS, NORMS, PLACEMENTS
 
@@ -41,6 +40,56 @@ class LayerKind(NamedTuple):
     flatten: Callable[[jax.Array], jax.Array]  # last hidden output -> (N, features) for the head
     channels_in: int
     head_features: Callable[[int], int]  # last width -> number of features the head sees
+
+
+class _Chain(NamedTuple):
+    """A chain of hidden blocks and a head: its init and forward pass (see the module docstring)."""
+
+    kind: LayerKind
+    widths: tuple[int, ...]
+    num_classes: int
+    activation: str
+    placement: str
+    norm: Normalization
+    dropout_placement: str
+    dtype: str
+
+    @property
+    def use_norm(self) -> bool:
+        return self.placement != "none" and self.norm.kind != "none"
+
+    @property
+    def has_state(self) -> bool:
+        return self.use_norm and self.norm.kind == "batch"
+
+    def init(self, key):
+        shapes, c = [], self.kind.channels_in
+        for width in self.widths:
+            shapes.append(self.kind.weight_shape(c, width))
+            c = width
+        shapes.append((self.kind.head_features(c), self.num_classes))
+        # He initialization keeps ReLU pre-activations at unit scale; LeCun suits sigmoid/tanh and the head.
+        gains = [INIT_GAINS[self.activation]] * len(self.widths) + [1.0]
+        weights = normal_weights(key, shapes, [he_std(s, g) for s, g in zip(shapes, gains)])
+        layers = [{"w": w, "b": jnp.zeros((w.shape[-1],), jnp.float32)} for w in weights]
+        norm_pairs = [bn.init(width) for width in self.widths] if self.use_norm else []
+        state = [s for _, s in norm_pairs] if self.has_state else []
+        return {"layers": layers[:-1], "norm": [p for p, _ in norm_pairs], "head": layers[-1]}, state
+
+    def forward(self, params, state, x, train, eval_stats, scalars: Scalars):
+        act, compute_dtype = ACTIVATION_FUNCTIONS[self.activation], COMPUTE_DTYPES[self.dtype]
+        blocks = BlockNorm(self.norm, self.placement, self.dropout_placement, train, eval_stats, scalars)
+        h = self.kind.prepare(x).astype(compute_dtype)
+        new_state, preacts = [], []
+        for i, layer in enumerate(params["layers"]):
+            norm_params = params["norm"][i] if self.use_norm else None
+            h, pre, s = blocks.block(self.kind.apply(layer, h, i), i, act, norm_params, state[i] if self.has_state else None)
+            preacts.append(pre)
+            if self.has_state:
+                new_state.append(s)
+        head = params["head"]
+        logits = self.kind.flatten(h) @ head["w"].astype(compute_dtype) + head["b"].astype(compute_dtype)
+        return logits.astype(jnp.float32), new_state, preacts
 
 
 def stack(
@@ -63,62 +112,5 @@ def stack(
         raise ValueError(f"unknown norm {norm.kind!r}")
     if dropout_placement not in DROPOUT_PLACEMENTS:
         raise ValueError(f"unknown dropout placement {dropout_placement!r}")
-    act = ACTIVATION_FUNCTIONS[activation]
-    compute_dtype = COMPUTE_DTYPES[dtype]
-    use_norm = placement != "none" and norm.kind != "none"
-    has_state = use_norm and norm.kind == "batch"
-
-    def init(key):
-        shapes, c = [], kind.channels_in
-        for width in widths:
-            shapes.append(kind.weight_shape(c, width))
-            c = width
-        shapes.append((kind.head_features(c), num_classes))
-        # He initialization keeps ReLU pre-activations at unit scale; LeCun suits sigmoid/tanh and the head.
-        gains = [2.0 if activation == "relu" else 1.0] * len(widths) + [1.0]
-        weights = normal_weights(key, shapes, [he_std(s, g) for s, g in zip(shapes, gains)])
-        layers = [{"w": w, "b": jnp.zeros((w.shape[-1],), jnp.float32)} for w in weights]
-        norm_pairs = [bn.init(width) for width in widths] if use_norm else []
-        state = [s for _, s in norm_pairs] if has_state else []
-        return {"layers": layers[:-1], "norm": [p for p, _ in norm_pairs], "head": layers[-1]}, state
-
-    def forward(params, state, x, train, eval_stats, scalars: Scalars):
-        def noisy(z, i):
-            if not train or scalars.noise_key is None:
-                return z
-            return add_noise(z, jax.random.fold_in(scalars.noise_key, i), scalars.noise_strength)
-
-        def dropped(z, i, where):
-            if not train or scalars.dropout_key is None or where != dropout_placement:
-                return z
-            return dropout(z, jax.random.fold_in(scalars.dropout_key, i), scalars.dropout_rate)
-
-        def normalize_at(z, i):
-            z = dropped(z, i, "before_norm")
-            if not use_norm:  # noise goes where a "pre" norm layer would be (noise alone)
-                return noisy(z, i), None
-            out, s = normalize(
-                z, params["norm"][i], state[i] if has_state else None, norm, train=train, eval_stats=eval_stats,
-                scalars=scalars,
-            )
-            return noisy(out, i), s
-
-        h = kind.prepare(x).astype(compute_dtype)
-        new_state, preacts = [], []
-        for i, layer in enumerate(params["layers"]):
-            pre = kind.apply(layer, h, i)
-            s = None
-            if placement == "post" and use_norm:
-                h, s = normalize_at(act(pre), i)
-            else:
-                pre, s = normalize_at(pre, i)
-                h = act(pre)
-            h = dropped(h, i, "after_activation")
-            preacts.append(pre)
-            if has_state:
-                new_state.append(s)
-        head = params["head"]
-        logits = kind.flatten(h) @ head["w"].astype(compute_dtype) + head["b"].astype(compute_dtype)
-        return logits.astype(jnp.float32), new_state, preacts
-
-    return from_forward(init, forward, len(widths), len(widths) if has_state else 0)
+    chain = _Chain(kind, tuple(widths), num_classes, activation, placement, norm, dropout_placement, dtype)
+    return from_forward(chain.init, chain.forward, len(widths), len(widths) if chain.has_state else 0)

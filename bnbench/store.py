@@ -32,6 +32,7 @@ from bnbench import context, provenance
 from bnbench.config import LATER_FIELDS, RunConfig
 from bnbench.errors import BnbenchError, RunFailure
 from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS, csv_value
+from bnbench.runs import argument_key
 from bnbench.spec import Spec, first_difference, load_spec
 
 PLOT_FILES = ("*_vs_*.png", "learning_curves.png", "activations.png", "probes.png")  # the names bnbench.plots writes
@@ -40,6 +41,13 @@ LOCK_FILE = ".bnbench-lock"
 TIMING_COLUMNS = ("wall_s",)
 # Columns a runs.csv may lack because it was written before they existed (filled in on resume).
 LATER_COLUMNS = (*LATER_FIELDS, "num_params", *(c for c in context.COLUMNS if c != "backend"))
+
+# How to resume onto runs whose context differs from this sweep's, by the field that differs.
+_CONTEXT_HINTS = {
+    "runs_per_device": "pass --runs-per-device {runs_per_device} to match them, ",
+    "model_source": "restore the code they ran, ",
+    "data_source": "restore the data they ran on, ",
+}
 
 
 class ResultsError(BnbenchError):
@@ -166,10 +174,12 @@ def write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
 
 
 class ResultsStore:
-    """The files of one sweep's output folder."""
+    """The files of one sweep's output folder; ``runs.csv`` has :data:`bnbench.schema.RUN_COLUMNS` and then
+    the spec's ``arguments`` columns (``model_args.NAME``, :attr:`bnbench.spec.Spec.argument_columns`)."""
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, arguments: tuple[str, ...] = ()):
         self.out_dir = Path(out_dir)
+        self.columns = (*RUN_COLUMNS, *arguments)
         self.runs_path = self.out_dir / "runs.csv"
         self.curves_path = self.out_dir / "curves.csv"
         self.activations_path = self.out_dir / "activations.csv"
@@ -265,7 +275,7 @@ class ResultsStore:
             return
         with self.runs_path.open(encoding="utf-8", newline="") as f:
             header = next(csv.reader(f), [])
-        unknown = [c for c in header if c not in RUN_COLUMNS]
+        unknown = [c for c in header if c not in RUN_COLUMNS and not argument_key(c)]
         missing = [c for c in RUN_COLUMNS if c not in header and c not in LATER_COLUMNS]
         if unknown or missing:
             what = f"unknown column {unknown[0]!r}" if unknown else f"no column {missing[0]!r}"
@@ -295,13 +305,13 @@ class ResultsStore:
         one ``contexts`` (by run id) gives its program now: resuming would mix contexts."""
         for row in _read_rows(self.runs_path):
             expected = contexts.get(row["run_id"])
-            difference = expected and context.difference(row, expected)
-            if difference:
-                hint = (f"pass --runs-per-device {row['runs_per_device']} to match them, " if difference.startswith(
-                    "runs_per_device") else "resume where they ran, ")
+            found = expected and context.difference(row, expected)
+            if found:
+                field, difference = found
                 raise ResultsError(
                     f"{self.out_dir}: its runs executed in another context than this sweep's (run {row['run_id']}: "
-                    f"{difference}); {hint}or pass --out DIR to keep the two apart"
+                    f"{difference}); {_CONTEXT_HINTS.get(field, 'resume where they ran, ').format(**row)}or pass "
+                    "--out DIR to keep the two apart"
                 )
 
     def open(self, spec: Spec, *, resume: bool) -> tuple[set[str], list[str]]:
@@ -337,22 +347,23 @@ class ResultsStore:
         if not self.curves_path.exists():
             write_csv(self.curves_path, CURVE_COLUMNS, [])
         if not self.runs_path.exists():
-            write_csv(self.runs_path, RUN_COLUMNS, [])
+            write_csv(self.runs_path, self.columns, [])
         return done, notes
 
     def _add_later_columns(self) -> list[str]:
-        """Rewrites a ``runs.csv`` written before the columns in :data:`LATER_COLUMNS` existed with them:
-        later fields at their defaults (the values its runs used), the others empty, every column in
-        its place. Returns the columns it added."""
+        """Rewrites a ``runs.csv`` written before the columns in :data:`LATER_COLUMNS` existed, or before
+        the spec set a keyword argument, with them: later fields at their defaults (the values its runs
+        used), the others empty, every column in its place. Returns the columns it added."""
         if not self.runs_path.exists():
             return []
         with self.runs_path.open(encoding="utf-8", newline="") as f:
             header = next(csv.reader(f), [])
-        if list(header) == list(RUN_COLUMNS):
+        columns = (*self.columns, *(c for c in header if c not in self.columns))
+        if list(header) == list(columns):
             return []
-        defaults = dict.fromkeys(LATER_COLUMNS, "") | {name: csv_value(getattr(RunConfig(), name)) for name in LATER_FIELDS}
-        write_csv(self.runs_path, RUN_COLUMNS, [{**defaults, **row} for row in _read_rows(self.runs_path)])
-        return [c for c in RUN_COLUMNS if c not in header]
+        defaults = dict.fromkeys(columns, "") | {name: csv_value(getattr(RunConfig(), name)) for name in LATER_FIELDS}
+        write_csv(self.runs_path, columns, [{**defaults, **row} for row in _read_rows(self.runs_path)])
+        return [c for c in columns if c not in header]
 
     def append(self, run_row: dict, details: dict[Path, list[dict]]) -> None:
         """Records one finished run: its rows in each detail file (created on first use), then its row
@@ -364,7 +375,7 @@ class ResultsStore:
             if not path.exists():
                 write_csv(path, columns, [])
             _append(path, _csv_text(columns, rows, header=False))
-        _append(self.runs_path, _csv_text(RUN_COLUMNS, [run_row], header=False))
+        _append(self.runs_path, _csv_text(self.columns, [run_row], header=False))
 
     def write_meta(self, meta: dict) -> None:
         _write_atomic(self.meta_path, json.dumps(meta, indent=2) + "\n")
@@ -412,7 +423,7 @@ def merge(
     """
     stores = [ResultsStore(s) for s in sources]
     spec = _common_spec(stores)
-    target = ResultsStore(out_dir)
+    target = ResultsStore(out_dir, spec.argument_columns)
     target.check_writable()
     if target.runs_path.exists():
         raise ResultsError(f"{target.out_dir}: already holds runs.csv; merge into a new folder")
@@ -420,11 +431,13 @@ def merge(
     if not mixed_context:
         _check_one_context(stores, chosen)
     grid = spec.expand()
-    missing = [_describe(run, list(spec.grid)) for run in grid if run.run_id not in chosen]
+    metas = [store.read_meta() for store in stores]
+    absent = [position for position, run in enumerate(grid) if run.run_id not in chosen]
+    missing = [_describe(grid[position], list(spec.grid)) for position in absent]
     if missing and not partial:
         listed = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
         raise MergeIncomplete(f"{len(missing)} of the grid's {len(grid)} runs are in none of the folders ({listed}); "
-                              "run them and merge again, or pass --partial to merge what there is")
+                              f"{_rerun_hint(absent, metas)}, or pass --partial to merge what there is")
     order = {run.run_id: i for i, run in enumerate(grid)}
     ranked = sorted(chosen, key=lambda run_id: order[run_id])
     with target.lock("merge"):
@@ -434,10 +447,40 @@ def merge(
             rows = [row for run_id in ranked for row in by_folder[chosen[run_id][0].out_dir].get(run_id, [])]
             if rows or path == target.curves_path:
                 write_csv(path, columns, rows)
-        write_csv(target.runs_path, RUN_COLUMNS, [chosen[run_id][1] for run_id in ranked])
-        meta = {**stores[0].read_meta(), "spec": spec.name, "spec_hash": spec.spec_hash, **provenance.software()}
-        target.write_meta(meta | {"merged_from": [str(s) for s in sources], "merged": provenance.now(), "partial": bool(missing)})
+        write_csv(target.runs_path, target.columns, [chosen[run_id][1] for run_id in ranked])
+        target.write_meta(_merged_meta(stores, metas, spec) | {"partial": bool(missing)})
     return MergeSummary(len(ranked), duplicates, len(grid), missing, notes)
+
+
+def _rerun_hint(absent: list[int], metas: list[dict]) -> str:
+    """What to run again for the runs at grid positions ``absent``: their shards, where the folders are
+    the shards of one count (``meta.json``'s ``shard``), else the runs."""
+    counts = {meta["shard"]["count"] for meta in metas if isinstance(meta.get("shard"), dict)}
+    if len(counts) != 1:
+        return "run them and merge again"
+    count = counts.pop()
+    shards = sorted({position % count for position in absent})
+    which = f"they are runs of shard{'s' * (len(shards) > 1)} {', '.join(map(str, shards))} of {count}"
+    if any(str(meta.get("shard", {}).get("task", "")).startswith("SLURM") for meta in metas):
+        return f"{which}: re-submit those tasks (sbatch --array={','.join(map(str, shards))} with your batch script) and merge again"
+    return f"{which}: run {'those shards' if len(shards) > 1 else 'it'} again and merge again"
+
+
+def _merged_meta(stores: list[ResultsStore], metas: list[dict], spec: Spec) -> dict:
+    """``meta.json`` of a merge: every field a sweep writes (the first folder's, with the programs'
+    execution and the plugins' sources of all folders), the span of their times, and each folder's
+    shard."""
+    merged = {key: value for key, value in metas[0].items() if key != "shard"}
+    merged.update(spec=spec.name, spec_hash=spec.spec_hash, **provenance.software())
+    for key in ("execution", "sources"):
+        merged[key] = {name: value for meta in metas for name, value in (meta.get(key) or {}).items()}
+    started = [meta["started"] for meta in metas if meta.get("started")]
+    finished = [meta.get("finished") for meta in metas]
+    merged["started"] = min(started) if started else None
+    merged["finished"] = max(finished) if finished and all(finished) else None
+    merged["merged_from"] = [{"folder": str(store.out_dir), "shard": meta.get("shard")} for store, meta in zip(stores, metas)]
+    merged["merged"] = provenance.now()
+    return merged
 
 
 def _common_spec(stores: list[ResultsStore]) -> Spec:
