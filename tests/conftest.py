@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(items):
 def release_compiled_programs():
     """Drops every compiled program after each test. Each executable maps its code into the process
     (a small one about 3 of the kernel's memory maps; `vm.max_map_count` is 65530 here), and one test
-    process compiles thousands: kept, they took 36,000 maps within test_plugins.py, and XLA:CPU aborted
+    process compiles thousands: released only after each module, they reached 36,000 maps, and XLA:CPU aborted
     or segfaulted late in every full run, compiling or serializing, never with the failing test alone."""
     yield
     from bnbench import engine
