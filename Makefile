@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test test-fast test-cluster bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet clean
+.PHONY: sweep test test-fast test-cluster bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-sequential clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-probes: $(VENV)/.installed
 
 bench-resnet: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_resnet.py
+
+bench-sequential: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks.bench_sequential
 
 bench-profile: $(VENV)/.installed
 	$(BIN)/bnbench profile --shape 128,56,56,64 --dtype float32 --mode train,grad,infer --out results/bench-profile.csv

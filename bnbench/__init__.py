@@ -27,13 +27,16 @@ Public surface:
   the output folder (append, resume, lock, merge).
 * :mod:`bnbench.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema); :mod:`bnbench.metrics`:
   each metric's range and direction.
-* :mod:`bnbench.summary`: ``summarize``, ``compare`` (mean, std, 95% CI over seeds; paired differences).
+* :mod:`bnbench.summary`: ``summarize``, ``compare``, ``compare_folders`` (mean, std, 95% CI over
+  seeds; paired differences, the difference each resolves and the pairs an undecided one needs).
+* :mod:`bnbench.sequential`: seeds until decided (``sweep --seeds auto``), a group-sequential design.
 * :mod:`bnbench.frames`: ``load_runs``, ``load_curves``, ``load_activations``, ``load_probes`` (typed
   DataFrames).
-* :mod:`bnbench.reporting`: ``report`` (a folder's summary, comparison and notes, as ``bnbench report``).
+* :mod:`bnbench.reporting`: ``report``, ``report_folders`` (a folder's summary, comparisons and notes,
+  or two folders side by side, as ``bnbench report``); :mod:`bnbench.htmlreport`: the page to share.
 * :mod:`bnbench.probes`: the mechanism probes (gradient and weight norms, internal covariate shift,
   loss-landscape smoothness, running-statistics gap).
-* :mod:`bnbench.plots`: ``write_plots`` (PNG figures of a sweep).
+* :mod:`bnbench.plots`: ``write_plots`` (a sweep's figures, PNG, PDF or SVG, no swept axis pooled).
 * :mod:`bnbench.options`: the names options choose from, their defaults, the environment read.
 """
 
@@ -56,6 +59,7 @@ _EXPORTS = {
     "Spec": ("bnbench.spec", "Spec"),
     "batch_norm": ("bnbench.bn", "batch_norm"),
     "compare": ("bnbench.summary", "compare"),
+    "compare_folders": ("bnbench.summary", "compare_folders"),
     "group_norm": ("bnbench.norms", "group_norm"),
     "init": ("bnbench.bn", "init"),
     "layer_norm": ("bnbench.norms", "layer_norm"),
@@ -67,6 +71,7 @@ _EXPORTS = {
     "load_spec": ("bnbench.spec", "load_spec"),
     "make_model": ("bnbench.models", "make_model"),
     "report": ("bnbench.reporting", "report"),
+    "report_folders": ("bnbench.reporting", "report_folders"),
     "run_all": ("bnbench.engine", "run_all"),
     "summarize": ("bnbench.summary", "summarize"),
     "train_run": ("bnbench.engine", "train_run"),

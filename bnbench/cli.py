@@ -156,10 +156,12 @@ def _train_with_progress(session: Session, stop: threading.Event, program_cache:
     if not todo:
         return
     records = sweep_lib.execute(session, stop, program_cache)
+    axes = list(session.plan.spec.grid)
     if not console.is_terminal:
         for i, record in enumerate(records, 1):
-            result = record.result
-            render.say(console, render.run_line(i, todo, record.config.run_id, result.status, result.test_acc, result.wall_s))
+            result, label = record.result, render.run_label(record.config, axes)
+            render.say(console, render.run_line(i, todo, label, record.config.run_id, result.status, result.test_acc,
+                                                result.wall_s))
             console.file.flush()
         return
     columns = (
@@ -174,7 +176,8 @@ def _train_with_progress(session: Session, stop: threading.Event, program_cache:
         task = progress.add_task("training", total=todo)
         for record in records:
             result = record.result
-            progress.update(task, advance=1, description=f"last: {result.status} test_acc={render.number(result.test_acc, 3)}")
+            progress.update(task, advance=1, description=f"last: {render.run_label(record.config, axes)} {result.status} "
+                                                          f"test_acc={render.number(result.test_acc, 3)}")
 
 
 def _train(session: Session, program_cache: Optional[Path]) -> None:
@@ -199,18 +202,20 @@ def _train(session: Session, program_cache: Optional[Path]) -> None:
 
 
 def _show_report(results_dir: Path, *, fmt: str = "table", plots: bool = True, plot_dir: Optional[Path] = None,
-                 **options) -> None:
+                 plot_format: str = "png", html: Optional[Path] = None, **options) -> None:
     """Prints a folder's report (:func:`bnbench.reporting.report`): its notes and plot paths on stderr,
-    its tables on stdout; then writes its figures."""
+    its tables on stdout; then writes its figures, and the HTML page ``html`` if given."""
     from bnbench import reporting
 
     result = reporting.report(results_dir, **options)
     for note in result.notes:
         render.say(err_console, f"note: {note}")
     render.report(console, result, fmt)
-    if plots:
-        for path in reporting.write_plots(results_dir, result.runs, result.metric, plot_dir):
-            render.say(err_console, f"plot: {path}")
+    figures = reporting.write_plots(results_dir, result.runs, result.metric, plot_dir, plot_format) if plots else []
+    for path in figures:
+        render.say(err_console, f"plot: {path}")
+    if html is not None:
+        render.say(err_console, f"page: {reporting.write_html(html, results_dir, result, figures)}")
 
 
 _SET_HELP = (
@@ -226,8 +231,16 @@ _Spec = Annotated[Path, typer.Argument(metavar="SPEC", help="Experiment spec (TO
 _Out = Annotated[Optional[Path], typer.Option("--out", metavar="DIR", show_default="results/<spec name>",
                                               help="Output folder.")]
 _Set = Annotated[list[str], typer.Option("--set", metavar="KEY=V1,V2", show_default=False, help=_SET_HELP)]
-_Seeds = Annotated[Optional[int], typer.Option(
-    "--seeds", metavar="N", help="Number of seeds (0..N-1), replacing the spec's; more seeds extend a sweep.")]
+_Seeds = Annotated[Optional[str], typer.Option(
+    "--seeds", metavar="N|auto", show_default="the spec's",
+    help="Number of seeds (0..N-1), replacing the spec's; more seeds extend a sweep. auto: add seeds in rounds "
+    "until every comparison the spec states is decided (a direction, or no difference beyond --margin), at most "
+    "--max-seeds; each look spends its share of a 5% error rate, so stopping early does not inflate it.")]
+_MaxSeeds = Annotated[int, typer.Option(
+    "--max-seeds", min=3, metavar="N", help="With --seeds auto: the most seeds to run.")]
+_Margin = Annotated[Optional[float], typer.Option(
+    "--margin", min=0, clamp=False, metavar="D", show_default="the spec's margin, else none",
+    help="With --seeds auto: a comparison is also decided once its interval rules out a difference beyond ±D.")]
 _DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the expanded grid and run nothing.")]
 _NoResume = Annotated[bool, typer.Option(
     "--no-resume", help="Discard earlier results in the output folder instead of skipping finished runs.")]
@@ -252,6 +265,9 @@ _MaxRuns = Annotated[int, typer.Option(
     "--max-runs", min=1, metavar="N", help="Refuse grids with more runs than this, unless --yes.")]
 _Yes = Annotated[bool, typer.Option("--yes", help="Run the grid whatever its size.")]
 _NoPlots = Annotated[bool, typer.Option("--no-plots", help="Do not write plots beside the CSVs.")]
+_PlotFormat = Annotated[str, typer.Option(
+    "--plot-format", metavar="|".join(options.PLOT_FORMATS),
+    help="File format of the figures: png (300 dpi), pdf or svg (vector, for print).")]
 _DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", metavar="DIR", show_default=f"${options.DATA_DIR_ENV}", help=_DATA_DIR_HELP)]
 _CompileCache = Annotated[Optional[Path], typer.Option(
@@ -259,6 +275,12 @@ _CompileCache = Annotated[Optional[Path], typer.Option(
     help="Folder where compiled programs are kept for later sweeps (never changes a result).")]
 _NoCompileCache = Annotated[bool, typer.Option(
     "--no-compile-cache", help=f"Compile everything afresh (as {options.COMPILE_CACHE_ENV} set to off does).")]
+
+
+def _check_plot_format(plot_format: str) -> None:
+    """Refuses a --plot-format before anything runs (a sweep would otherwise train to fail at its end)."""
+    if plot_format not in options.PLOT_FORMATS:
+        raise BnbenchError(f"--plot-format: must be one of {', '.join(options.PLOT_FORMATS)}, got {plot_format!r}")
 
 
 def _dry_run(plan) -> None:
@@ -272,54 +294,91 @@ def _dry_run(plan) -> None:
 
 @app.command(cls=_Command)
 def sweep(
-    spec: _Spec, out: _Out = None, set_: _Set = [], seeds: _Seeds = None, dry_run: _DryRun = False,
-    no_resume: _NoResume = False, engine: _Engine = "vectorized", runs_per_device: _RunsPerDevice = None,
-    devices: _Devices = None, shard: _ShardOption = None, max_runs: _MaxRuns = options.DEFAULT_MAX_RUNS,
-    yes: _Yes = False, no_plots: _NoPlots = False, data_dir: _DataDir = None, compile_cache: _CompileCache = None,
+    spec: _Spec, out: _Out = None, set_: _Set = [], seeds: _Seeds = None, max_seeds: _MaxSeeds = options.DEFAULT_MAX_SEEDS,
+    margin: _Margin = None, dry_run: _DryRun = False, no_resume: _NoResume = False, engine: _Engine = "vectorized",
+    runs_per_device: _RunsPerDevice = None, devices: _Devices = None, shard: _ShardOption = None,
+    max_runs: _MaxRuns = options.DEFAULT_MAX_RUNS, yes: _Yes = False, no_plots: _NoPlots = False,
+    plot_format: _PlotFormat = "png", data_dir: _DataDir = None, compile_cache: _CompileCache = None,
     no_compile_cache: _NoCompileCache = False,
 ) -> None:
-    """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json."""
+    """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json; end with
+    the summary and the spec's comparisons."""
     from bnbench import sweep as sweep_lib
 
     with _one_line_errors():
-        plan = sweep_lib.plan_file(spec, sets=set_, seeds=seeds, shard=shard, out=out, engine=engine,
-                                   resume=not no_resume, max_runs=None if yes else max_runs, data_dir=data_dir)
+        _check_plot_format(plot_format)
+        auto = seeds == "auto"
+        plan = sweep_lib.plan_file(spec, sets=set_, seeds=None if auto else sweep_lib.parse_seeds(seeds), shard=shard,
+                                   out=out, engine=engine, resume=not no_resume, max_runs=None if yes else max_runs,
+                                   data_dir=data_dir)
         if dry_run:
             return _dry_run(plan)
-        plan.check_output()
         from bnbench import engine as engine_lib
 
         program_cache, note = engine_lib.caches(compile_cache, off=no_compile_cache)
         if note:
             render.say(err_console, f"note: {note}")
-        _fetch(plan.spec.datasets, data_dir)
-        plan.load_data()
-        with sweep_lib.open_sweep(plan, engine=engine, runs_per_device=runs_per_device, devices=devices) as session:
-            _train(session, program_cache)
-            _show_report(plan.store.out_dir, plots=not no_plots)
+        execution = dict(engine=engine, runs_per_device=runs_per_device, devices=devices)
+        if auto:
+            _until_decided(plan, max_seeds, margin, None if yes else max_runs, execution, program_cache)
+        else:
+            _sweep_plan(plan, execution, program_cache)
+        _show_report(plan.store.out_dir, plots=not no_plots, plot_format=plot_format,
+                     html=plan.store.out_dir / "report.html")
+
+
+def _sweep_plan(plan, execution: dict, program_cache: Optional[Path], sequential: Optional[dict] = None) -> None:
+    """Trains one plan: fetches its data, opens its folder, trains with progress."""
+    from bnbench import sweep as sweep_lib
+
+    plan.check_output()
+    _fetch(plan.spec.datasets, plan.data_dir)
+    plan.load_data()
+    with sweep_lib.open_sweep(plan, **execution, sequential=sequential) as session:
+        _train(session, program_cache)
+
+
+def _until_decided(plan, max_seeds: int, margin: Optional[float], max_runs: Optional[int], execution: dict,
+                   program_cache: Optional[Path]) -> None:
+    """``--seeds auto``: trains the plan at each look of a :mod:`bnbench.sequential` design, until every
+    comparison of the spec is decided or the last look is done."""
+    from bnbench import frames, sequential, sweep as sweep_lib
+
+    design = sweep_lib.sequential_design(plan, max_seeds, margin, max_runs)
+    for look, seeds in enumerate(design.looks):
+        looked = sweep_lib.replan(plan, seeds, resume=plan.resume or look > 0)
+        _sweep_plan(looked, execution, program_cache, sequential=design.to_meta())
+        result = sequential.look(frames.load_runs(plan.store.out_dir), plan.spec.comparisons, design)
+        render.say(console, render.look_line(result, design))
+        if result.decided:
+            return
 
 
 @app.command(cls=_Command)
 def report(
-    results_dir: Path = typer.Argument(
-        ..., metavar="DIR", help="A folder written by `bnbench sweep` (finished, interrupted or merged)."
+    results_dirs: list[Path] = typer.Argument(
+        ..., metavar="DIR [DIR2]", help="A folder written by `bnbench sweep` (finished, interrupted or merged); "
+        "with a second folder, the two side by side: runs paired across them (a model's two versions, before and "
+        "after a change), no plots."
     ),
     by: Optional[list[str]] = typer.Option(
         None, "--by", metavar="COLUMN", show_default="the swept axes", help="Group by this column (repeatable)."
     ),
     metric: str = typer.Option("test_acc", "--metric", metavar="COLUMN", help="Numeric runs.csv column to summarize."),
-    compare: Optional[str] = typer.Option(
+    compare: Optional[list[str]] = typer.Option(
         None,
         "--compare",
         metavar="AXIS=A,B",
+        show_default="the spec's compare",
         help="Paired difference A − B over runs equal in every other field (seed too), with a paired Student-t "
-        "95% interval; a direction is named only from 3 pairs up.",
+        "95% interval, the difference it resolves, and the pairs an undecided one needs (an estimate); a "
+        "direction is named only from 3 pairs up (repeatable).",
     ),
     fmt: str = typer.Option(
         "table", "--format", metavar="|".join(options.REPORT_FORMATS),
-        help="table; markdown (to paste into a paper); csv (one table on stdout: the comparison if --compare, else the summary).",
+        help="table; markdown (to paste into a paper); csv (one table on stdout: the comparisons if any, else the summary).",
     ),
-    no_plots: bool = typer.Option(False, "--no-plots", help="Do not write PNG plots."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Do not write plots."),
     probe: Optional[str] = typer.Option(
         None, "--probe", metavar="NAME",
         help="Summarize this probe value (probes.csv: grad_norm, ics_distance, beta_smoothness, mean_gap, ...) "
@@ -331,16 +390,39 @@ def report(
     plot_dir: Optional[Path] = typer.Option(
         None, "--plot-dir", metavar="DIR", show_default="DIR itself", help="Folder to write the plots into."
     ),
+    plot_format: _PlotFormat = "png",
+    html: Optional[Path] = typer.Option(
+        None, "--html", metavar="FILE", help="Also write the report as one self-contained HTML page (offline, no "
+        "script): the question, verdicts, tables, every figure, claims and provenance."),
 ) -> None:
-    """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots."""
+    """Summarize a results folder again: mean, std, 95% CI and n over seeds, paired comparisons, plots;
+    or compare two folders."""
     from bnbench import reporting
 
     with _one_line_errors():
         if fmt not in options.REPORT_FORMATS:
             raise BnbenchError(f"--format: must be one of {', '.join(options.REPORT_FORMATS)}, got {fmt!r}")
-        comparison = reporting.parse_comparison(compare) if compare else None
-        _show_report(results_dir, fmt=fmt, plots=not no_plots, plot_dir=plot_dir, by=by, metric=metric,
-                     comparison=comparison, probe=probe, step=step)
+        _check_plot_format(plot_format)
+        if len(results_dirs) == 2:
+            return _show_two(results_dirs, fmt, metric, by=by, compare=compare, probe=probe, step=step, html=html)
+        if len(results_dirs) > 2:
+            raise BnbenchError(f"report: takes one folder, or two to compare, got {len(results_dirs)}")
+        comparisons = [reporting.parse_comparison(c) for c in compare] if compare else None
+        _show_report(results_dirs[0], fmt=fmt, plots=not no_plots, plot_dir=plot_dir, plot_format=plot_format, by=by,
+                     metric=metric, comparisons=comparisons, probe=probe, step=step, html=html)
+
+
+def _show_two(folders: list[Path], fmt: str, metric: str, **single_folder_options) -> None:
+    """``report A B``: the two folders side by side (:func:`bnbench.reporting.report_folders`)."""
+    from bnbench import reporting
+
+    given = [f"--{name}" for name, value in single_folder_options.items() if value]
+    if given:
+        raise BnbenchError(f"{', '.join(given)}: applies to one folder; two are compared on their matching runs")
+    result = reporting.report_folders(*folders, metric=metric)
+    for note in result.notes:
+        render.say(err_console, f"note: {note}")
+    render.report(console, result, fmt)
 
 
 @app.command(cls=_Command)

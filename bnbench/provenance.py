@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 PACKAGES = ("bnbench", "jax", "jaxlib", "optax", "numpy")
@@ -39,3 +41,8 @@ def software() -> dict:
 def now() -> str:
     """The current time in UTC, ISO 8601 to the second, as ``meta.json`` records start and end times."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def command() -> str:
+    """The command line of this process, as a shell would take it (``bnbench sweep ...``)."""
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])

@@ -15,7 +15,7 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
-from bnbench import metrics, schema
+from bnbench import metrics, options, schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,20 +65,70 @@ def summary_cells(table: pd.DataFrame, by: list[str]) -> tuple[list[str], list[l
     return header, rows
 
 
-def compare_cells(table: pd.DataFrame, by: list[str], a: str, b: str) -> tuple[list[str], list[list[str]]]:
+def compare_cells(table: pd.DataFrame, by: list[str], a: str, b: str, alpha: float = 0.05) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a :func:`bnbench.summary.compare` table."""
-    header = [*by, "pairs", f"mean {a} − {b}", "95% CI (paired t)", "verdict"]
+    level = f"{100 * (1 - alpha):.4g}%"
+    mean = f"mean {a} − {b}"  # the table's title names both sides: long names need not widen the column
+    header = [*by, "pairs", mean if len(mean) <= 16 else "mean diff", f"{level} CI (paired t)", "resolves", "verdict"]
     rows = [
         [
             *(str(row[c]) for c in by),
             str(row["pairs"]),
             number(row["mean_diff"]),
             _interval(row["ci_low"], row["ci_high"], row["ci_clipped"]),
-            row["verdict"],
+            "—" if math.isnan(row["resolvable_diff"]) else f"±{number(row['resolvable_diff'])}",
+            _short_verdict(row, a, b),
         ]
         for row in table.to_dict("records")
     ]
     return header, rows
+
+
+def _short_verdict(row: dict, a: str, b: str) -> str:
+    decision = row["decision"]
+    if decision in ("higher", "lower"):
+        return f"{a} {decision}"
+    if decision == "within_margin":
+        return f"{a} ≈ {b}"
+    return "undecided" if row["pairs"] >= 3 else f"undecided ({row['pairs']} pairs; needs 3)"
+
+
+def _needed(row: dict) -> str:
+    needed = row["pairs_needed"]
+    if math.isnan(needed):
+        return ""
+    if math.isinf(needed):
+        return f"; more than {options.MOST_PAIRS} pairs would be needed to resolve a difference this small"
+    return f"; ~{needed:.0f} pairs would resolve a difference this size (an estimate)"
+
+
+def verdicts(result: Report) -> list[str]:
+    """One plain sentence per comparison row of a report (its direction, a difference ruled out, or
+    what it lacks), then how to decide the undecided ones."""
+    lines, undecided = [], False
+    for c in result.comparisons:
+        for row in c.table.to_dict("records"):
+            where = ", ".join(f"{axis}={row[axis]}" for axis in c.by)
+            lines.append(f"verdict{f' ({where})' if where else ''}: {_sentence(c, row, result)}")
+            undecided |= row["decision"] == "undecided"
+    if undecided:
+        lines.append("undecided rows need more seeds: `bnbench sweep SPEC --seeds N` extends this sweep; "
+                     "`--seeds auto` adds seeds until every comparison is decided")
+    return lines
+
+
+def _sentence(c, row: dict, result: Report) -> str:
+    """The sentence of one comparison row."""
+    level = f"{100 * (1 - result.alpha):.4g}% CI"
+    numbers = f"{number(row['mean_diff'])}, {level} [{number(row['ci_low'])}, {number(row['ci_high'])}] over " \
+              f"{plural(row['pairs'], 'pair')}"
+    if row["decision"] in ("higher", "lower"):
+        return f"{c.axis}={c.a} gives {row['decision']} {result.metric} than {c.b}: {numbers}"
+    if row["decision"] == "within_margin":
+        return f"{c.axis}={c.a} and {c.b} differ by less than ±{result.margin:g} in {result.metric}: {numbers}"
+    if math.isnan(row["ci_low"]):
+        return f"{c.axis}={c.a} vs {c.b} undecided: {row['verdict']}"
+    return f"{c.axis}={c.a} vs {c.b} undecided: {numbers}{_needed(row)}"
 
 
 def best_row(table: pd.DataFrame, metric: str) -> int | None:
@@ -91,7 +141,11 @@ def best_row(table: pd.DataFrame, metric: str) -> int | None:
 
 
 # Columns whose cells stay on one line (numbers, intervals); the others wrap between words.
-_NO_WRAP = ("n", "diverged", "pairs", "mean ± std", "95% CI", "95% CI (paired t)")
+_NO_WRAP = ("n", "diverged", "pairs", "mean ± std", "95% CI", "resolves")
+
+
+def _no_wrap(column: str) -> bool:
+    return column in _NO_WRAP or column.endswith("CI (paired t)")
 
 
 def print_table(
@@ -118,7 +172,7 @@ def print_table(
     # field name breaks after its underscores, never mid-word: no column is narrower than its longest
     # unbreakable piece.
     def longest_piece(j: int, header_text: str) -> int:
-        cells = [c for row in rows for c in ([row[j]] if header[j] in _NO_WRAP or not row[j] else row[j].split())]
+        cells = [c for row in rows for c in ([row[j]] if _no_wrap(header[j]) or not row[j] else row[j].split())]
         return max(len(piece) for piece in [*header_text.split("\n"), *cells])
 
     # Each column takes its width, one space of padding and one of the divider after it.
@@ -126,7 +180,7 @@ def print_table(
     narrowest = 0
     for j, column in enumerate(header):
         shown = column.replace("_", "_\n") if natural > console.width else column
-        table.add_column(escape(shown), no_wrap=column in _NO_WRAP, min_width=longest_piece(j, shown))
+        table.add_column(escape(shown), no_wrap=_no_wrap(column), min_width=longest_piece(j, shown))
         narrowest += longest_piece(j, shown) + 2
     for i, cells in enumerate(rows):
         table.add_row(*map(escape, cells), style="bold green" if colour and i == best else None)
@@ -154,9 +208,19 @@ def dry_run_table(spec, runs) -> Table:
     return table
 
 
-def run_line(index: int, total: int, run_id: str, status: str, metric: float, wall_s: float) -> str:
+def run_label(config, axes) -> str:
+    """What sets a run apart in its grid: the swept fields ``axes`` and the seed."""
+
+    def value(axis: str):
+        field, _, argument = axis.partition(".")  # "model_args.NAME": one keyword argument
+        return dict(getattr(config, field)).get(argument) if argument else getattr(config, axis)
+
+    return " ".join([*(f"{a}={schema.csv_value(value(a))}" for a in axes), f"seed={config.seed}"])
+
+
+def run_line(index: int, total: int, label: str, run_id: str, status: str, metric: float, wall_s: float) -> str:
     """One line per finished run, for output that is piped or logged."""
-    return f"run {index}/{total} {run_id} {status} test_acc={number(metric)} wall={wall_s:.2f}s"
+    return f"run {index}/{total} {label} {status} test_acc={number(metric)} wall={wall_s:.2f}s (id {run_id})"
 
 
 def columns_table(title: str, columns: dict[str, str]) -> Table:
@@ -221,11 +285,11 @@ def summary_title(name: str, metric: str, runs: int) -> str:
 
 
 def report(console: Console, result: Report, fmt: str) -> None:
-    """A :class:`bnbench.reporting.Report`'s tables: the summary, then the comparison; with
-    ``fmt="csv"`` one table alone, the comparison when there is one."""
+    """A :class:`bnbench.reporting.Report`'s tables: the summary, the comparisons, then one verdict
+    line per comparison row; with ``fmt="csv"`` one table alone: the comparisons, one after another
+    (column ``compared`` names each), when there are any, else the summary."""
     if fmt == "csv":
-        table = result.compared if result.compared is not None else result.summary
-        console.file.write(table.to_csv(index=False))
+        console.file.write(csv_table(result).to_csv(index=False))
         return
     if result.probe_step is not None:
         title = f"{result.name}: {result.metric} at step {result.probe_step} over seeds ({plural(len(result.runs), 'run')})"
@@ -234,10 +298,33 @@ def report(console: Console, result: Report, fmt: str) -> None:
         title, best = summary_title(result.name, result.metric, len(result.runs)), best_row(result.summary, result.metric)
     header, rows = summary_cells(result.summary, result.by)
     print_table(console, header, rows, title, fmt, best=best)
-    if result.compared is not None:
-        axis, a, b = result.comparison
-        header, rows = compare_cells(result.compared, result.compared_by, a, b)
-        print_table(console, header, rows, f"paired differences in {result.metric}: {axis}={a} minus {b}", fmt)
+    for c in result.comparisons:
+        header, rows = compare_cells(c.table, c.by, c.a, c.b, result.alpha)
+        print_table(console, header, rows, f"paired differences in {result.metric}: {c.axis}={c.a} minus {c.b}", fmt)
+    for line in verdicts(result):
+        say(console, f"- {line}" if fmt == "markdown" else line)
+
+
+def look_line(look, design) -> str:
+    """Where ``--seeds auto`` stands after a look (:class:`bnbench.sequential.Look`)."""
+    head = (f"seeds auto: {look.seeds} seeds, intervals at level {1 - look.alpha:.4g}: {look.decided_rows} of "
+            f"{look.rows} comparison rows decided")
+    if look.decided:
+        return f"{head}; stopping"
+    if look.seeds == design.looks[-1]:
+        return f"{head}; stopping at --max-seeds {look.seeds}, undecided rows stay undecided"
+    return f"{head}; next look at {design.looks[design.looks.index(look.seeds) + 1]} seeds"
+
+
+def csv_table(result: Report) -> pd.DataFrame:
+    """The one table ``--format csv`` writes (see :func:`report`)."""
+    import pandas as pd
+
+    if not result.comparisons:
+        return result.summary
+    tables = [c.table.assign(compared=f"{c.axis}={c.a},{c.b}") for c in result.comparisons]
+    table = pd.concat(tables, ignore_index=True)
+    return table[["compared", *(c for c in table.columns if c != "compared")]]
 
 
 def models_table(rows: list) -> Group:

@@ -33,13 +33,15 @@ from bnbench.runs import SpecError, argument_key, resolve
 
 
 RULES: dict[str, Rule] = {name: spec.rule for name, spec in FIELDS.items()}
-TOP_LEVEL_KEYS = ("name", "seeds", "grid", "base_dir", *RUN_FIELDS)
+TOP_LEVEL_KEYS = ("name", "seeds", "grid", "base_dir", "compare", "margin", *RUN_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A parsed, validated spec: fixed field values, grid axes (in order), seeds, and the folder its
-    references are relative to."""
+    """A parsed, validated spec: fixed field values, grid axes (in order), seeds, the folder its
+    references are relative to, and its question: the paired ``comparisons`` ``(axis, a, b)`` that
+    ``sweep`` ends with and ``report`` shows, and the ``margin``, the smallest difference of the
+    compared metric that matters (``--seeds auto`` stops once a comparison rules out a larger one)."""
 
     name: str
     values: dict[str, Any]
@@ -47,6 +49,8 @@ class Spec:
     seeds: tuple[int, ...]
     source: str
     base_dir: Path = Path(".")
+    comparisons: tuple[tuple[str, str, str], ...] = ()
+    margin: float | None = None
 
     @property
     def num_runs(self) -> int:
@@ -125,6 +129,10 @@ class Spec:
         for field in ARGUMENT_FIELDS:
             if self.values[field]:
                 lines += ["", f"[{field}]"] + [f"{k} = {_toml_value(v)}" for k, v in self.values[field]]
+        if self.comparisons:
+            lines.append(f"compare = {_toml_value([f'{axis}={a},{b}' for axis, a, b in self.comparisons])}")
+        if self.margin is not None:
+            lines.append(f"margin = {self.margin!r}")
         if self.grid:
             lines += ["", "[grid]"] + [f"{json.dumps(k) if '.' in k else k} = {_toml_value(v)}" for k, v in self.grid.items()]
         return "\n".join(lines) + "\n"
@@ -229,10 +237,69 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
     grid = _parse_grid(raw.get("grid", {}), source)
     seeds = _check_seeds(source, raw.get("seeds", 1))
     _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
-    spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source, base_dir=_base_dir(raw, source))
+    spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source, base_dir=_base_dir(raw, source),
+                comparisons=_check_comparisons(source, raw.get("compare", []), grid), margin=_check_margin(source, raw))
     resolve_references(spec, source)
     spec.validate()
     return spec
+
+
+def parse_comparison(text: str) -> tuple[str, str, str] | None:
+    """``AXIS=A,B`` as ``(axis, a, b)``; None if ``text`` is not of that form."""
+    axis, _, values = text.partition("=")
+    pair = values.split(",")
+    return (axis.strip(), pair[0].strip(), pair[1].strip()) if axis.strip() and len(pair) == 2 and all(pair) else None
+
+
+def value_text(value: Any) -> str:
+    """A grid value as a comparison or ``runs.csv`` writes it: a list dash-separated (``100-100``)."""
+    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _check_comparisons(source: str, texts: Any, grid: dict[str, list]) -> tuple[tuple[str, str, str], ...]:
+    """The spec's ``compare`` list: each ``"AXIS=A,B"`` names a grid axis and two of its values."""
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise SpecError(source, "compare", f'must be a list of "AXIS=A,B" strings, got {texts!r}')
+    comparisons = []
+    for text in texts:
+        comparison = parse_comparison(text)
+        if comparison is None:
+            raise SpecError(source, "compare", f'expected "AXIS=A,B" (e.g. "placement=pre,post"), got {text!r}')
+        axis, a, b = comparison
+        if axis not in grid:
+            raise SpecError(source, "compare", f"{text!r}: {axis} is not an axis of [grid] ({', '.join(grid) or 'none'})")
+        written = [value_text(v) for v in grid[axis]]
+        for value in (a, b):
+            if not any(_same_value(value, w, v) for w, v in zip(written, grid[axis])):
+                raise SpecError(source, "compare", f"{text!r}: {value} is not a value of grid.{axis} ({', '.join(written)})")
+        if a == b:
+            raise SpecError(source, "compare", f"{text!r}: compares {a} with itself")
+        comparisons.append(comparison)
+    return tuple(dict.fromkeys(comparisons))
+
+
+def _same_value(text: str, written: str, value: Any) -> bool:
+    """Whether ``text`` names ``value`` (written ``written``), as :func:`bnbench.summary.compare` matches
+    runs: booleans in any case, numbers by value (``1e-5`` is 1e-05)."""
+    if isinstance(value, bool):
+        return text.lower() == written.lower()
+    if isinstance(value, (int, float)):
+        try:
+            return float(text) == value
+        except ValueError:
+            return False
+    return text == written
+
+
+def _check_margin(source: str, raw: dict[str, Any]) -> float | None:
+    margin = raw.get("margin")
+    if margin is None:
+        return None
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < math.inf:
+        raise SpecError(source, "margin", f"must be a difference > 0 of the compared metric (e.g. 0.01), got {margin!r}")
+    if "compare" not in raw:
+        raise SpecError(source, "margin", "applies to the spec's comparisons; add compare = [\"AXIS=A,B\"]")
+    return float(margin)
 
 
 def _base_dir(raw: dict[str, Any], source: str) -> Path:

@@ -35,7 +35,9 @@ from bnbench.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN
 from bnbench.runs import argument_key
 from bnbench.spec import Spec, first_difference, load_spec
 
-PLOT_FILES = ("*_vs_*.png", "learning_curves.png", "activations.png", "probes.png")  # the names bnbench.plots writes
+# The files bnbench.plots writes (in every format, split into NAME_1, NAME_2, ...) and the HTML report.
+PLOT_FILES = tuple(f"{stem}{part}.{fmt}" for stem in ("*_vs_*", "learning_curves", "activations", "probes")
+                   for part in ("", "_[0-9]*") for fmt in ("png", "pdf", "svg")) + ("report.html",)
 LOCK_FILE = ".bnbench-lock"
 # Columns in which two records of one run may differ: its time. Every other column is its result.
 TIMING_COLUMNS = ("wall_s",)
@@ -67,7 +69,7 @@ def _csv_text(columns: Iterable[str], rows: Iterable[dict], header: bool) -> str
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Writes ``text`` to a temporary file renamed over ``path``; on failure nothing is left behind."""
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -170,7 +172,7 @@ def _drop_partial_row(path: Path) -> bool:
 def write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
     """Writes a whole CSV file atomically (a temporary file renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, _csv_text(columns, rows, header=True))
+    write_atomic(path, _csv_text(columns, rows, header=True))
 
 
 class ResultsStore:
@@ -332,7 +334,7 @@ class ResultsStore:
                 path.unlink(missing_ok=True)
         if self.spec_path.exists() and first_difference(load_spec(self.spec_path), spec):
             notes.append(f"{self.spec_path}: extended to this spec (earlier runs are kept)")
-        _write_atomic(self.spec_path, spec.to_toml())
+        write_atomic(self.spec_path, spec.to_toml())
         for path in (self.runs_path, *self.detail_files):
             if _drop_partial_row(path):
                 notes.append(f"{path}: dropped a last row that was cut off mid-way")
@@ -378,7 +380,7 @@ class ResultsStore:
         _append(self.runs_path, _csv_text(self.columns, [run_row], header=False))
 
     def write_meta(self, meta: dict) -> None:
-        _write_atomic(self.meta_path, json.dumps(meta, indent=2) + "\n")
+        write_atomic(self.meta_path, json.dumps(meta, indent=2) + "\n")
 
     def read_meta(self) -> dict:
         """``meta.json`` (empty if missing or unreadable: it describes, it does not decide)."""
@@ -441,7 +443,7 @@ def merge(
     order = {run.run_id: i for i, run in enumerate(grid)}
     ranked = sorted(chosen, key=lambda run_id: order[run_id])
     with target.lock("merge"):
-        _write_atomic(target.spec_path, spec.to_toml())
+        write_atomic(target.spec_path, spec.to_toml())
         for path, columns in target.detail_files.items():
             by_folder = {store.out_dir: _rows_by_run(store.out_dir / path.name) for store in stores}
             rows = [row for run_id in ranked for row in by_folder[chosen[run_id][0].out_dir].get(run_id, [])]

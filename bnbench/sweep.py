@@ -16,7 +16,7 @@ from bnbench.store import ResultsStore
 from bnbench.spec import Spec, load_spec, with_overrides
 
 if TYPE_CHECKING:
-    from bnbench import engine
+    from bnbench import engine, sequential
     from bnbench.outcomes import RunResult
 
 
@@ -202,6 +202,46 @@ def plan_file(
     return plan(spec, out or default, resume=resume, shard=part, max_runs=max_runs, data_dir=data_dir)
 
 
+def parse_seeds(text: str | None) -> int | None:
+    """``--seeds N`` as a count (None: the spec's); raises :class:`bnbench.errors.BnbenchError` for
+    anything but a positive integer (``auto`` is the caller's)."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise BnbenchError(f"--seeds: expected a count of seeds or auto, got {text!r}") from None
+
+
+def sequential_design(plan: SweepPlan, max_seeds: int, margin: float | None, max_runs: int | None) -> sequential.Design:
+    """The :mod:`bnbench.sequential` design of ``--seeds auto`` for ``plan``: its first look at the spec's
+    seed count (at least 3), its last at ``max_seeds``, deciding the spec's comparisons with ``margin``
+    (default: the spec's). Raises a :class:`bnbench.errors.BnbenchError` when the spec states no
+    comparison, for a shard (each would stop on its own part), or when the last look's grid would
+    exceed ``max_runs``."""
+    from bnbench import sequential  # here: it needs pandas, which planning a sweep does not
+
+    spec = plan.spec
+    if not spec.comparisons:
+        raise BnbenchError(f'--seeds auto: {spec.source} states no comparison to decide; add compare = ["AXIS=A,B"]')
+    if plan.shard is not None:
+        raise BnbenchError("--seeds auto: decides on the whole grid; run it without --shard")
+    if spec.seeds != tuple(range(len(spec.seeds))):
+        raise BnbenchError(f"--seeds auto: adds seeds 0..N-1, but {spec.source} lists seeds {list(spec.seeds)}")
+    design = sequential.design(len(spec.seeds), max_seeds, margin=spec.margin if margin is None else margin)
+    most = spec.num_runs // len(spec.seeds) * max_seeds
+    if max_runs is not None and most > max_runs:
+        raise GridTooLarge(f"--max-seeds {max_seeds}: {most} runs exceed the limit of {max_runs}; pass --yes or "
+                           "--max-runs to allow them, or fewer --max-seeds")
+    return design
+
+
+def replan(plan: SweepPlan, seeds: int, resume: bool = True) -> SweepPlan:
+    """``plan`` with ``seeds`` seeds (``0..seeds-1``), into the same folder."""
+    spec = with_overrides(plan.spec, seeds=seeds)
+    return SweepPlan(spec, spec.expand(), plan.store, resume, plan.data_dir, plan.shard)
+
+
 def environment() -> dict:
     """What a row needs to be reproduced, besides its spec: versions, commit, backend, devices, flags."""
     import jax  # here, where it is used: planning a sweep needs no JAX (start-up time)
@@ -229,13 +269,16 @@ class Session(NamedTuple):
 
 @contextlib.contextmanager
 def open_sweep(
-    plan: SweepPlan, *, engine: str = "vectorized", runs_per_device: int | None = None, devices: int | None = None
+    plan: SweepPlan, *, engine: str = "vectorized", runs_per_device: int | None = None, devices: int | None = None,
+    sequential: dict | None = None,
 ) -> Iterator[Session]:
     """Holds the output folder's lock for the sweep's life (:meth:`bnbench.store.ResultsStore.lock`),
     plans the engine (:func:`bnbench.engine.prepare`), checks that the runs already in the folder ran in
     the execution context their programs get now, and opens the folder (creating it; see
     :meth:`bnbench.store.ResultsStore.open`). Raises a :class:`bnbench.errors.BnbenchError` before
-    writing anything if the folder is in use, holds another spec's runs or another context's."""
+    writing anything if the folder is in use, holds another spec's runs or another context's.
+    ``sequential`` (a ``--seeds auto`` design, :meth:`bnbench.sequential.Design.to_meta`) goes into
+    ``meta.json`` for ``report`` to read the intervals at its looks' levels."""
     from bnbench import engine as engine_lib
 
     with plan.store.lock("sweep"):
@@ -247,6 +290,8 @@ def open_sweep(
             plan.store.check_contexts(execution.contexts_by_run())
         done, notes = plan.store.open(plan.spec, resume=plan.resume)
         options = dict(engine=engine, runs_per_device=runs_per_device, devices=devices)
+        if sequential is not None:
+            options["sequential"] = sequential
         yield Session(plan, execution, frozenset(r.run_id for r in plan.runs if r.run_id in done), notes, options)
 
 
@@ -261,7 +306,8 @@ def execute(
     from bnbench import engine as engine_lib
 
     plan = session.plan
-    meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "started": provenance.now()}
+    meta = {"spec": plan.spec.name, "spec_hash": plan.spec.spec_hash, **environment(), "command": provenance.command(),
+            "started": provenance.now()}
     meta.update(session.options, program_cache=program_cache and str(program_cache))
     meta["blocks_at_once"] = len(session.execution.devices)
     meta.update(data_dir=plan.data_dir and str(plan.data_dir), finished=None)

@@ -30,9 +30,13 @@ def paired_runs(diffs, base=0.6):
 
 def test_t_quantile_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
-    assert summary.t_quantile_975(1) == pytest.approx(T_975_1DF, rel=1e-9)
+    assert summary.t_quantile(0.975, 1) == pytest.approx(T_975_1DF, rel=1e-9)
     for df in [*range(1, 120), 255, 999, 4000]:
-        assert summary.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
+        assert summary.t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
+    # The levels a sequential design spends (bnbench.sequential): far in the tail.
+    for p in (0.9, 0.995, 0.99875, 0.9999):
+        for df in (2, 3, 7, 19, 40):
+            assert summary.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-10)
 
 
 def test_compare_at_two_pairs_gives_the_paired_t_interval_and_names_no_direction():
@@ -115,14 +119,15 @@ def test_learning_curves_show_every_group_in_panels(monkeypatch):
     plt.close(fig)
 
 
-def test_learning_curves_name_the_panels_they_leave_out(monkeypatch):
+def test_learning_curves_split_many_panels_into_files_and_leave_none_out(monkeypatch):
     runs = fake_runs({"lr": [0.1 * i for i in range(1, 12)], "epsilon": [1e-5 * i for i in range(1, 12)]})
     curves = pd.DataFrame([{"run_id": r, "step": 10, "train_loss": 1.0, "test_acc": 0.5} for r in runs["run_id"]])
     figures = capture_figure(monkeypatch)
-    plots.learning_curves(runs, curves, "unused.png")
-    texts = " ".join(t.get_text() for t in figures[0].texts)
-    assert f"{11 - plots.MAX_PANELS} of 11 panels left out" in texts
-    plt.close(figures[0])
+    paths = plots.learning_curves(runs, curves, "unused.png")
+    assert [p.name for p in paths] == ["unused_1.png", "unused_2.png"]
+    assert [len(fig.axes) // 2 for fig in figures] == [plots.MAX_PANELS, 11 - plots.MAX_PANELS]
+    for fig in figures:
+        plt.close(fig)
 
 
 def test_derived_fields_are_not_swept_axes():
@@ -217,7 +222,8 @@ def test_csv_and_markdown_reports_put_only_the_table_on_stdout(tiny_results, cli
     assert len(pd.read_csv(pd.io.common.StringIO(result.stdout))) == 4
     paired = cli("report", tiny_results, "--format", "csv", "--compare", "placement=pre,none", "--no-plots")
     table = pd.read_csv(pd.io.common.StringIO(paired.stdout))
-    assert list(table.columns[:3]) == ["epsilon", "pairs", "mean_diff"] and len(table) == 2
+    assert list(table.columns[:4]) == ["compared", "epsilon", "pairs", "mean_diff"] and len(table) == 2
+    assert set(table["compared"]) == {"placement=pre,none"}
     markdown = cli("report", tiny_results, "--format", "markdown", "--no-plots").stdout
     assert "best mean in bold" in markdown and markdown.count("**") == 4  # caption and one cell
     assert "bold green" not in cli("report", tiny_results, "--no-plots").stdout  # no colour when piped
@@ -356,4 +362,4 @@ def test_piped_output_has_one_line_per_finished_run(tiny_spec, cli):
     result = cli("sweep", tiny_spec, "--no-plots")
     lines = [line for line in result.stdout.splitlines() if line.startswith("run ")]
     assert [line.split()[1] for line in lines] == [f"{i}/8" for i in range(1, 9)]
-    assert all(" ok test_acc=0." in line and line.endswith("s") for line in lines)
+    assert all(" ok test_acc=0." in line and " wall=" in line and line.endswith(")") for line in lines)

@@ -24,7 +24,7 @@ def tiny_results(tmp_path_factory):
 
 def test_the_spec_parser_checks_exactly_the_run_fields():
     assert tuple(spec.RULES) == config.RUN_FIELDS
-    assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", "base_dir", *config.RUN_FIELDS}
+    assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", "base_dir", "compare", "margin", *config.RUN_FIELDS}
     assert set(config.LIST_FIELDS) == {"widths", "eval_stats", "probes", "lr_milestones"}
 
 

@@ -38,9 +38,9 @@ def test_dry_run_loads_no_heavy_module(tmp_path):
 def test_public_api_is_unchanged():
     expected = {
         "BNParams", "BNState", "BnbenchError", "CURVE_COLUMNS", "Dataset", "Model", "Normalization", "RUN_COLUMNS",
-        "RunConfig", "RunResult", "Spec", "batch_norm", "compare", "group_norm", "init", "layer_norm",
+        "RunConfig", "RunResult", "Spec", "batch_norm", "compare", "compare_folders", "group_norm", "init", "layer_norm",
         "load_activations", "load_curves", "load_dataset", "load_probes", "load_runs", "load_spec", "make_model", "report",
-        "run_all", "summarize", "train_run",
+        "report_folders", "run_all", "summarize", "train_run",
     }
     assert set(bnbench.__all__) == expected and expected <= set(dir(bnbench))
     from bnbench import bn, data, frames, summary
