@@ -1,17 +1,22 @@
-"""ResNet-20 training throughput: bnbench against the loop users write with flax, in one run.
+"""ResNet-20 training throughput: bnbench against the loops users write with flax and PyTorch, in one run.
 
 The network: the CIFAR ResNet-20 of He et al. (2016) (16/32/64 channels, original units, option-A
-shortcuts, BN with momentum 0.99, global average pooling), SGD with momentum 0.9, batch 128 on 32x32x3
-inputs (random images with random labels: throughput does not depend on the pixels, and no download is
-needed), the test split (512 images) evaluated once at the end. Printed, all measured in this process
-after one untimed call of each (compilation excluded), in images per second of training:
+shortcuts, BN with momentum 0.99 in the flax convention, global average pooling), SGD with momentum
+0.9, batch 128 on 32x32x3 inputs (random images with random labels: throughput does not depend on the
+pixels, and no download is needed), the test split (512 images) evaluated once at the end. Printed,
+all measured in this process after one untimed call of each (compilation excluded), in images per
+second of training, for 1 run and the aggregate of 4 and 8 runs (seeds):
 
-* the reference: a ``flax.linen`` ResNet-20 of the same architecture with ``nn.BatchNorm``, ``optax.sgd``
-  and one jitted train step per batch (``mutable=["batch_stats"]``);
-* bnbench, one run and 4 runs (4 seeds), with the vectorized engine (the default; it chooses its path
-  itself, see ``bnbench.engine.vmaps``) and the sequential engine;
-* the evidence for that choice, over fewer steps (``--probe-steps``): one training step compiled alone,
-  inside a ``lax.scan`` (what the vmapped path runs between evaluations), and vmapped over 4 runs.
+* the references: a ``flax.linen`` ResNet-20 with ``nn.BatchNorm``, ``optax.sgd`` and one jitted train
+  step per batch (``mutable=["batch_stats"]``); and PyTorch eager in channels_last, the runs one after
+  another (skipped without torch: ``pip install torch``);
+* bnbench's vectorized engine (its path: ``bnbench.engine.execution``; on CPU vmapped, convolutions as
+  patches, ``bnbench.models.convolution``) and its one-at-a-time path, the sequential engine;
+* the achieved GFLOP/s of each (a step is 3x the forward's FLOPs, counted by XLA's cost analysis)
+  against the rate of a 2048x2048 float32 matrix product measured here, the practical peak of JAX on
+  this machine;
+* the evidence for the engine's choice, over fewer steps (``--probe-steps``): one training step compiled
+  alone, inside a ``lax.scan``, and vmapped over 4 runs, with XLA's convolutions and with patches.
 
 Usage: ``make bench-resnet`` or ``python benchmarks/bench_resnet.py [--steps N]`` (needs flax:
 ``pip install 'bnbench[peers]'``).
@@ -110,6 +115,61 @@ def flax_reference(steps: int, dataset: Dataset, seed: int) -> float:
     return time.perf_counter() - start
 
 
+def torch_reference(steps: int, dataset: Dataset, seed: int) -> float | None:
+    """Seconds for one run of ``steps`` steps and one evaluation in PyTorch eager, channels_last; None
+    without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from torch import nn as tnn
+
+    class Unit(tnn.Module):
+        def __init__(self, channels_in, width, stride):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(channels_in, width, 3, stride, 1, bias=False)
+            self.conv2 = tnn.Conv2d(width, width, 3, 1, 1, bias=False)
+            self.bn1, self.bn2 = tnn.BatchNorm2d(width, momentum=0.01), tnn.BatchNorm2d(width, momentum=0.01)
+            self.stride, self.pad = stride, width - channels_in
+
+        def forward(self, x):
+            h = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            shortcut = x[:, :, :: self.stride, :: self.stride]
+            if self.pad:
+                shortcut = tnn.functional.pad(shortcut, (0, 0, 0, 0, 0, self.pad))
+            return torch.relu(shortcut + h)
+
+    units, channels = [], WIDTHS[0]
+    for stage, width in enumerate(WIDTHS):
+        for i in range((DEPTH - 2) // 6):
+            units.append(Unit(channels, width, 2 if stage > 0 and i == 0 else 1))
+            channels = width
+    torch.manual_seed(seed)
+    model = tnn.Sequential(tnn.Conv2d(3, WIDTHS[0], 3, 1, 1, bias=False), tnn.BatchNorm2d(WIDTHS[0], momentum=0.01),
+                           tnn.ReLU(), *units, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(WIDTHS[-1], 10))
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=SGD_MOMENTUM)
+
+    def images(a):
+        return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+    x_train, y_train = images(dataset.x_train), torch.from_numpy(dataset.y_train).long()
+    start, rng = time.perf_counter(), np.random.default_rng(seed)
+    model.train()
+    per_epoch = NUM_TRAIN // BATCH
+    for step in range(steps):
+        if step % per_epoch == 0:
+            order = torch.from_numpy(rng.permutation(NUM_TRAIN))
+        idx = order[(step % per_epoch) * BATCH:(step % per_epoch + 1) * BATCH]
+        optimizer.zero_grad()
+        tnn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        model(images(dataset.x_test)).argmax(-1)
+    return time.perf_counter() - start
+
+
 def configs(steps: int, seeds) -> list[RunConfig]:
     return [
         RunConfig(model="resnet", depth=DEPTH, widths=WIDTHS, batch_size=BATCH, optimizer="sgd", lr=LR,
@@ -126,25 +186,47 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def step_flops(dataset: Dataset) -> float:
+    """FLOPs of one training step: 3x the forward pass's (XLA's cost analysis of bnbench's ResNet-20)."""
+    sig = Signature.of(configs(1, [0])[0], dataset)
+    model = sig.make_model()
+    params, state = model.init(jax.random.PRNGKey(0))
+    x = jnp.zeros((BATCH, *sig.input_shape), jnp.float32)
+    forward = jax.jit(lambda p, s, x: model.apply(p, s, x, train=True)[0]).lower(params, state, x).compile()
+    analysis = forward.cost_analysis()
+    return 3 * float((analysis[0] if isinstance(analysis, list) else analysis)["flops"])
+
+
+def matmul_rate() -> float:
+    """FLOP/s of a 2048x2048 float32 matrix product in JAX: the practical peak the step rates are set
+    against."""
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(2048, 2048)), jnp.float32)
+    product = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(product(a))
+    best = min(timed(lambda: jax.block_until_ready(product(a))) for _ in range(3))
+    return 2 * 2048 ** 3 / best
+
+
 def step_variants(dataset: Dataset, steps: int) -> dict[str, float]:
-    """Seconds per training step of one ResNet-20 run: its step jitted alone, the same step inside a
-    ``lax.scan``, and 4 runs' steps vmapped (per step of all 4)."""
+    """Seconds per training step of one ResNet-20 run, with XLA's convolutions and with patches: its
+    step jitted alone, the same step inside a ``lax.scan``, and 4 runs' steps vmapped (per step of all 4)."""
     config = configs(steps, [0])[0]
-    program = make_program(Signature.of(config, dataset))
     hp = HParams.of(config)
     x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
-    state = jax.jit(program.init)(np.uint32(0), hp)
-    idx = program.batch_indices(0, 0, steps)
-    step = jax.jit(program.step)
-    scanned = jax.jit(lambda st: jax.lax.scan(lambda c, i: program.step(c, i, hp, x_train, y_train), st, idx))
     hps = HParams(*(np.stack([v] * 4) for v in hp))
-    states = jax.jit(jax.vmap(program.init))(np.arange(4, dtype=np.uint32), hps)
-    vmapped = jax.jit(jax.vmap(program.step, in_axes=(0, None, 0, None, None)))
-    return {
-        "one step jitted alone": timed(lambda: jax.block_until_ready(step(state, idx[0], hp, x_train, y_train))),
-        f"one step inside a lax.scan of {steps}": timed(lambda: jax.block_until_ready(scanned(state))) / steps,
-        "4 runs' steps vmapped": timed(lambda: jax.block_until_ready(vmapped(states, idx[0], hps, x_train, y_train))),
-    }
+    out = {}
+    for conv in ("xla", "patches"):
+        program = make_program(Signature.of(config, dataset), conv)
+        state = jax.jit(program.init)(np.uint32(0), hp)
+        idx = program.batch_indices(0, 0, steps)
+        step = jax.jit(program.step)
+        scanned = jax.jit(lambda st, p=program: jax.lax.scan(lambda c, i: p.step(c, i, hp, x_train, y_train), st, idx))
+        states = jax.jit(jax.vmap(program.init))(np.arange(4, dtype=np.uint32), hps)
+        vmapped = jax.jit(jax.vmap(program.step, in_axes=(0, None, 0, None, None)))
+        out[f"{conv}: one step jitted alone"] = timed(lambda: jax.block_until_ready(step(state, idx[0], hp, x_train, y_train)))
+        out[f"{conv}: one step inside a lax.scan of {steps}"] = timed(lambda: jax.block_until_ready(scanned(state))) / steps
+        out[f"{conv}: 4 runs' steps vmapped"] = timed(lambda: jax.block_until_ready(vmapped(states, idx[0], hps, x_train, y_train)))
+    return out
 
 
 def main() -> None:
@@ -155,7 +237,11 @@ def main() -> None:
     dataset, devices = synthetic_images(), tuple(jax.devices())
     print(f"ResNet-20, batch {BATCH}, 32x32x3, {args.steps} steps per run; backend {jax.default_backend()}, "
           f"{len(devices)} devices ({devices[0].device_kind}), {os.cpu_count()} cores")
-    print("vectorized engine's path:", engine.execution("resnet", "vectorized", devices[0].platform))
+    sig = Signature.of(configs(1, [0])[0], dataset)
+    path = engine.execution("resnet", "vectorized", devices[0].platform)
+    print(f"vectorized engine's path: {path}, convolutions: {engine.conv_form(sig, devices[0].platform, path)}")
+    peak, flops = matmul_rate(), step_flops(dataset)
+    print(f"{'JAX 2048x2048 float32 matmul (the peak here)':>62}: {peak / 1e9:8.1f} GFLOP/s; a step: {flops / 1e9:.1f} GFLOP")
 
     def train(seeds, steps, engine_name):
         runs = configs(steps, seeds)
@@ -166,24 +252,39 @@ def main() -> None:
 
     def measure(name, num_runs, steps, fn):
         results[name] = num_runs * steps * BATCH / timed(fn)
-        print(f"{name:>62}: {results[name]:8.1f} images/s", flush=True)
+        achieved = results[name] / BATCH * flops
+        print(f"{name:>62}: {results[name]:8.1f} images/s, {achieved / 1e9:6.1f} GFLOP/s ({100 * achieved / peak:.0f}% of "
+              "the matmul)", flush=True)
 
-    seeds = [0, 1, 2, 3]
     measure("flax.linen + optax loop, jitted step per batch (1 run)", 1, args.steps,
             lambda: flax_reference(args.steps, dataset, 0))
-    for name, runs in (("1 run", [0]), ("4 runs", seeds)):
-        measure(f"bnbench vectorized engine ({name})", len(runs), args.steps,
-                lambda runs=runs: train(runs, args.steps, "vectorized"))
-        measure(f"bnbench sequential engine ({name})", len(runs), args.steps,
-                lambda runs=runs: train(runs, args.steps, "sequential"))
+    counts = {"1 run": 1, "4 runs": 4, "8 runs": 8}
+    if torch_reference(1, dataset, 0) is None:
+        print("PyTorch: not installed, skipped (pip install torch)")
+    else:
+        for name, n in counts.items():
+            measure(f"PyTorch eager, channels_last, one after another ({name})", n, args.steps,
+                    lambda n=n: [torch_reference(args.steps, dataset, seed) for seed in range(n)])
+    for name, n in counts.items():
+        for engine_name in ("vectorized", "sequential"):
+            measure(f"bnbench {engine_name} engine ({name})", n, args.steps,
+                    lambda n=n, e=engine_name: train(list(range(n)), args.steps, e))
     for name, seconds in step_variants(dataset, args.probe_steps).items():
         print(f"{name:>62}: {seconds:8.3f} s per step")
-    reference = results["flax.linen + optax loop, jitted step per batch (1 run)"]
-    print(f"ratio bnbench vectorized engine (1 run) / flax loop: "
-          f"{results['bnbench vectorized engine (1 run)'] / reference:.2f}x (target: >= 1.0x)")
-    print(f"ratio vectorized engine 4-run aggregate / sequential engine: "
-          f"{results['bnbench vectorized engine (4 runs)'] / results['bnbench sequential engine (4 runs)']:.2f}x "
-          "(target: >= 1.0x)")
+    print_ratios(results)
+
+
+def print_ratios(results: dict[str, float]) -> None:
+    vectorized, sequential = "bnbench vectorized engine ({})", "bnbench sequential engine ({})"
+    flax = results["flax.linen + optax loop, jitted step per batch (1 run)"]
+    print(f"ratio vectorized engine (1 run) / flax loop: {results[vectorized.format('1 run')] / flax:.2f}x")
+    for n in ("4 runs", "8 runs"):
+        print(f"ratio vectorized / one at a time ({n}): {results[vectorized.format(n)] / results[sequential.format(n)]:.2f}x "
+              "(target: >= 1.5x)")
+        torch_name = f"PyTorch eager, channels_last, one after another ({n})"
+        if torch_name in results:
+            print(f"ratio vectorized / PyTorch channels_last ({n}): {results[vectorized.format(n)] / results[torch_name]:.2f}x "
+                  "(target for 4 runs: >= 1.0x)")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from bnbench.config import RunConfig
 from bnbench.context import ExecutionContext
 from bnbench.errors import BnbenchError, RunFailure
 from bnbench.options import ENGINES, compile_cache_dir, usable_cpus
+from bnbench.models import convolution
 from bnbench.models.plugged import convolutional
 from bnbench.outcomes import RunResult, summarize_output
 from bnbench.signature import HParams, Signature
@@ -167,13 +168,18 @@ def slots(count: int | None = None) -> tuple[jax.Device, ...]:
 
 
 # Where the vectorized engine does not vmap, by platform: it runs these models stepwise, one run at a
-# time with a jitted step per batch (the sequential engine's path), because that measured faster. On
-# CPU, XLA runs a convolution inside a lax.scan (a while loop), or vmapped over runs (a grouped
-# convolution), many times slower than the same step compiled alone; on an NVIDIA H200 vmapping was
-# faster for the CNN and VGG-11 but slower for ResNet-20 (`make bench-resnet`). Not measured on TPU,
-# where everything vmaps.
+# time with a jitted step per batch (the sequential engine's path), because that measured faster or as
+# fast. XLA:CPU runs its convolution many times slower inside the program's lax.scan and under vmap, so
+# on CPU the engine rewrites a vmapped conv net's convolutions as patches (bnbench.models.convolution),
+# which keep their speed in a scan, and trains one run per block (MAX_CONV_RUNS_PER_DEVICE), blocks side
+# by side: a vmapped batch of those products measured slower per run than one. That made the CNN twice
+# as fast as stepwise; a ResNet-20 step in a scan of patches only matched its stepwise step, and VGG is
+# unmeasured, so both stay stepwise on CPU (`make bench-resnet`). On an NVIDIA H200 vmapping was faster
+# for the CNN and VGG-11 but slower for ResNet-20. Not measured on TPU, where everything vmaps.
 # A plugin network runs as "convolutional plugin" where its traced program convolves, as "mlp" otherwise.
-ONE_AT_A_TIME = {"cpu": ("cnn", "vgg", "resnet", "convolutional plugin"), "gpu": ("resnet",)}
+ONE_AT_A_TIME = {"cpu": ("vgg", "resnet"), "gpu": ("resnet",)}
+CONVOLUTIONAL = ("cnn", "vgg", "resnet", "convolutional plugin")
+MAX_CONV_RUNS_PER_DEVICE = {"cpu": 1}
 
 
 def vmaps(model: str, platform: str) -> bool:
@@ -184,6 +190,13 @@ def vmaps(model: str, platform: str) -> bool:
 def execution(model: str, engine: str, platform: str) -> str:
     """How ``engine`` executes runs of ``model`` on ``platform``: ``"vmapped"`` or ``"stepwise"``."""
     return "vmapped" if engine == "vectorized" and vmaps(model, platform) else "stepwise"
+
+
+@functools.lru_cache(maxsize=256)
+def conv_form(sig: Signature, platform: str, path: str) -> str:
+    """The form of a program's convolutions: ``"patches"`` for a conv net where
+    :func:`bnbench.models.convolution.form` says so for ``platform`` and ``path``, else ``"xla"``."""
+    return convolution.form(platform, path) if family(sig) in CONVOLUTIONAL else "xla"
 
 
 def family(sig: Signature) -> str:
@@ -207,7 +220,8 @@ def run_memory(sig: Signature, num_test: int) -> int:
     backward pass, for every example of the batch three arrays per nonlinearity (the layer's output,
     the norm layer's, the nonlinearity's), five in a residual net (also a unit's shortcut and sum);
     evaluation, which keeps at most two layers of the test split alive at once; the order of the epoch
-    in progress and of the next, being drawn. Checked against XLA's buffer assignment
+    in progress and of the next, being drawn. Programs with XLA's convolutions; where they are patches
+    (on CPU) a conv net's blocks hold one run whatever the estimate. Checked against XLA's buffer assignment
     (``compiled.memory_analysis()``) in the tests: never below it, at most 2x above.
     """
     model = sig.make_model()
@@ -250,11 +264,14 @@ def _check_fits(group: Group, device: jax.Device) -> None:
 def block_size(sig: Signature, num_test: int, device: jax.Device, requested: int | None = None) -> int:
     """The runs of a vmapped block of ``sig`` on ``device``: ``requested`` (``--runs-per-device``), else
     as many as a quarter of the device's memory holds (:func:`run_memory`, :func:`device_memory`), at
-    most :data:`MAX_RUNS_PER_DEVICE` for its platform."""
+    most :data:`MAX_RUNS_PER_DEVICE` for its platform (:data:`MAX_CONV_RUNS_PER_DEVICE` for a conv net)."""
     if requested is not None:
         return requested
     fits = device_memory(device) // 4 // run_memory(sig, num_test)
-    return max(1, min(MAX_RUNS_PER_DEVICE.get(device.platform, 1), fits))
+    most = MAX_RUNS_PER_DEVICE.get(device.platform, 1)
+    if family(sig) in CONVOLUTIONAL:
+        most = MAX_CONV_RUNS_PER_DEVICE.get(device.platform, most)
+    return max(1, min(most, fits))
 
 
 def prepare_groups(
@@ -420,8 +437,8 @@ def _out_of_memory(err: Exception) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _vectorized_fn(sig: Signature):
-    return jax.jit(jax.vmap(make_program(sig).run, in_axes=(0, 0, None, None, None, None)))
+def _vectorized_fn(sig: Signature, conv: str):
+    return jax.jit(jax.vmap(make_program(sig, conv).run, in_axes=(0, 0, None, None, None, None)))
 
 
 _READ_BACK: dict[str, Callable] = {}  # programs read from (or traced into) a program cache, by key
@@ -453,13 +470,14 @@ def release_programs() -> None:
         _READ_BACK.clear()
     _vectorized_fn.cache_clear()
     _stepwise_fns.cache_clear()
+    conv_form.cache_clear()
     jax.clear_caches()
 
 
 def _block_program(sig: Signature, device: jax.Device, args: tuple, program_cache: Path | None):
-    """What trains a block: :func:`_vectorized_fn`, or with ``program_cache`` the same program traced
-    once per machine (:mod:`bnbench.programcache`)."""
-    fn = _vectorized_fn(sig)
+    """What trains a block: :func:`_vectorized_fn` with the convolutions of :func:`conv_form`, or with
+    ``program_cache`` the same program traced once per machine (:mod:`bnbench.programcache`)."""
+    fn = _vectorized_fn(sig, conv_form(sig, device.platform, "vmapped"))
     if program_cache is None:
         return fn
     program_key = programcache.key(sig, device, args)

@@ -315,6 +315,9 @@ def execute(
         meta["shard"] = plan.shard._asdict()
     pairs = list(zip(session.execution.groups, session.execution.contexts))
     meta["execution"] = {group.signature.model: ctx.execution for group, ctx in pairs}
+    platform = session.execution.devices[0].platform
+    meta["convolution"] = {group.signature.model: engine_lib.conv_form(group.signature, platform, ctx.execution)
+                           for group, ctx in pairs}
     # The code and data of plugins and own data sets, by the reference the spec wrote: file@digest.
     meta["sources"] = {name: source for group, ctx in pairs for name, source in
                        ((group.signature.model, ctx.model_source), (group.configs[0].dataset, ctx.data_source)) if source}

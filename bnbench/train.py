@@ -39,6 +39,7 @@ import optax
 from bnbench import bn, probes, recipe
 from bnbench.data import Dataset
 from bnbench.models import Model
+from bnbench.models.convolution import with_patches
 from bnbench.optimizers import make_optimizer
 from bnbench.signature import HParams, Signature
 
@@ -274,9 +275,13 @@ class Program(NamedTuple):
         return ProgramOutput(losses, *evaluations, probed)
 
 
-def make_program(sig: Signature) -> Program:
-    """Builds the training program of ``sig``."""
-    return Program(sig, sig.make_model())
+def make_program(sig: Signature, conv: str = "xla") -> Program:
+    """Builds the training program of ``sig``, its convolutions XLA's (``conv="xla"``) or rewritten as
+    patches (``"patches"``, :func:`bnbench.models.convolution.with_patches`)."""
+    model = sig.make_model()
+    if conv == "patches":
+        model = model._replace(apply=with_patches(model.apply), preactivations=with_patches(model.preactivations))
+    return Program(sig, model)
 
 
 def device_data(data: Dataset, device: jax.Device | None = None) -> tuple[jax.Array, ...]:

@@ -2,13 +2,14 @@
 write, the execution path and the memory estimate."""
 
 import json
+from typing import NamedTuple
 
 import jax
 import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import engine
+from bnbench import data, engine
 from bnbench.config import RunConfig
 from bnbench.data import Dataset
 from bnbench.frames import load_runs
@@ -47,17 +48,35 @@ def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
     assert sequential[0].num_params == num_params("resnet", **group.signature.model_options)
 
 
-def test_the_vectorized_engine_runs_conv_nets_one_at_a_time_where_that_measured_faster():
+def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_faster():
     models = ("mlp", "cnn", "vgg", "resnet")
 
     def paths(engine_name, platform):
         return {m: engine.execution(m, engine_name, platform) for m in models}
 
     one, vmapped = "stepwise", "vmapped"
-    assert paths("vectorized", "cpu") == {"cnn": one, "mlp": vmapped, "resnet": one, "vgg": one}
+    assert paths("vectorized", "cpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": one}
     assert paths("vectorized", "gpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
     assert set(paths("vectorized", "tpu").values()) == {vmapped}
     assert set(paths("sequential", "gpu").values()) == {one}
+    dataset = data.load("mnist1d", 600)
+    widths = {"mlp": (8,), "cnn": (8, 8), "vgg": (8, 8, 16, 16, 16), "resnet": (4, 8, 8)}
+    signatures = {m: Signature.of(RunConfig(model=m, widths=widths[m], depth=8 if m == "resnet" else 0, steps=4,
+                                            eval_every=2), dataset) for m in models}
+    forms = {(m, p, x): engine.conv_form(sig, p, x) for m, sig in signatures.items()
+             for p in ("cpu", "gpu") for x in (vmapped, one)}
+    # Where a conv net vmaps on CPU (forced for ResNet and VGG with ONE_AT_A_TIME), its convolutions are patches.
+    assert {k for k, v in forms.items() if v == "patches"} == {(m, "cpu", vmapped) for m in ("cnn", "vgg", "resnet")}
+
+    class Device(NamedTuple):  # what block_size reads of a device
+        platform: str
+
+        def memory_stats(self):
+            return {}
+
+    sizes = {(m, p): engine.block_size(sig, 100, Device(p)) for m, sig in signatures.items() for p in ("cpu", "gpu")}
+    assert sizes[("mlp", "cpu")] == 2 and sizes[("resnet", "cpu")] == sizes[("cnn", "cpu")] == 1
+    assert sizes[("cnn", "gpu")] > 1
 
 
 def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, workdir, cli):
@@ -84,6 +103,7 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
     assert list(runs["num_params"]) == [mlp_params] * 2 + [resnet_params] * 2
     meta = json.loads((workdir / "results" / "mixed" / "meta.json").read_text())
     assert meta["execution"] == {"mlp": "vmapped", "resnet": "stepwise"}
+    assert meta["convolution"] == {"mlp": "xla", "resnet": "xla"}
     assert list(runs["execution"]) == ["vmapped"] * 2 + ["stepwise"] * 2
     assert list(runs["runs_per_device"]) == [engine.MAX_RUNS_PER_DEVICE["cpu"]] * 2 + [1] * 2
     # widths and depth follow from the model: the swept axes are the two the spec swept.
@@ -108,7 +128,8 @@ def test_memory_estimate_is_at_most_2x_above_xla_buffer_assignment_and_never_bel
     ds = data.load("mnist1d", 2000) if dataset == "mnist1d" else images(512, 256, 16)
     sig, runs = Signature.of(config, ds), 4
     args = (np.arange(runs, dtype=np.uint32), HParams(*(np.stack([v] * runs) for v in HParams.of(config))), *device_data(ds))
-    analysis = engine._vectorized_fn(sig).lower(*args).compile().memory_analysis()
+    # XLA's convolutions, as on a GPU, where the estimate sizes blocks (on CPU a conv net's hold one run).
+    analysis = engine._vectorized_fn(sig, "xla").lower(*args).compile().memory_analysis()
     measured = (analysis.temp_size_in_bytes + analysis.output_size_in_bytes) / runs
     assert 1.0 <= engine.run_memory(sig, len(ds.y_test)) / measured <= 2.0
 

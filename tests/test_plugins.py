@@ -79,11 +79,11 @@ def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_variant(twins):
     assert {"grad_norm", "weight_norm", "mean_gap", "var_gap", "beta_smoothness"} <= {p.probe for p in by_name["probes"].probes}
 
 
-def test_a_plugin_cnn_gives_the_built_in_cnns_runs_and_runs_stepwise_as_it_does(twins):
+def test_a_plugin_cnn_gives_the_built_in_cnns_runs_and_takes_its_path(twins):
     builtin, plugged = twins('[grid]\nplacement = ["pre", "post"]\nnorm = ["batch", "group"]\ngroups = [2]\n', "cnn")
     for a, b in zip(results(builtin), results(plugged)):
-        assert same(a, b)
-        assert a.context.execution == b.context.execution == "stepwise"  # a conv net on the CPU
+        assert same(a, b)  # on the CPU both vmapped, one run per block, convolutions rewritten as patches
+        assert a.context.execution == b.context.execution == "vmapped" and a.context.runs_per_device == 1
 
 
 def test_a_plugin_mlp_is_vectorized_as_the_built_in_mlp_is(twins):
