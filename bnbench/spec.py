@@ -29,6 +29,7 @@ from bnbench.config import (
 from bnbench.errors import BnbenchError
 from bnbench.options import DEFAULT_WIDTHS, MODELS
 from bnbench.rules import Rule
+from bnbench.schema import csv_value
 from bnbench.runs import SpecError, argument_key, resolve
 
 
@@ -251,11 +252,6 @@ def parse_comparison(text: str) -> tuple[str, str, str] | None:
     return (axis.strip(), pair[0].strip(), pair[1].strip()) if axis.strip() and len(pair) == 2 and all(pair) else None
 
 
-def value_text(value: Any) -> str:
-    """A grid value as a comparison or ``runs.csv`` writes it: a list dash-separated (``100-100``)."""
-    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-
 def _check_comparisons(source: str, texts: Any, grid: dict[str, list]) -> tuple[tuple[str, str, str], ...]:
     """The spec's ``compare`` list: each ``"AXIS=A,B"`` names a grid axis and two of its values."""
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -268,7 +264,7 @@ def _check_comparisons(source: str, texts: Any, grid: dict[str, list]) -> tuple[
         axis, a, b = comparison
         if axis not in grid:
             raise SpecError(source, "compare", f"{text!r}: {axis} is not an axis of [grid] ({', '.join(grid) or 'none'})")
-        written = [value_text(v) for v in grid[axis]]
+        written = [str(csv_value(tuple(v) if isinstance(v, list) else v)) for v in grid[axis]]
         for value in (a, b):
             if not any(_same_value(value, w, v) for w, v in zip(written, grid[axis])):
                 raise SpecError(source, "compare", f"{text!r}: {value} is not a value of grid.{axis} ({', '.join(written)})")

@@ -94,10 +94,6 @@ def _evaluate(jaxpr: core.Jaxpr, consts, *args) -> list:
     return [read(v) for v in jaxpr.outvars]
 
 
-def _is_array(leaf) -> bool:
-    return isinstance(leaf, (jax.Array, jnp.ndarray)) or hasattr(leaf, "aval")
-
-
 def with_patches(fn):
     """``fn`` with every convolution it computes done by :func:`patches`: the same function, to float32
     rounding. Array arguments (leaves of any pytree) are traced; every other argument (``train=True``,
@@ -106,7 +102,7 @@ def with_patches(fn):
     @functools.wraps(fn)
     def rewritten(*args, **kwargs):
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
-        traced = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
+        traced = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]  # tracers too
 
         def with_traced(*values):
             merged = list(leaves)
