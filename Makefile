@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test test-fast test-cluster bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-sequential clean
+.PHONY: sweep test test-fast test-cluster bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-xla-options bench-sequential clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-probes: $(VENV)/.installed
 
 bench-resnet: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_resnet.py
+
+bench-xla-options: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_xla_options.py
 
 bench-sequential: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.bench_sequential

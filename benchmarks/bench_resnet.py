@@ -10,13 +10,15 @@ second of training, for 1 run and the aggregate of 4 and 8 runs (seeds):
 * the references: a ``flax.linen`` ResNet-20 with ``nn.BatchNorm``, ``optax.sgd`` and one jitted train
   step per batch (``mutable=["batch_stats"]``); and PyTorch eager in channels_last, the runs one after
   another (skipped without torch: ``pip install torch``);
-* bnbench's vectorized engine (its path: ``bnbench.engine.execution``; on CPU vmapped, convolutions as
-  patches, ``bnbench.models.convolution``) and its one-at-a-time path, the sequential engine;
+* bnbench's vectorized engine (its path: ``bnbench.engine.execution``; on CPU a ResNet trains one run
+  at a time, a jitted step per batch, compiled with YNNPACK's element-wise fusions,
+  ``bnbench.engine.compiler_options``) and its one-at-a-time path, the sequential engine;
 * the achieved GFLOP/s of each (a step is 3x the forward's FLOPs, counted by XLA's cost analysis)
   against the rate of a 2048x2048 float32 matrix product measured here, the practical peak of JAX on
   this machine;
 * the evidence for the engine's choice, over fewer steps (``--probe-steps``): one training step compiled
-  alone, inside a ``lax.scan``, and vmapped over 4 runs, with XLA's convolutions and with patches.
+  alone, inside a ``lax.scan``, and vmapped over 4 runs, with XLA's convolutions and with patches, with
+  the engine's XLA options (``bnbench.engine.compiler_options``); and the step alone with XLA's defaults.
 
 Usage: ``make bench-resnet`` or ``python benchmarks/bench_resnet.py [--steps N]`` (needs flax:
 ``pip install 'bnbench[peers]'``).
@@ -208,24 +210,35 @@ def matmul_rate() -> float:
 
 
 def step_variants(dataset: Dataset, steps: int) -> dict[str, float]:
-    """Seconds per training step of one ResNet-20 run, with XLA's convolutions and with patches: its
-    step jitted alone, the same step inside a ``lax.scan``, and 4 runs' steps vmapped (per step of all 4)."""
+    """Seconds per training step of one ResNet-20 run, with XLA's convolutions and with patches, both
+    compiled with the engine's XLA options (``engine.compiler_options``): its step jitted alone, the same
+    step inside a ``lax.scan``, and 4 runs' steps vmapped (per step of all 4); and the step alone with
+    XLA's default options, which the engine's replace."""
     config = configs(steps, [0])[0]
-    hp = HParams.of(config)
+    hp, sig = HParams.of(config), Signature.of(config, dataset)
+    options = engine.compiler_options(sig, jax.default_backend())
     x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
     hps = HParams(*(np.stack([v] * 4) for v in hp))
     out = {}
     for conv in ("xla", "patches"):
-        program = make_program(Signature.of(config, dataset), conv)
+        program = make_program(sig, conv)
         state = jax.jit(program.init)(np.uint32(0), hp)
         idx = program.batch_indices(0, 0, steps)
-        step = jax.jit(program.step)
-        scanned = jax.jit(lambda st, p=program: jax.lax.scan(lambda c, i: p.step(c, i, hp, x_train, y_train), st, idx))
         states = jax.jit(jax.vmap(program.init))(np.arange(4, dtype=np.uint32), hps)
-        vmapped = jax.jit(jax.vmap(program.step, in_axes=(0, None, 0, None, None)))
-        out[f"{conv}: one step jitted alone"] = timed(lambda: jax.block_until_ready(step(state, idx[0], hp, x_train, y_train)))
-        out[f"{conv}: one step inside a lax.scan of {steps}"] = timed(lambda: jax.block_until_ready(scanned(state))) / steps
-        out[f"{conv}: 4 runs' steps vmapped"] = timed(lambda: jax.block_until_ready(vmapped(states, idx[0], hps, x_train, y_train)))
+        step_args = (state, idx[0], hp, x_train, y_train)
+        variants = {  # name: (function, arguments, steps per call, XLA options)
+            "one step jitted alone": (program.step, step_args, 1, options),
+            f"one step inside a lax.scan of {steps}": (
+                lambda st, p=program: jax.lax.scan(lambda c, i: p.step(c, i, hp, x_train, y_train), st, idx), (state,),
+                steps, options),
+            "4 runs' steps vmapped": (jax.vmap(program.step, in_axes=(0, None, 0, None, None)),
+                                      (states, idx[0], hps, x_train, y_train), 1, options),
+        }
+        if conv == "xla":
+            variants["one step jitted alone, XLA's default options"] = (program.step, step_args, 1, {})
+        for name, (fn, args, per, opts) in variants.items():
+            compiled = jax.jit(fn).lower(*args).compile(compiler_options=opts or None)
+            out[f"{conv}: {name}"] = timed(lambda: jax.block_until_ready(compiled(*args))) / per
     return out
 
 
@@ -239,7 +252,8 @@ def main() -> None:
           f"{len(devices)} devices ({devices[0].device_kind}), {os.cpu_count()} cores")
     sig = Signature.of(configs(1, [0])[0], dataset)
     path = engine.execution("resnet", "vectorized", devices[0].platform)
-    print(f"vectorized engine's path: {path}, convolutions: {engine.conv_form(sig, devices[0].platform, path)}")
+    print(f"vectorized engine's path: {path}, convolutions: {engine.conv_form(sig, devices[0].platform, path)}, "
+          f"XLA options: {engine.compiler_options(sig, devices[0].platform) or 'none beyond the defaults'}")
     peak, flops = matmul_rate(), step_flops(dataset)
     print(f"{'JAX 2048x2048 float32 matmul (the peak here)':>62}: {peak / 1e9:8.1f} GFLOP/s; a step: {flops / 1e9:.1f} GFLOP")
 

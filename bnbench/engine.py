@@ -43,6 +43,7 @@ from bnbench.context import ExecutionContext
 from bnbench.errors import BnbenchError, RunFailure
 from bnbench.options import ENGINES, compile_cache_dir, usable_cpus
 from bnbench.models import convolution
+from bnbench.models.cnn import channels_last
 from bnbench.models.plugged import convolutional
 from bnbench.outcomes import RunResult, summarize_output
 from bnbench.signature import HParams, Signature
@@ -173,13 +174,23 @@ def slots(count: int | None = None) -> tuple[jax.Device, ...]:
 # on CPU the engine rewrites a vmapped conv net's convolutions as patches (bnbench.models.convolution),
 # which keep their speed in a scan, and trains one run per block (MAX_CONV_RUNS_PER_DEVICE), blocks side
 # by side: a vmapped batch of those products measured slower per run than one. That made the CNN twice
-# as fast as stepwise; a ResNet-20 step in a scan of patches only matched its stepwise step, and VGG is
-# unmeasured, so both stay stepwise on CPU (`make bench-resnet`). On an NVIDIA H200 vmapping was faster
-# for the CNN and VGG-11 but slower for ResNet-20. Not measured on TPU, where everything vmaps.
+# as fast as stepwise; a ResNet-20 step on images in a scan of patches measured slower than stepwise,
+# and VGG is unmeasured, so both stay stepwise on CPU (`make bench-resnet`). A ResNet on 1-D signals
+# trained faster vmapped but moved the shipped specs' results beyond their seed spread, so it stays
+# stepwise too (docs/engine.md). On an NVIDIA H200 vmapping was faster for the CNN and VGG-11 but
+# slower for ResNet-20. Not measured on TPU, where everything vmaps.
 # A plugin network runs as "convolutional plugin" where its traced program convolves, as "mlp" otherwise.
 ONE_AT_A_TIME = {"cpu": ("vgg", "resnet"), "gpu": ("resnet",)}
 CONVOLUTIONAL = ("cnn", "vgg", "resnet", "convolutional plugin")
 MAX_CONV_RUNS_PER_DEVICE = {"cpu": 1}
+
+# XLA:CPU fuses a ResNet's element-wise chain (norm layers, activations, shortcut sums) into the
+# transposes that feed its convolutions' weight gradients, recomputing the residual stream from the
+# stage's first unit in each of them: over a third of a 2-D ResNet-20's step, more the deeper. YNNPACK's
+# element-wise fusions take those operations out of XLA's loop fusions, so the transposes read stored
+# activations. They measured slower for 1-D ResNets (MNIST-1D) and no faster for the CNN and VGG, so
+# only ResNets on images compile with them, on CPU (`make bench-xla-options`, docs/performance.md).
+YNN_ELEMENTWISE = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_ELTWISE"}
 
 
 def vmaps(model: str, platform: str) -> bool:
@@ -197,6 +208,14 @@ def conv_form(sig: Signature, platform: str, path: str) -> str:
     """The form of a program's convolutions: ``"patches"`` for a conv net where
     :func:`bnbench.models.convolution.form` says so for ``platform`` and ``path``, else ``"xla"``."""
     return convolution.form(platform, path) if family(sig) in CONVOLUTIONAL else "xla"
+
+
+def compiler_options(sig: Signature, platform: str) -> dict[str, str]:
+    """The XLA options, beyond XLA's defaults, that every program of a run compiles with:
+    :data:`YNN_ELEMENTWISE` for a built-in ResNet on images (2-D inputs) on CPU, else none. They change
+    the program's float32 roundings, so ``meta.json`` records them."""
+    on_images = not sig.plugin and sig.model == "resnet" and len(channels_last(sig.input_shape)) == 3
+    return dict(YNN_ELEMENTWISE) if platform == "cpu" and on_images else {}
 
 
 def family(sig: Signature) -> str:
@@ -448,17 +467,19 @@ _COMPILE_LOCK = threading.Lock()
 _MAX_COMPILED = 256
 
 
-def compiled(fn: Callable, device: jax.Device, *args, static: tuple = ()) -> Callable:
+def compiled(fn: Callable, device: jax.Device, *args, static: tuple = (), options: dict[str, str] | None = None) -> Callable:
     """The jitted ``fn`` compiled ahead of time for ``args`` on ``device`` (``static``: the values of its
-    static arguments), once per process; call it with the arguments but the static ones. Compilations
-    run one at a time, so two slots starting blocks of one program compile it once, not side by side."""
+    static arguments; ``options``: XLA's, :func:`compiler_options`), once per process; call it with the
+    arguments but the static ones. Compilations run one at a time, so two slots starting blocks of one
+    program compile it once, not side by side."""
     leaves, tree = jax.tree_util.tree_flatten(args)
-    key = (fn, device, static, tree, tuple((np.shape(leaf), getattr(leaf, "dtype", type(leaf))) for leaf in leaves))
+    shapes = tuple((np.shape(leaf), getattr(leaf, "dtype", type(leaf))) for leaf in leaves)
+    key = (fn, device, static, tree, shapes, tuple(sorted((options or {}).items())))
     with _COMPILE_LOCK:
         if key not in _COMPILED:
             if len(_COMPILED) >= _MAX_COMPILED:
                 _COMPILED.pop(next(iter(_COMPILED)))
-            _COMPILED[key] = fn.lower(*args).compile()
+            _COMPILED[key] = fn.lower(*args).compile(compiler_options=options or None)
         return _COMPILED[key]
 
 
@@ -509,7 +530,9 @@ def _train_vmapped(block: Block, arrays: tuple, device: jax.Device, program_cach
     sig = block.group.signature
     begin = time.perf_counter()
     args = block_arguments(block.configs, block.context.runs_per_device, arrays, device)
-    output = jax.device_get(compiled(_block_program(sig, device, args, program_cache), device, *args)(*args))
+    program = compiled(_block_program(sig, device, args, program_cache), device, *args,
+                       options=compiler_options(sig, device.platform))
+    output = jax.device_get(program(*args))
     wall = (time.perf_counter() - begin) / len(block.configs)
     return [(config, summarize_output(sig, ProgramOutput(*(a[i] for a in output)), wall)) for i, config in enumerate(block.configs)]
 
@@ -531,15 +554,17 @@ def _train_stepwise(sig: Signature, config: RunConfig, arrays: tuple, device: ja
     init, indices, step, evaluate, probe = _stepwise_fns(sig)
     x_train, y_train, x_test, y_test = arrays
     begin = time.perf_counter()
+    options = compiler_options(sig, device.platform)
     seed, hp = jax.device_put((np.uint32(config.seed), HParams.of(config)), device)
-    state = compiled(init, device, seed, hp)(seed, hp)
-    probe_at = compiled(probe, device, state, seed, hp, np.int32(0), x_train, y_train)
-    evaluate_at = compiled(evaluate, device, state, seed, hp, x_train, x_test, y_test)
+    state = compiled(init, device, seed, hp, options=options)(seed, hp)
+    probe_at = compiled(probe, device, state, seed, hp, np.int32(0), x_train, y_train, options=options)
+    evaluate_at = compiled(evaluate, device, state, seed, hp, x_train, x_test, y_test, options=options)
     losses, evaluations, probed = [], [], [probe_at(state, seed, hp, np.int32(0), x_train, y_train)]
     start = 0
     for end in sig.eval_steps:
-        batches = np.asarray(compiled(indices, device, seed, start, end - start, static=(end - start,))(seed, start))
-        train_step = compiled(step, device, state, batches[0], hp, x_train, y_train)
+        batch_indices = compiled(indices, device, seed, start, end - start, static=(end - start,), options=options)
+        batches = np.asarray(batch_indices(seed, start))
+        train_step = compiled(step, device, state, batches[0], hp, x_train, y_train, options=options)
         for batch in batches:
             state, loss = train_step(state, batch, hp, x_train, y_train)
             losses.append(loss)

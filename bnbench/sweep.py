@@ -318,6 +318,8 @@ def execute(
     platform = session.execution.devices[0].platform
     meta["convolution"] = {group.signature.model: engine_lib.conv_form(group.signature, platform, ctx.execution)
                            for group, ctx in pairs}
+    meta["compiler_options"] = {group.signature.model: engine_lib.compiler_options(group.signature, platform)
+                                for group, _ in pairs}
     # The code and data of plugins and own data sets, by the reference the spec wrote: file@digest.
     meta["sources"] = {name: source for group, ctx in pairs for name, source in
                        ((group.signature.model, ctx.model_source), (group.configs[0].dataset, ctx.data_source)) if source}

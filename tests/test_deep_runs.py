@@ -16,7 +16,7 @@ from bnbench.frames import load_runs
 from bnbench.models import num_params
 from bnbench.summary import swept_axes
 from bnbench.signature import HParams, Signature
-from bnbench.train import device_data
+from bnbench.train import device_data, make_program
 
 
 def images(n_train=96, n_test=32, size=8):
@@ -79,6 +79,58 @@ def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_f
     assert sizes[("cnn", "gpu")] > 1
 
 
+def test_resnets_on_images_compile_with_ynnpack_elementwise_fusions_on_cpu_only():
+    signals, pictures = data.load("mnist1d", 600), images()
+    widths = {"cnn": (8, 8), "vgg": (8, 8, 16, 16, 16), "resnet": (4, 8, 8)}
+
+    def options(model, dataset, platform):
+        config = RunConfig(model=model, widths=widths[model], depth=8 if model == "resnet" else 0, steps=2, eval_every=2)
+        return engine.compiler_options(Signature.of(config, dataset), platform)
+
+    assert options("resnet", pictures, "cpu") == engine.YNN_ELEMENTWISE
+    assert options("resnet", pictures, "gpu") == options("resnet", signals, "cpu") == {}
+    assert options("cnn", pictures, "cpu") == options("vgg", pictures, "cpu") == {}
+
+
+def test_the_options_reach_xla_move_a_step_by_float32_rounding_only_and_repeat_bitwise():
+    dataset = images()
+    config = RunConfig(model="resnet", depth=8, widths=(4, 8, 8), batch_size=16, steps=1, eval_every=1)
+    program, hp = make_program(Signature.of(config, dataset)), HParams.of(config)
+    x_train, y_train, _, _ = device_data(dataset)
+    state = jax.jit(program.init)(np.uint32(0), hp)
+    args = (state, program.batch_indices(0, 0, 1)[0], hp, x_train, y_train)
+    lowered = jax.jit(program.step).lower(*args)
+    plain, ynn = lowered.compile(), lowered.compile(compiler_options=engine.YNN_ELEMENTWISE)
+    assert "__ynn_fusion" in ynn.as_text() and ynn.as_text().count("__ynn_fusion") > plain.as_text().count("__ynn_fusion")
+    expected, got, again = (jax.tree_util.tree_leaves(fn(*args)) for fn in (plain, ynn, ynn))
+    for e, g, a in zip(expected, got, again):
+        np.testing.assert_array_equal(g, a)
+        scale = float(np.max(np.abs(e))) or 1.0
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_a_sweep_of_a_resnet_on_images_records_its_compiler_options(workdir, write_spec, cli):
+    pictures = images()
+    np.savez(workdir / "pictures.npz", x_train=pictures.x_train, y_train=pictures.y_train, x_test=pictures.x_test,
+             y_test=pictures.y_test)
+    path = write_spec("""
+        name = "pictures"
+        dataset = "npz:pictures.npz"
+        model = "resnet"
+        depth = 8
+        widths = [4, 8, 8]
+        batch_size = 16
+        steps = 2
+        eval_every = 2
+        seeds = 1
+    """)
+    result = cli("sweep", path, "--no-plots")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((workdir / "results" / "pictures" / "meta.json").read_text())
+    assert meta["compiler_options"] == {"resnet": engine.YNN_ELEMENTWISE}
+    assert meta["execution"] == {"resnet": "stepwise"}
+
+
 def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, workdir, cli):
     path = write_spec("""
         name = "mixed"
@@ -104,6 +156,7 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
     meta = json.loads((workdir / "results" / "mixed" / "meta.json").read_text())
     assert meta["execution"] == {"mlp": "vmapped", "resnet": "stepwise"}
     assert meta["convolution"] == {"mlp": "xla", "resnet": "xla"}
+    assert meta["compiler_options"] == {"mlp": {}, "resnet": {}}
     assert list(runs["execution"]) == ["vmapped"] * 2 + ["stepwise"] * 2
     assert list(runs["runs_per_device"]) == [engine.MAX_RUNS_PER_DEVICE["cpu"]] * 2 + [1] * 2
     # widths and depth follow from the model: the swept axes are the two the spec swept.
