@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test test-fast test-cluster bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-xla-options bench-sequential clean
+.PHONY: sweep test test-fast test-cluster bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-conv-policy bench-conv-layers bench-sequential clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,11 @@ bench-probes: $(VENV)/.installed
 bench-resnet: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_resnet.py
 
-bench-xla-options: $(VENV)/.installed
-	$(BIN)/python benchmarks/bench_xla_options.py
+bench-conv-policy: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_conv_policy.py
+
+bench-conv-layers: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_conv_layers.py
 
 bench-sequential: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.bench_sequential

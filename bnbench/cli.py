@@ -247,7 +247,7 @@ _NoResume = Annotated[bool, typer.Option(
 _Engine = Annotated[str, typer.Option(
     "--engine", metavar="vectorized|sequential",
     help="vectorized: runs sharing a compiled program train together in blocks on each device (vmap, scan; "
-    "on CPU a conv net's convolutions as patches, one run per block, and ResNets and VGG one at a time, "
+    "on CPU a conv net's convolutions as patches, one run per block, and ResNets one at a time, "
     "ResNets on GPU too, where that measured faster; on CPU ResNets on images compile with YNNPACK's "
     "element-wise fusions); "
     "sequential: one run at a time, a Python loop over jitted steps (the reference path).")]

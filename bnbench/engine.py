@@ -173,14 +173,15 @@ def slots(count: int | None = None) -> tuple[jax.Device, ...]:
 # fast. XLA:CPU runs its convolution many times slower inside the program's lax.scan and under vmap, so
 # on CPU the engine rewrites a vmapped conv net's convolutions as patches (bnbench.models.convolution),
 # which keep their speed in a scan, and trains one run per block (MAX_CONV_RUNS_PER_DEVICE), blocks side
-# by side: a vmapped batch of those products measured slower per run than one. That made the CNN twice
-# as fast as stepwise; a ResNet-20 step on images in a scan of patches measured slower than stepwise,
-# and VGG is unmeasured, so both stay stepwise on CPU (`make bench-resnet`). A ResNet on 1-D signals
-# trained faster vmapped but moved the shipped specs' results beyond their seed spread, so it stays
-# stepwise too (docs/engine.md). On an NVIDIA H200 vmapping was faster for the CNN and VGG-11 but
-# slower for ResNet-20. Not measured on TPU, where everything vmaps.
+# by side: a vmapped batch of those products measured slower per run than one. That made the CNN and VGG
+# faster than stepwise (VGG many times on images, where XLA:CPU's 3x3 convolution of a 2x2 input is
+# pathologically slow); a ResNet-20 step on images in a scan of patches measured slower than stepwise,
+# so ResNets stay stepwise on CPU (`make bench-conv-policy`). A ResNet on 1-D signals trained faster
+# vmapped but moved the shipped specs' results beyond their seed spread, so it stays stepwise too
+# (docs/engine.md). On an NVIDIA H200 vmapping was faster for the CNN and VGG-11 but slower for
+# ResNet-20. Not measured on TPU, where everything vmaps.
 # A plugin network runs as "convolutional plugin" where its traced program convolves, as "mlp" otherwise.
-ONE_AT_A_TIME = {"cpu": ("vgg", "resnet"), "gpu": ("resnet",)}
+ONE_AT_A_TIME = {"cpu": ("resnet",), "gpu": ("resnet",)}
 CONVOLUTIONAL = ("cnn", "vgg", "resnet", "convolutional plugin")
 MAX_CONV_RUNS_PER_DEVICE = {"cpu": 1}
 
@@ -189,7 +190,7 @@ MAX_CONV_RUNS_PER_DEVICE = {"cpu": 1}
 # stage's first unit in each of them: over a third of a 2-D ResNet-20's step, more the deeper. YNNPACK's
 # element-wise fusions take those operations out of XLA's loop fusions, so the transposes read stored
 # activations. They measured slower for 1-D ResNets (MNIST-1D) and no faster for the CNN and VGG, so
-# only ResNets on images compile with them, on CPU (`make bench-xla-options`, docs/performance.md).
+# only ResNets on images compile with them, on CPU (`make bench-conv-policy`, docs/performance.md).
 YNN_ELEMENTWISE = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_ELTWISE"}
 
 

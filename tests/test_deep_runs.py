@@ -26,6 +26,20 @@ def images(n_train=96, n_test=32, size=8):
     return Dataset("images", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 4)
 
 
+def assert_the_engines_agree(group: engine.Group, **prepare_options) -> list:
+    """The vectorized engine vmaps ``group``'s runs and they follow the sequential engine's to float32
+    rounding; returns the sequential engine's results."""
+    sequential = [r for _, r in engine.train(engine.prepare_groups([group], engine="sequential"))]
+    vmapped = [r for _, r in engine.train(engine.prepare_groups([group], **prepare_options))]
+    assert [r.context.execution for r in vmapped] == ["vmapped"] * len(group.configs)
+    for got, ref in zip(vmapped, sequential):
+        assert got.status == ref.status == "ok"
+        np.testing.assert_allclose([p.train_loss for p in got.curve], [p.train_loss for p in ref.curve], rtol=1e-4)
+        np.testing.assert_allclose([p.test_loss for p in got.curve], [p.test_loss for p in ref.curve], rtol=1e-4)
+    assert sequential[0].curve != sequential[1].curve  # the seeds differ
+    return sequential
+
+
 def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
     dataset = images()
     configs = [
@@ -35,17 +49,18 @@ def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
         for seed in (0, 1)
     ]
     group = engine.Group(Signature.of(configs[0], dataset), dataset, configs)
-    sequential = [r for _, r in engine.train(engine.prepare_groups([group], engine="sequential"))]
     # On CPU and GPU the vectorized engine runs a ResNet one run at a time; force the vmapped path here.
     monkeypatch.setattr(engine, "ONE_AT_A_TIME", {})
-    vmapped = [r for _, r in engine.train(engine.prepare_groups([group], runs_per_device=2, devices=1))]
-    assert [r.context.execution for r in vmapped] == ["vmapped"] * 2
-    for got, ref in zip(vmapped, sequential):
-        assert got.status == ref.status == "ok"
-        np.testing.assert_allclose([p.train_loss for p in got.curve], [p.train_loss for p in ref.curve], rtol=1e-4)
-        np.testing.assert_allclose([p.test_loss for p in got.curve], [p.test_loss for p in ref.curve], rtol=1e-4)
-    assert sequential[0].curve != sequential[1].curve  # the seeds differ
+    sequential = assert_the_engines_agree(group, runs_per_device=2, devices=1)
     assert sequential[0].num_params == num_params("resnet", **group.signature.model_options)
+
+
+@pytest.mark.parametrize("model, widths", [("cnn", (8, 8)), ("vgg", (8, 8, 16, 16, 16))])
+def test_the_vectorized_engine_vmaps_the_cnn_and_vgg_and_agrees_with_the_sequential_one(model, widths):
+    dataset = images(size=32)  # VGG's five stages pool 32x32 down to 2x2, the shape XLA:CPU convolves slowest
+    configs = [RunConfig(model=model, widths=widths, batch_size=16, steps=8, eval_every=4, optimizer="sgd", lr=0.05,
+                         seed=seed) for seed in (0, 1)]
+    assert_the_engines_agree(engine.Group(Signature.of(configs[0], dataset), dataset, configs))
 
 
 def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_faster():
@@ -55,7 +70,7 @@ def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_f
         return {m: engine.execution(m, engine_name, platform) for m in models}
 
     one, vmapped = "stepwise", "vmapped"
-    assert paths("vectorized", "cpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": one}
+    assert paths("vectorized", "cpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
     assert paths("vectorized", "gpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
     assert set(paths("vectorized", "tpu").values()) == {vmapped}
     assert set(paths("sequential", "gpu").values()) == {one}
@@ -65,7 +80,7 @@ def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_f
                                             eval_every=2), dataset) for m in models}
     forms = {(m, p, x): engine.conv_form(sig, p, x) for m, sig in signatures.items()
              for p in ("cpu", "gpu") for x in (vmapped, one)}
-    # Where a conv net vmaps on CPU (forced for ResNet and VGG with ONE_AT_A_TIME), its convolutions are patches.
+    # Where a conv net vmaps on CPU (forced for ResNet with ONE_AT_A_TIME), its convolutions are patches.
     assert {k for k, v in forms.items() if v == "patches"} == {(m, "cpu", vmapped) for m in ("cnn", "vgg", "resnet")}
 
     class Device(NamedTuple):  # what block_size reads of a device
