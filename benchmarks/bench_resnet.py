@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from bench_conv_policy import random_data
 
 from bnbench import engine
 from bnbench.config import RunConfig
@@ -42,13 +43,6 @@ from bnbench.train import make_program
 
 BATCH, LR, SGD_MOMENTUM, WIDTHS, DEPTH = 128, 0.1, 0.9, (16, 32, 64), 20
 NUM_TRAIN, NUM_TEST = 1280, 512
-
-
-def synthetic_images() -> Dataset:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(NUM_TRAIN + NUM_TEST, 32, 32, 3)).astype(np.float32)
-    y = rng.integers(0, 10, NUM_TRAIN + NUM_TEST).astype(np.int32)
-    return Dataset("images", x[:NUM_TRAIN], y[:NUM_TRAIN], x[NUM_TRAIN:], y[NUM_TRAIN:], 10)
 
 
 class FlaxUnit(nn.Module):
@@ -247,7 +241,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--probe-steps", type=int, default=2, help="steps of the per-step measurements")
     args = parser.parse_args()
-    dataset, devices = synthetic_images(), tuple(jax.devices())
+    dataset, devices = random_data((32, 32, 3), NUM_TRAIN, NUM_TEST), tuple(jax.devices())
     print(f"ResNet-20, batch {BATCH}, 32x32x3, {args.steps} steps per run; backend {jax.default_backend()}, "
           f"{len(devices)} devices ({devices[0].device_kind}), {os.cpu_count()} cores")
     sig = Signature.of(configs(1, [0])[0], dataset)

@@ -26,6 +26,14 @@ def images(n_train=96, n_test=32, size=8):
     return Dataset("images", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 4)
 
 
+TINY_WIDTHS = {"mlp": (8,), "cnn": (8, 8), "vgg": (8, 8, 16, 16, 16), "resnet": (4, 8, 8)}
+
+
+def tiny(model: str, **fields) -> RunConfig:
+    """A small run of ``model`` (ResNet-8; VGG-11) with ``fields``."""
+    return RunConfig(model=model, widths=TINY_WIDTHS[model], depth=8 if model == "resnet" else 0, **fields)
+
+
 def assert_the_engines_agree(group: engine.Group, **prepare_options) -> list:
     """The vectorized engine vmaps ``group``'s runs and they follow the sequential engine's to float32
     rounding; returns the sequential engine's results."""
@@ -43,9 +51,9 @@ def assert_the_engines_agree(group: engine.Group, **prepare_options) -> list:
 def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
     dataset = images()
     configs = [
-        RunConfig(model="resnet", depth=8, widths=(4, 8, 8), batch_size=16, steps=12, eval_every=4, optimizer="sgd",
-                  lr=0.05, nesterov=True, schedule="cosine", warmup_steps=3, augment="crop_flip", dropout=0.2,
-                  shortcut="projection", residual_unit="full_preact", seed=seed)
+        tiny("resnet", batch_size=16, steps=12, eval_every=4, optimizer="sgd", lr=0.05, nesterov=True, schedule="cosine",
+             warmup_steps=3, augment="crop_flip", dropout=0.2, shortcut="projection", residual_unit="full_preact",
+             seed=seed)
         for seed in (0, 1)
     ]
     group = engine.Group(Signature.of(configs[0], dataset), dataset, configs)
@@ -55,11 +63,10 @@ def test_both_engines_agree_on_a_tiny_resnet_with_the_whole_recipe(monkeypatch):
     assert sequential[0].num_params == num_params("resnet", **group.signature.model_options)
 
 
-@pytest.mark.parametrize("model, widths", [("cnn", (8, 8)), ("vgg", (8, 8, 16, 16, 16))])
-def test_the_vectorized_engine_vmaps_the_cnn_and_vgg_and_agrees_with_the_sequential_one(model, widths):
+@pytest.mark.parametrize("model", ["cnn", "vgg"])
+def test_the_vectorized_engine_vmaps_the_cnn_and_vgg_and_agrees_with_the_sequential_one(model):
     dataset = images(size=32)  # VGG's five stages pool 32x32 down to 2x2, the shape XLA:CPU convolves slowest
-    configs = [RunConfig(model=model, widths=widths, batch_size=16, steps=8, eval_every=4, optimizer="sgd", lr=0.05,
-                         seed=seed) for seed in (0, 1)]
+    configs = [tiny(model, batch_size=16, steps=8, eval_every=4, optimizer="sgd", lr=0.05, seed=seed) for seed in (0, 1)]
     assert_the_engines_agree(engine.Group(Signature.of(configs[0], dataset), dataset, configs))
 
 
@@ -75,9 +82,7 @@ def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_f
     assert set(paths("vectorized", "tpu").values()) == {vmapped}
     assert set(paths("sequential", "gpu").values()) == {one}
     dataset = data.load("mnist1d", 600)
-    widths = {"mlp": (8,), "cnn": (8, 8), "vgg": (8, 8, 16, 16, 16), "resnet": (4, 8, 8)}
-    signatures = {m: Signature.of(RunConfig(model=m, widths=widths[m], depth=8 if m == "resnet" else 0, steps=4,
-                                            eval_every=2), dataset) for m in models}
+    signatures = {m: Signature.of(tiny(m, steps=4, eval_every=2), dataset) for m in models}
     forms = {(m, p, x): engine.conv_form(sig, p, x) for m, sig in signatures.items()
              for p in ("cpu", "gpu") for x in (vmapped, one)}
     # Where a conv net vmaps on CPU (forced for ResNet with ONE_AT_A_TIME), its convolutions are patches.
@@ -96,11 +101,9 @@ def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_f
 
 def test_resnets_on_images_compile_with_ynnpack_elementwise_fusions_on_cpu_only():
     signals, pictures = data.load("mnist1d", 600), images()
-    widths = {"cnn": (8, 8), "vgg": (8, 8, 16, 16, 16), "resnet": (4, 8, 8)}
 
     def options(model, dataset, platform):
-        config = RunConfig(model=model, widths=widths[model], depth=8 if model == "resnet" else 0, steps=2, eval_every=2)
-        return engine.compiler_options(Signature.of(config, dataset), platform)
+        return engine.compiler_options(Signature.of(tiny(model, steps=2, eval_every=2), dataset), platform)
 
     assert options("resnet", pictures, "cpu") == engine.YNN_ELEMENTWISE
     assert options("resnet", pictures, "gpu") == options("resnet", signals, "cpu") == {}
@@ -109,7 +112,7 @@ def test_resnets_on_images_compile_with_ynnpack_elementwise_fusions_on_cpu_only(
 
 def test_the_options_reach_xla_move_a_step_by_float32_rounding_only_and_repeat_bitwise():
     dataset = images()
-    config = RunConfig(model="resnet", depth=8, widths=(4, 8, 8), batch_size=16, steps=1, eval_every=1)
+    config = tiny("resnet", batch_size=16, steps=1, eval_every=1)
     program, hp = make_program(Signature.of(config, dataset)), HParams.of(config)
     x_train, y_train, _, _ = device_data(dataset)
     state = jax.jit(program.init)(np.uint32(0), hp)
