@@ -20,8 +20,8 @@ from bench_conv_policy import random_data
 from bench_probes import median_seconds
 
 from bnbench import engine
-from bnbench.config import RunConfig
-from bnbench.signature import Signature
+from bnbench.experiment.fields import RunConfig
+from bnbench.training.signature import Signature
 
 BATCH = 128
 MODELS = {  # name: (its RunConfig fields, its 3x3 layers as (height and width, input channels, output channels, stride))

@@ -1,4 +1,4 @@
-"""The evidence for the engine's CPU policy for conv nets (``bnbench.engine``: ``ONE_AT_A_TIME`` and
+"""The evidence for the engine's CPU policy for conv nets (``bnbench.engine.execution``: ``ONE_AT_A_TIME`` and
 ``compiler_options``): milliseconds per training step of each conv net, in one run, on the engine's two
 paths and with both sets of XLA options, and which path and options the engine picks.
 
@@ -22,10 +22,10 @@ import numpy as np
 from bench_probes import median_seconds
 
 from bnbench import engine
-from bnbench.config import RunConfig
-from bnbench.data import Dataset
-from bnbench.signature import HParams, Signature
-from bnbench.train import device_data, make_program
+from bnbench.experiment.fields import RunConfig
+from bnbench.data.registry import Dataset
+from bnbench.training.signature import HParams, Signature
+from bnbench.training.program import device_data, make_program
 
 SHAPES = {"MNIST-1D signals": (40,), "32x32x3 images": (32, 32, 3)}
 CASES = [  # (name, input, RunConfig fields)

@@ -13,9 +13,9 @@ import jax
 import numpy as np
 
 from bnbench import data, options
-from bnbench.config import RunConfig
-from bnbench.signature import HParams, Signature
-from bnbench.train import make_program
+from bnbench.experiment.fields import RunConfig
+from bnbench.training.signature import HParams, Signature
+from bnbench.training.program import make_program
 
 CALLS = 200
 

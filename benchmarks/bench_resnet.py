@@ -10,15 +10,15 @@ second of training, for 1 run and the aggregate of 4 and 8 runs (seeds):
 * the references: a ``flax.linen`` ResNet-20 with ``nn.BatchNorm``, ``optax.sgd`` and one jitted train
   step per batch (``mutable=["batch_stats"]``); and PyTorch eager in channels_last, the runs one after
   another (skipped without torch: ``pip install torch``);
-* bnbench's vectorized engine (its path: ``bnbench.engine.execution``; on CPU a ResNet trains one run
+* bnbench's vectorized engine (its path: ``bnbench.engine.execution.execution``; on CPU a ResNet trains one run
   at a time, a jitted step per batch, compiled with YNNPACK's element-wise fusions,
-  ``bnbench.engine.compiler_options``) and its one-at-a-time path, the sequential engine;
+  ``bnbench.engine.execution.compiler_options``) and its one-at-a-time path, the sequential engine;
 * the achieved GFLOP/s of each (a step is 3x the forward's FLOPs, counted by XLA's cost analysis)
   against the rate of a 2048x2048 float32 matrix product measured here, the practical peak of JAX on
   this machine;
 * the evidence for the engine's choice, over fewer steps (``--probe-steps``): one training step compiled
   alone, inside a ``lax.scan``, and vmapped over 4 runs, with XLA's convolutions and with patches, with
-  the engine's XLA options (``bnbench.engine.compiler_options``); and the step alone with XLA's defaults.
+  the engine's XLA options (``bnbench.engine.execution.compiler_options``); and the step alone with XLA's defaults.
 
 Usage: ``make bench-resnet`` or ``python benchmarks/bench_resnet.py [--steps N]`` (needs flax:
 ``pip install 'bnbench[peers]'``).
@@ -36,10 +36,10 @@ import optax
 from bench_conv_policy import random_data
 
 from bnbench import engine
-from bnbench.config import RunConfig
-from bnbench.data import Dataset
-from bnbench.signature import HParams, Signature
-from bnbench.train import make_program
+from bnbench.experiment.fields import RunConfig
+from bnbench.data.registry import Dataset
+from bnbench.training.signature import HParams, Signature
+from bnbench.training.program import make_program
 
 BATCH, LR, SGD_MOMENTUM, WIDTHS, DEPTH = 128, 0.1, 0.9, (16, 32, 64), 20
 NUM_TRAIN, NUM_TEST = 1280, 512

@@ -1,4 +1,4 @@
-"""The error rate and power of ``sweep --seeds auto``'s design (bnbench.sequential), simulated.
+"""The error rate and power of ``sweep --seeds auto``'s design (bnbench.stats.group_sequential), simulated.
 
 Prints, over 1500 simulated experiments each (tests/test_sequential.py's model: paired binomial
 accuracies on a 1000-example test split, a seed effect shared by both arms): the rate of false
@@ -8,13 +8,13 @@ power and median stopping seed count for a difference of 1.4 paired standard dev
 
 import numpy as np
 
-from bnbench import sequential
+from bnbench.stats import group_sequential
 from tests.test_sequential import simulated_runs, stopped_decisions
 
 
 def main() -> None:
-    design = sequential.design(3, 20)
-    naive = sequential.Design(design.looks, (0.05,) * len(design.looks))
+    design = group_sequential.design(3, 20)
+    naive = group_sequential.Design(design.looks, (0.05,) * len(design.looks))
     null = simulated_runs(0.0, 20, np.random.default_rng(0))
     for name, plan in (("alpha spending", design), ("95% at every look", naive)):
         rate = stopped_decisions(null, plan)["decision"].isin(["higher", "lower"]).mean()

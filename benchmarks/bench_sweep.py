@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from bnbench import data, engine, options
-from bnbench.config import RunConfig
+from bnbench.experiment.fields import RunConfig
 
 EPSILONS = (1e-5, 1e-4, 1e-3, 1e-2)
 MOMENTA = (0.9, 0.99, 0.999)

@@ -2,8 +2,8 @@
 
 Importable without JAX, pandas or matplotlib: the command line builds its help and checks a spec from
 these alone, so ``bnbench --help`` and ``bnbench sweep --dry-run`` start in a fraction of a second.
-The modules that implement each choice (:mod:`bnbench.models`, :mod:`bnbench.bn`,
-:mod:`bnbench.profile`, ...) use these names, and tests check that they implement exactly them.
+The modules that implement each choice (:mod:`bnbench.models`, :mod:`bnbench.norm.bn`,
+:mod:`bnbench.profiling.kernels`, ...) use these names, and tests check that they implement exactly them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import math
 import os
 from pathlib import Path
 
-# Spec fields (bnbench.spec)
+# Spec fields (bnbench.experiment.spec)
 MODELS = ("mlp", "cnn", "vgg", "resnet")
-# What a spec that does not set a model's widths or depth gets (bnbench.spec resolves them per run).
+# What a spec that does not set a model's widths or depth gets (bnbench.experiment.spec resolves them per run).
 DEFAULT_WIDTHS = {"mlp": (100, 100, 100), "cnn": (100, 100, 100), "vgg": (64, 128, 256, 512, 512), "resnet": (16, 32, 64)}
 DEFAULT_DEPTH = {"vgg": 11, "resnet": 20}
 RESIDUAL_UNITS = ("original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact", "none")
@@ -29,23 +29,23 @@ PLACEMENTS = ("pre", "post", "none")
 NORMS = ("batch", "group", "layer", "none")
 RUNNING_VARIANCES = ("biased", "unbiased")
 EVAL_STATS = ("running", "batch", "precise")
-OPTIMIZERS = ("sgd", "adam")  # bnbench's own; any other optax optimizer by name (bnbench.optimizers)
+OPTIMIZERS = ("sgd", "adam")  # bnbench's own; any other optax optimizer by name (bnbench.training.optimizers)
 PROBES = ("grad_norm", "weight_norm", "ics", "smoothness", "stats_gap")
 
 # Command line
 ENGINES = ("vectorized", "sequential")
-EXECUTIONS = ("vmapped", "stepwise")  # how the engine executed a run (bnbench.context)
+EXECUTIONS = ("vmapped", "stepwise")  # how the engine executed a run (bnbench.training.context)
 REPORT_FORMATS = ("table", "markdown", "csv")
-PLOT_FORMATS = ("png", "pdf", "svg")  # figures (bnbench.plots); png at print resolution
+PLOT_FORMATS = ("png", "pdf", "svg")  # figures (bnbench.reporting.figures); png at print resolution
 DEFAULT_MAX_RUNS = 1000
-DEFAULT_MAX_SEEDS = 20  # the last look of --seeds auto (bnbench.sequential)
+DEFAULT_MAX_SEEDS = 20  # the last look of --seeds auto (bnbench.stats.group_sequential)
 MOST_PAIRS = 1000  # beyond it, an estimate of the pairs a comparison needs says nothing a user can act on
 PROFILE_MODES = ("train", "grad", "infer", "fold")
 PROFILE_DTYPES = ("float32", "bfloat16")
 PROFILE_IMPLEMENTATIONS = ("bnbench", "bnbench_folded", "two_pass", "one_pass", "flax_fast", "flax_exact", "torch")
 
 # Environment
-DATA_DIR_ENV = "BNBENCH_DATA_DIR"  # a data folder (bnbench.datafiles)
+DATA_DIR_ENV = "BNBENCH_DATA_DIR"  # a data folder (bnbench.data.files)
 COMPILE_CACHE_ENV = "BNBENCH_COMPILE_CACHE"  # the compilation cache's folder, or "off"
 SHARD_COUNT_ENV = "BNBENCH_SHARD_COUNT"  # the shard count of --shard auto (a job's tasks or completions)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bnbench.cli import app
+from bnbench.cli.app import app
 
 TINY_SPEC = """
 name = "tiny"

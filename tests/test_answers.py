@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import render, reporting, summary
-from bnbench.runs import SpecError
-from bnbench.spec import load_spec
+from bnbench.cli import terminal
+from bnbench.reporting import model
+from bnbench.stats import summary
+from bnbench.experiment.runs import SpecError
+from bnbench.experiment.spec import load_spec
 from tests.test_evidence import paired_runs
 
 QUESTION = 'compare = ["placement=pre,none"]\n'
@@ -82,8 +84,8 @@ def test_sweep_ends_with_the_specs_comparisons_and_a_verdict_per_row(stated):
     progress = [line for line in result.stdout.splitlines() if line.startswith("run ")]
     assert len(progress) == 12 and progress[0].startswith("run 1/12 placement=pre epsilon=1e-05 seed=0 ok")
     # report shows the spec's comparison without being asked; --compare replaces it.
-    assert reporting.report(folder).comparisons[0][:3] == ("placement", "pre", "none")
-    asked = reporting.report(folder, comparisons=[("epsilon", "1e-5", "0.001")])
+    assert model.report(folder).comparisons[0][:3] == ("placement", "pre", "none")
+    asked = model.report(folder, comparisons=[("epsilon", "1e-5", "0.001")])
     assert [c[:3] for c in asked.comparisons] == [("epsilon", "1e-5", "0.001")]
 
 
@@ -91,7 +93,7 @@ def test_a_stated_comparison_the_runs_cannot_answer_is_a_note(stated, cli):
     _, folder = stated
     spec_toml = folder / "spec.toml"
     spec_toml.write_text(spec_toml.read_text().replace('"placement=pre,none"', '"placement=pre,post"'))
-    report = reporting.report(folder)
+    report = model.report(folder)
     assert report.comparisons == [] and any("placement=pre,post is left out: no run has placement=post" in n
                                             for n in report.notes)
 
@@ -130,8 +132,8 @@ def test_report_two_folders_with_nothing_in_common_says_why(tiny_spec, cli, writ
 def test_verdict_lines_read_as_sentences():
     runs = paired_runs([0.03, 0.031, 0.032, 0.029])
     table = summary.compare(runs, "placement", "pre", "post")
-    report = reporting.Report("x", runs, "test_acc", [], table, None,
-                              [reporting.Comparison("placement", "pre", "post", [], table)], 0.05, None, [])
-    (line,) = render.verdicts(report)
+    report = model.Report("x", runs, "test_acc", [], table, None,
+                              [model.Comparison("placement", "pre", "post", [], table)], 0.05, None, [])
+    (line,) = terminal.verdicts(report)
     assert line == ("verdict: placement=pre gives higher test_acc than post: 0.0305, 95% CI "
                     f"[{table['ci_low'].iloc[0]:.4f}, {table['ci_high'].iloc[0]:.4f}] over 4 pairs")

@@ -6,10 +6,10 @@ import jax
 import pytest
 
 from bnbench import data, engine, options
-from bnbench import peers
-from bnbench import profile as P
-from bnbench.config import RunConfig
-from bnbench.signature import Signature
+from bnbench.profiling import peers
+from bnbench.profiling import kernels as P
+from bnbench.experiment.fields import RunConfig
+from bnbench.training.signature import Signature
 
 
 class FakeDevice:

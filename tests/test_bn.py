@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnbench import bn
+from bnbench.norm import bn
 
 SHAPES = [(32, 5), (8, 12, 6), (4, 6, 5, 3)]
 

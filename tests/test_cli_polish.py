@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bnbench.spec import load_spec
+from bnbench.experiment.spec import load_spec
 
 COMMANDS = ["sweep", "report", "profile", "datasets", "merge", "columns", "explain"]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -116,11 +116,11 @@ def test_a_table_too_wide_for_the_terminal_is_printed_whole_not_cropped():
 
     from rich.console import Console
 
-    from bnbench import render
+    from bnbench.cli import terminal
 
     header = ["norm", "dropout", "dropout_placement", "residual_unit", "n", "diverged", "mean ± std", "95% CI"]
     rows = [["batch", "0.3", "after_activation", "relu_before_add", "3", "0", "0.7293 ± 0.0119", "[0.6997, 0.7590]"]]
     console = Console(file=io.StringIO(), width=80, color_system=None)
-    render.print_table(console, header, rows, "wide", "table")
+    terminal.print_table(console, header, rows, "wide", "table")
     text = console.file.getvalue()
     assert "[0.6997, 0.7590]" in text and "0.7293 ± 0.0119" in text

@@ -45,7 +45,7 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def entries(cache: Path) -> list[Path]:
-    """The compiled programs and the traced ones (bnbench.programcache)."""
+    """The compiled programs and the traced ones (bnbench.engine.trace_cache)."""
     return sorted([*cache.glob("*-cache"), *cache.glob("traced/*.jaxexport")])
 
 
@@ -102,27 +102,28 @@ def test_program_keys_change_with_what_the_trace_depends_on():
     import jax
     import numpy as np
 
-    from bnbench import data, programcache
-    from bnbench.config import RunConfig
-    from bnbench.signature import Signature
+    from bnbench import data
+    from bnbench.engine import trace_cache
+    from bnbench.experiment.fields import RunConfig
+    from bnbench.training.signature import Signature
 
     dataset = data.load("synthetic", 1200)
     sig = Signature.of(RunConfig(dataset="synthetic", num_samples=1200, widths=(8,)), dataset)
     device = jax.devices()[0]
     args = (np.zeros(4, np.uint32), np.zeros((4, 3), np.float32))
-    same = programcache.key(sig, device, args)
-    assert programcache.key(sig, device, args) == same
-    assert programcache.key(sig._replace(batch_size=32), device, args) != same
-    assert programcache.key(sig, device, (np.zeros(8, np.uint32), args[1])) != same
-    assert programcache.key(sig, device, (args[0], args[1].astype(np.float64))) != same
+    same = trace_cache.key(sig, device, args)
+    assert trace_cache.key(sig, device, args) == same
+    assert trace_cache.key(sig._replace(batch_size=32), device, args) != same
+    assert trace_cache.key(sig, device, (np.zeros(8, np.uint32), args[1])) != same
+    assert trace_cache.key(sig, device, (args[0], args[1].astype(np.float64))) != same
 
 
 def test_traced_programs_are_keyed_by_every_source_file_sub_packages_included(tmp_path):
-    from bnbench import programcache
+    from bnbench.engine import trace_cache
 
     (tmp_path / "models").mkdir()
     (tmp_path / "train.py").write_text("a = 1\n")
     (tmp_path / "models" / "resnet.py").write_text("b = 1\n")
-    before = programcache.source_digest(tmp_path)
+    before = trace_cache.source_digest(tmp_path)
     (tmp_path / "models" / "resnet.py").write_text("b = 2\n")
-    assert programcache.source_digest(tmp_path) != before
+    assert trace_cache.source_digest(tmp_path) != before

@@ -107,7 +107,7 @@ def test_vmapped_over_runs_a_run_depends_on_its_kernel_only():
 
     first, other = block((1.0, -0.5, 2.0)), block((1.0, 3.0, 0.25))
     # A batched product rounds as the single one may not; a run's numbers depend on the block size
-    # (bnbench.engine's fixed blocks), never on its neighbours.
+    # (bnbench.engine.execution's fixed blocks), never on its neighbours.
     np.testing.assert_array_equal(first[0], other[0])
     alone = np.asarray(conv("patches")(jnp.asarray(x), jnp.asarray(w), 2, pads))
     np.testing.assert_allclose(first[0], alone, rtol=1e-5, atol=1e-5 * np.abs(alone).max())

@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnbench import data, datafiles, formats
-from bnbench.datafiles import DataFile
+from bnbench import data
+from bnbench.data import registry
+from bnbench.data import files
+from bnbench.data import formats
+from bnbench.data.files import DataFile
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
 IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -29,7 +32,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def isolated(monkeypatch, tmp_path):
     """No real cache or data folder; the lru cache of data.load emptied around each test."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(datafiles.ENV_VAR, raising=False)
+    monkeypatch.delenv(files.ENV_VAR, raising=False)
     data.load.cache_clear()
     yield
     data.load.cache_clear()
@@ -93,7 +96,7 @@ def test_a_regzipped_file_passes_but_a_changed_one_fails(tiny_mnist):
     data.load("mnist", None, root)
     data.load.cache_clear()
     path.write_bytes(gzip.compress(raw[:-1] + bytes([(raw[-1] + 1) % 10])))
-    with pytest.raises(datafiles.DataFileError, match="MD5 of the uncompressed content is .* expected the published"):
+    with pytest.raises(files.DataFileError, match="MD5 of the uncompressed content is .* expected the published"):
         data.load("mnist", None, root)
 
 
@@ -169,7 +172,7 @@ def test_download_tries_the_next_mirror_verifies_and_caches(monkeypatch, tiny_mn
     base, served = server
     source = _serve_tiny_mnist(monkeypatch, tiny_mnist, served, ("http://127.0.0.1:1/", base))
     progress = []
-    folder = datafiles.fetch("mnist", source, on_progress=lambda *event: progress.append(event))
+    folder = files.fetch("mnist", source, on_progress=lambda *event: progress.append(event))
     assert folder == tmp_path / "cache" / "bnbench" / "mnist"
     assert sorted(p.name for p in folder.iterdir()) == sorted(IDX_NAMES)
     assert {label for label, _, _ in progress} == set(IDX_NAMES)
@@ -182,8 +185,8 @@ def test_a_download_with_the_wrong_checksum_is_deleted(monkeypatch, tiny_mnist, 
     base, served = server
     source = _serve_tiny_mnist(monkeypatch, tiny_mnist, served, (base,))
     (served / IDX_NAMES[2]).write_bytes(gzip.compress(b"not the published file"))
-    with pytest.raises(datafiles.DataFileError, match="MD5 of the uncompressed content .* deleted the download"):
-        datafiles.fetch("mnist", source)
+    with pytest.raises(files.DataFileError, match="MD5 of the uncompressed content .* deleted the download"):
+        files.fetch("mnist", source)
     assert not list((tmp_path / "cache" / "bnbench" / "mnist").glob("*.part"))
 
 
@@ -218,18 +221,18 @@ def test_real_mnist_files():
 
 def test_generated_mnist1d_is_cached_bitwise_and_regenerated_when_corrupt(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    fresh = data._load_mnist1d(600)
+    fresh = registry._load_mnist1d(600)
     (path,) = (tmp_path / "bnbench" / "mnist1d").glob("mnist1d-*-600.npz")
-    cached = data._load_mnist1d(600)
+    cached = registry._load_mnist1d(600)
     for a, b in zip(fresh[1:5], cached[1:5]):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     monkeypatch.setattr(data, "_generate_mnist1d", lambda n: pytest.fail("generated although a cached copy exists"))
-    data._load_mnist1d(600)
+    registry._load_mnist1d(600)
     monkeypatch.undo()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
-    again = data._load_mnist1d(600)
+    again = registry._load_mnist1d(600)
     assert np.array_equal(again.x_train, fresh.x_train) and path.stat().st_size == len(blob)
     path.write_bytes(blob[:100] + bytes(255 - b for b in blob[100:200]) + blob[200:])
-    assert np.array_equal(data._load_mnist1d(600).x_test, fresh.x_test)
+    assert np.array_equal(registry._load_mnist1d(600).x_test, fresh.x_test)

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from bnbench import data, engine
-from bnbench.config import RunConfig
-from bnbench.data import Dataset
-from bnbench.frames import load_runs
+from bnbench.experiment.fields import RunConfig
+from bnbench.data.registry import Dataset
+from bnbench.results.frames import load_runs
 from bnbench.models import num_params
-from bnbench.summary import swept_axes
-from bnbench.signature import HParams, Signature
-from bnbench.train import device_data, make_program
+from bnbench.stats.summary import swept_axes
+from bnbench.training.signature import HParams, Signature
+from bnbench.training.program import device_data, make_program
 
 
 def images(n_train=96, n_test=32, size=8):
@@ -206,7 +206,7 @@ def test_memory_estimate_is_at_most_2x_above_xla_buffer_assignment_and_never_bel
 
 
 def test_results_written_before_the_new_columns_resume_with_them_added(tiny_spec, workdir, cli):
-    from bnbench.schema import RUN_COLUMNS
+    from bnbench.results.schema import RUN_COLUMNS
 
     assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
     path = workdir / "results" / "tiny" / "runs.csv"

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnbench import bn, norms
+from bnbench.norm import bn
+from bnbench.norm import per_example
 
 
 def _params_state(channels: int):
@@ -46,7 +47,7 @@ def test_empty_batch_matches_pytorch():
     np.testing.assert_array_equal(new_state.var, before[1].numpy())
 
 
-@pytest.mark.parametrize("fn", [lambda x, p: norms.group_norm(x, p, groups=2, epsilon=1e-5), lambda x, p: norms.layer_norm(x, p, epsilon=1e-5)])
+@pytest.mark.parametrize("fn", [lambda x, p: per_example.group_norm(x, p, groups=2, epsilon=1e-5), lambda x, p: per_example.layer_norm(x, p, epsilon=1e-5)])
 def test_group_and_layer_norm_of_an_empty_batch_are_empty(fn):
     params, _ = bn.init(4)
     for shape in ((0, 4), (0, 5, 5, 4)):
@@ -61,7 +62,7 @@ def test_complex_inputs_are_refused_with_a_clear_error():
         with pytest.raises(TypeError, match="complex input"):
             bn.batch_norm(x, params, state, train=train)
     with pytest.raises(TypeError, match="complex input"):
-        norms.group_norm(x, params, groups=1, epsilon=1e-5)
+        per_example.group_norm(x, params, groups=1, epsilon=1e-5)
 
 
 def test_output_is_exact_at_a_mean_of_a_million_in_float32():

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from bnbench import engine
-from bnbench.config import RunConfig
-from bnbench.spec import load_spec
-from bnbench.sweep import Shard, ShardError
+from bnbench.experiment.fields import RunConfig
+from bnbench.experiment.spec import load_spec
+from bnbench.sweeping.session import Shard, ShardError
 
 BASE = dict(dataset="synthetic", num_samples=1200, steps=30, eval_every=10)
 
@@ -51,8 +51,8 @@ def test_whole_run_trains_on_the_batches_of_batch_indices_across_epochs():
     ``batch_indices``. 160 training examples in batches of 32 are 5 steps per epoch: epochs begin inside
     the 7-step evaluation intervals and in the 2 steps left over, and every step's loss must agree."""
     from bnbench import data
-    from bnbench.signature import HParams, Signature
-    from bnbench.train import device_data, make_program
+    from bnbench.training.signature import HParams, Signature
+    from bnbench.training.program import device_data, make_program
 
     config = RunConfig(dataset="synthetic", num_samples=200, widths=(8,), batch_size=32, steps=23, eval_every=7)
     dataset = data.load("synthetic", 200)

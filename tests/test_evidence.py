@@ -10,12 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import data, plots, render, summary
-from bnbench import profile as profile_lib
-from bnbench.config import RunConfig
-from bnbench.outcomes import summarize_output
-from bnbench.train import ProgramOutput
-from bnbench.signature import Signature
+from bnbench import data
+from bnbench.reporting import figures
+from bnbench.cli import terminal
+from bnbench.stats import summary
+from bnbench.profiling import kernels as profile_lib
+from bnbench.experiment.fields import RunConfig
+from bnbench.training.outcomes import summarize_output
+from bnbench.training.program import ProgramOutput
+from bnbench.training.signature import Signature
 
 T_975_1DF, T_975_2DF = 12.706204736, 4.302652730
 
@@ -33,7 +36,7 @@ def test_t_quantile_matches_scipy():
     assert summary.t_quantile(0.975, 1) == pytest.approx(T_975_1DF, rel=1e-9)
     for df in [*range(1, 120), 255, 999, 4000]:
         assert summary.t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
-    # The levels a sequential design spends (bnbench.sequential): far in the tail.
+    # The levels a sequential design spends (bnbench.stats.group_sequential): far in the tail.
     for p in (0.9, 0.995, 0.99875, 0.9999):
         for df in (2, 3, 7, 19, 40):
             assert summary.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-10)
@@ -67,7 +70,7 @@ def test_runs_that_all_gave_one_value_get_no_interval():
     flat, spread = table.iloc[0], table.iloc[1]
     assert flat["std"] == 0 and math.isnan(flat["ci_low"]) and math.isnan(flat["ci_high"])
     assert spread["ci_low"] < 0.705 < spread["ci_high"]
-    _, rows = render.summary_cells(table, ["lr"])
+    _, rows = terminal.summary_cells(table, ["lr"])
     assert rows[0][-2:] == ["0.6490 ± 0.0000", "no spread"]
 
 
@@ -77,7 +80,7 @@ def test_accuracy_intervals_are_clipped_to_0_1_and_say_so():
     table = summary.summarize(runs, ["placement"]).set_index("placement")
     assert table.loc["pre", "ci_high"] == 1.0 and table.loc["pre", "ci_clipped"]
     assert 0 < table.loc["none", "ci_low"] and not table.loc["none", "ci_clipped"]
-    header, rows = render.summary_cells(table.reset_index(), ["placement"])
+    header, rows = terminal.summary_cells(table.reset_index(), ["placement"])
     assert rows[0][-1].endswith("1.0000]*") and not rows[1][-1].endswith("*")
     loss = summary.summarize(runs.assign(test_loss=[0.01, 0.3, 1.0, 1.1]), ["placement"], "test_loss")
     assert loss["ci_low"].min() == 0.0 and loss["ci_clipped"].iloc[0]
@@ -110,7 +113,7 @@ def test_learning_curves_show_every_group_in_panels(monkeypatch):
     runs = fake_runs({"activation": ["relu", "sigmoid", "tanh"], "placement": ["pre", "post", "none"], "batch_size": [16, 64]})
     curves = pd.DataFrame([{"run_id": r, "step": s, "train_loss": 1.0 / s, "test_acc": 0.5} for r in runs["run_id"] for s in (10, 20)])
     figures = capture_figure(monkeypatch)
-    plots.learning_curves(runs, curves, "unused.png")
+    figures.learning_curves(runs, curves, "unused.png")
     (fig,) = figures
     acc_axes = fig.axes[1::2]
     assert len(acc_axes) == 2  # one row per batch size, 9 lines each: all 18 groups shown
@@ -123,9 +126,9 @@ def test_learning_curves_split_many_panels_into_files_and_leave_none_out(monkeyp
     runs = fake_runs({"lr": [0.1 * i for i in range(1, 12)], "epsilon": [1e-5 * i for i in range(1, 12)]})
     curves = pd.DataFrame([{"run_id": r, "step": 10, "train_loss": 1.0, "test_acc": 0.5} for r in runs["run_id"]])
     figures = capture_figure(monkeypatch)
-    paths = plots.learning_curves(runs, curves, "unused.png")
+    paths = figures.learning_curves(runs, curves, "unused.png")
     assert [p.name for p in paths] == ["unused_1.png", "unused_2.png"]
-    assert [len(fig.axes) // 2 for fig in figures] == [plots.MAX_PANELS, 11 - plots.MAX_PANELS]
+    assert [len(fig.axes) // 2 for fig in figures] == [figures.MAX_PANELS, 11 - figures.MAX_PANELS]
     for fig in figures:
         plt.close(fig)
 
@@ -172,7 +175,7 @@ def red_crosses(ax):
 def test_metric_plot_marks_diverged_values(monkeypatch):
     runs = fake_runs({"placement": ["pre", "none"], "lr": [0.01, 0.1, 1.0]}, diverged=lambda r: r["lr"] == 1.0)
     figures = capture_figure(monkeypatch)
-    plots.metric_vs_axis(runs, "lr", "test_acc", "unused.png")
+    figures.metric_vs_axis(runs, "lr", "test_acc", "unused.png")
     ax = figures[0].axes[0]
     assert len(red_crosses(ax)) == 2  # lr 1.0 in both lines
     assert {t.get_text() for t in ax.texts} == {"2/2"}
@@ -182,10 +185,10 @@ def test_metric_plot_marks_diverged_values(monkeypatch):
 
 def test_ghost_batch_size_momentum_labels_and_legend_placement(monkeypatch):
     runs = fake_runs({"ghost_batch_size": [0, 8, 32], "momentum": [0.9, 0.99, 0.999]})
-    assert {"ghost_batch_size", "momentum"} <= set(plots.NUMERIC_AXES)
+    assert {"ghost_batch_size", "momentum"} <= set(figures.NUMERIC_AXES)
     figures = capture_figure(monkeypatch)
-    plots.metric_vs_axis(runs, "ghost_batch_size", "test_acc", "unused.png")
-    plots.metric_vs_axis(runs, "momentum", "test_acc", "unused.png")
+    figures.metric_vs_axis(runs, "ghost_batch_size", "test_acc", "unused.png")
+    figures.metric_vs_axis(runs, "momentum", "test_acc", "unused.png")
     ghost_ax, momentum_ax = figures[0].axes[0], figures[1].axes[0]
     assert [t.get_text() for t in ghost_ax.get_xticklabels()] == ["8", "32"]  # 0 (whole batch) sits at 32
     assert momentum_ax.get_xscale() == "log" and "1 − momentum" in momentum_ax.get_xlabel()
@@ -196,9 +199,9 @@ def test_ghost_batch_size_momentum_labels_and_legend_placement(monkeypatch):
         assert legend.get_window_extent().x0 > fig.axes[0].get_window_extent().x1  # beside, not on, the data
         plt.close(fig)
     group_norm = runs.assign(norm="group")
-    assert "BN" not in plots.metric_label("test_acc", group_norm)
-    assert plots.metric_label("test_acc", runs) == "test accuracy, BN with running statistics"
-    assert plots.metric_label("test_acc_precise", runs) == "test accuracy, BN with precise statistics"
+    assert "BN" not in figures.metric_label("test_acc", group_norm)
+    assert figures.metric_label("test_acc", runs) == "test accuracy, BN with running statistics"
+    assert figures.metric_label("test_acc_precise", runs) == "test accuracy, BN with precise statistics"
 
 
 def test_no_resume_removes_the_previous_sweeps_plots(tiny_spec, workdir, cli):
@@ -248,7 +251,7 @@ def test_report_arguments_that_select_nothing_are_errors(args, message, tiny_res
 
 
 def test_unreadable_runs_csv_and_unwritable_plots_are_one_line_errors(tiny_results, cli, monkeypatch):
-    from bnbench import store
+    from bnbench.results import store
 
     def refuse(self):
         raise store.ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
@@ -258,7 +261,7 @@ def test_unreadable_runs_csv_and_unwritable_plots_are_one_line_errors(tiny_resul
     assert result.exit_code == 1 and "test_acc over seeds" in result.stdout and "or --no-plots" in result.stderr
     assert cli("report", tiny_results, "--no-plots").exit_code == 0
     monkeypatch.undo()
-    monkeypatch.setattr(plots.plt.Figure, "savefig", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    monkeypatch.setattr(figures.plt.Figure, "savefig", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     result = cli("report", tiny_results)
     assert result.exit_code == 1 and "cannot write plots (Permission denied); the tables are complete" in result.stderr
     (tiny_results / "runs.csv").write_bytes(b"run_id,spec\n\xff\xfe,x\n")

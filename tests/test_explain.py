@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bnbench.explain import worked_example
+from bnbench.norm.worked_example import worked_example
 
 
 def test_worked_example_numbers():

@@ -2,7 +2,7 @@
 
 Synthetic results for each spec's grid (no training), written as a sweep writes them and drawn as SVG;
 the tests read what was drawn from the files: the gid of every line and marker
-(:func:`bnbench.plots.gid`), which SVG writes as the element's id.
+(:func:`bnbench.reporting.figures.gid`), which SVG writes as the element's id.
 """
 
 import re
@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import frames, probes, reporting
-from bnbench.context import ExecutionContext
-from bnbench.outcomes import ActivationPoint, CurvePoint, ProbePoint, RunResult
-from bnbench.schema import activation_rows, csv_value, curve_rows, probe_rows, run_row
-from bnbench.spec import load_spec
+from bnbench.results import frames
+from bnbench.training import probes
+from bnbench.reporting import model
+from bnbench.training.context import ExecutionContext
+from bnbench.training.outcomes import ActivationPoint, CurvePoint, ProbePoint, RunResult
+from bnbench.results.schema import activation_rows, csv_value, curve_rows, probe_rows, run_row
+from bnbench.experiment.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "experiments").glob("*.toml"))
@@ -142,7 +144,7 @@ def test_every_figure_shows_every_configuration_of_every_shipped_spec(spec_path,
     spec = load_spec(spec_path)
     configs = write_results(tmp_path, spec)
     runs = frames.load_runs(tmp_path)
-    paths = reporting.write_plots(tmp_path, runs, "test_acc", plot_format="svg")
+    paths = model.write_plots(tmp_path, runs, "test_acc", plot_format="svg")
     kinds = check_coverage(tmp_path, spec, configs, paths)
     if "probes" in kinds:  # each probe value, for every configuration that recorded it
         recorded = frames.load_probes(tmp_path).merge(runs[["run_id", *spec.grid]], on="run_id")
@@ -157,7 +159,7 @@ def test_every_figure_shows_every_configuration_of_every_shipped_spec(spec_path,
 def test_list_valued_axes_read_as_counts_and_panels_stay_readable(tmp_path):
     spec = load_spec(ROOT / "experiments" / "depth_gradients.toml")
     write_results(tmp_path, spec)
-    paths = reporting.write_plots(tmp_path, frames.load_runs(tmp_path), "test_acc", plot_format="svg")
+    paths = model.write_plots(tmp_path, frames.load_runs(tmp_path), "test_acc", plot_format="svg")
     text = " ".join(t for p in paths for t in re.findall(r"<text[^>]*>([^<]*)</text>", p.read_text(encoding="utf-8")))
     assert all(f"widths={n}×100" in text for n in (4, 8, 16, 32))
     assert "100-100-100" not in text
@@ -188,14 +190,14 @@ def test_many_panels_go_to_several_files_each_configuration_in_one(tmp_path):
     folder.mkdir()
     configs = write_results(folder, spec)
     runs = frames.load_runs(folder)
-    kinds = check_coverage(folder, spec, configs, reporting.write_plots(folder, runs, "test_acc", plot_format="svg"))
+    kinds = check_coverage(folder, spec, configs, model.write_plots(folder, runs, "test_acc", plot_format="svg"))
     assert len(kinds["learning_curves"]) == 3 and len(kinds["test_acc_vs_batch_size"]) == 2
     assert "(file 2 of 3)" in kinds["learning_curves"][1].read_text(encoding="utf-8")
     for files in kinds.values():  # the parts split the configurations, never repeat one
         parts = [set().union(*drawn([f]).values()) for f in files]
         assert sum(map(len, parts)) == len(set().union(*parts))
     (folder / "notes_1.svg").write_text("mine")
-    fewer = reporting.write_plots(folder, runs[runs["activation"] == "relu"], "test_acc", plot_format="svg")
+    fewer = model.write_plots(folder, runs[runs["activation"] == "relu"], "test_acc", plot_format="svg")
     # A smaller figure replaces a larger one's parts: none is left to pass for part of it.
     assert sorted(folder.glob("*.svg")) == sorted([*fewer, folder / "notes_1.svg"])
 
@@ -207,7 +209,7 @@ def test_a_figure_names_the_configurations_it_cannot_draw(tmp_path):
     kept = runs.loc[runs["placement"] == "pre", "run_id"]
     probed = frames.load_probes(tmp_path)
     probed[probed["run_id"].isin(kept)].to_csv(tmp_path / "probes.csv", index=False)
-    paths = reporting.write_plots(tmp_path, runs, "test_acc", plot_format="svg")
+    paths = model.write_plots(tmp_path, runs, "test_acc", plot_format="svg")
     (probe_figure,) = [p for p in paths if p.stem == "probes"]
     text = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", probe_figure.read_text(encoding="utf-8")))
     assert "3 of 6 configurations had no probes: placement=none, weight_decay=0;" in text
@@ -218,17 +220,17 @@ def test_png_is_print_resolution_and_pdf_is_written(tmp_path):
 
     write_results(tmp_path, load_spec(ROOT / "experiments" / "quickstart.toml"))
     runs = frames.load_runs(tmp_path)
-    pngs = reporting.write_plots(tmp_path, runs, "test_acc")
+    pngs = model.write_plots(tmp_path, runs, "test_acc")
     assert [p.name for p in pngs] == ["test_acc_vs_batch_size.png", "learning_curves.png"]
     assert all(round(Image.open(p).info["dpi"][0]) == 300 for p in pngs)
-    (pdf, *_) = reporting.write_plots(tmp_path, runs, "test_acc", plot_format="pdf")
+    (pdf, *_) = model.write_plots(tmp_path, runs, "test_acc", plot_format="pdf")
     assert pdf.suffix == ".pdf" and pdf.read_bytes()[:5] == b"%PDF-"
 
 
 def test_a_bad_plot_format_is_a_one_line_error_before_anything_is_written(tmp_path, cli):
     write_results(tmp_path, load_spec(ROOT / "experiments" / "quickstart.toml"))
-    with pytest.raises(reporting.ReportError, match=r"--plot-format: must be one of png, pdf, svg, got 'bmp'"):
-        reporting.write_plots(tmp_path, frames.load_runs(tmp_path), "test_acc", tmp_path / "figures", "bmp")
+    with pytest.raises(model.ReportError, match=r"--plot-format: must be one of png, pdf, svg, got 'bmp'"):
+        model.write_plots(tmp_path, frames.load_runs(tmp_path), "test_acc", tmp_path / "figures", "bmp")
     assert not (tmp_path / "figures").exists()
     result = cli("report", tmp_path, "--plot-format", "jpg")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "--plot-format: must be one of" in result.stderr

@@ -8,11 +8,11 @@ import optax
 import pandas as pd
 
 from bnbench import data
-from bnbench.config import RunConfig
+from bnbench.experiment.fields import RunConfig
 from bnbench.models import make_model
-from bnbench.signature import HParams, Signature
-from bnbench.optimizers import make_optimizer
-from bnbench.train import cross_entropy, make_program
+from bnbench.training.signature import HParams, Signature
+from bnbench.training.optimizers import make_optimizer
+from bnbench.training.program import cross_entropy, make_program
 
 
 def _program(config: RunConfig):

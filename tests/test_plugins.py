@@ -1,4 +1,4 @@
-"""Your own network (bnbench.plugin) and data (bnbench.owndata) under bnbench: faithful injection of the
+"""Your own network (bnbench.models.plugin) and data (bnbench.data.own) under bnbench: faithful injection of the
 norm layers, probes, records and caches, the engine's path, and one-line refusals of broken plugins."""
 
 import json
@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import engine, spec
+from bnbench import engine
+from bnbench.experiment import spec
 
 PLUGINS = Path(__file__).parent / "plugins"
 HEAD = 'dataset = "synthetic"\nnum_samples = 400\nbatch_size = 16\nsteps = 12\neval_every = 6\nseeds = 1\n'
@@ -95,7 +96,7 @@ def test_a_plugin_mlp_is_vectorized_as_the_built_in_mlp_is(twins):
 
 GOOD_NET = """
 import jax
-from bnbench import plugin
+from bnbench.models import plugin
 
 
 def net(ctx, *, width=8):
@@ -114,7 +115,7 @@ BAD_PLUGINS = {
     "import error": ("import jax\nimport not_a_module_anywhere  # <-\n", "", "ModuleNotFoundError: No module named 'not_a_module_anywhere'"),
     "syntax error": ("def net(ctx:\n", "", "cannot import bad.py (SyntaxError"),
     "missing function": ("def nett(ctx):\n    return None\n", "", "no function 'net' (did you mean 'nett'?)"),
-    "wrong return type": ("def net(ctx, *, width=8):\n    return {'init': None}\n", "", "net returned dict, not a bnbench.plugin.Model"),
+    "wrong return type": ("def net(ctx, *, width=8):\n    return {'init': None}\n", "", "net returned dict, not a bnbench.models.plugin.Model"),
     "init fails": ("from bnbench import plugin\n\ndef net(ctx):\n    def init(key):\n        raise RuntimeError('no weights')  # <-\n"
                    "    return plugin.Model(init, lambda *a, **k: None)\n", "", "init failed (RuntimeError: no weights)"),
     "logits of the wrong shape": ("params = {**params, 'head': jax.numpy.zeros((8, 5))}", "",
@@ -283,7 +284,7 @@ LOADERS = {
 def test_a_python_loader_gives_the_same_runs_as_the_npz_of_its_arrays(form, workdir, write_spec, cli):
     np.savez(workdir / "mine.npz", **arrays())
     (workdir / "load.py").write_text(
-        "import numpy as np\nfrom bnbench.data import Dataset\n\n\ndef load():\n"
+        "import numpy as np\nfrom bnbench.data.registry import Dataset\n\n\ndef load():\n"
         f"    a = dict(np.load({str(workdir / 'mine.npz')!r}))\n    {LOADERS[form]}\n"
     )
     for name, reference in (("npz", "npz:mine.npz"), ("loader", "./load.py:load")):
@@ -303,7 +304,7 @@ def test_a_failing_loader_is_one_line_naming_its_line(workdir, write_spec, cli):
 
 ENTRY_POINTS = """
 import numpy as np
-from bnbench import plugin
+from bnbench.models import plugin
 import jax
 
 
@@ -345,7 +346,7 @@ def test_models_and_data_sets_of_an_installed_distribution_are_found_by_entry_po
 
 
 def test_adamw_by_name_is_bnbenchs_adam_and_its_float_arguments_are_traced(workdir, write_spec):
-    from bnbench.signature import Signature
+    from bnbench.training.signature import Signature
 
     base = f'model = "mlp"\nwidths = [8]\n{HEAD}weight_decay = 1e-3\n'
     adam = spec.load_spec(write_spec(base + 'optimizer = "adam"\n', "adam.toml")).expand()
@@ -437,7 +438,7 @@ def test_an_adapted_conv_net_normalizes_over_its_own_channel_axis_as_its_batchno
     pytest.importorskip("equinox")
     import jax
 
-    from bnbench import plugin
+    from bnbench.models import plugin
     from bnbench.models.plugged import plugged
 
     module = _load(PLUGINS / "frameworks.py")
@@ -465,7 +466,7 @@ def _parameter_paths(file: Path, framework: str) -> list[str]:
     """The parameters of the adapted model, by path (``l1.kernel``), sorted."""
     import jax
 
-    from bnbench import plugin
+    from bnbench.models import plugin
 
     params = getattr(_load(file), f"{framework}_net")(plugin.Context((16,), 4, np.float32)).init(jax.random.PRNGKey(0))
     paths = [jax.tree_util.keystr(path, simple=True, separator=".") for path, _ in jax.tree_util.tree_leaves_with_path(params)]

@@ -8,13 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import bn, data, options, probes
-from bnbench.config import RunConfig
-from bnbench.engine import run_all, train_run
+from bnbench import data, options
+from bnbench.norm import bn
+from bnbench.training import probes
+from bnbench.experiment.fields import RunConfig
+from bnbench.engine.execution import run_all, train_run
 from bnbench.models import add_noise, make_model
 from bnbench.models.layers import layer_weights
-from bnbench.signature import HParams, Signature
-from bnbench.train import make_program
+from bnbench.training.signature import HParams, Signature
+from bnbench.training.program import make_program
 
 EPS, LR, BATCH = 1e-5, 0.1, 16
 CONFIG = RunConfig(dataset="synthetic", num_samples=1200, widths=(6, 5), batch_size=BATCH, optimizer="sgd", lr=LR,

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import bn
-from bnbench import peers
-from bnbench import profile as P
+from bnbench.norm import bn
+from bnbench.profiling import peers
+from bnbench.profiling import kernels as P
 
 
 def test_traffic_and_ratio_arithmetic():

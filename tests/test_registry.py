@@ -1,4 +1,4 @@
-"""The field registry (bnbench.config) is the one place that lists run fields: every table derived from
+"""The field registry (bnbench.experiment.fields) is the one place that lists run fields: every table derived from
 it agrees with it."""
 
 import numpy as np
@@ -7,10 +7,15 @@ import pytest
 from conftest import TINY_SPEC
 from typer.testing import CliRunner
 
-from bnbench import config, frames, plots, schema, spec, summary
-from bnbench.cli import app
-from bnbench.config import FIELDS
-from bnbench.signature import COMPOSITE_FIELDS, HParams, Signature
+from bnbench.experiment import fields
+from bnbench.results import frames
+from bnbench.reporting import figures
+from bnbench.results import schema
+from bnbench.experiment import spec
+from bnbench.stats import summary
+from bnbench.cli.app import app
+from bnbench.experiment.fields import FIELDS
+from bnbench.training.signature import COMPOSITE_FIELDS, HParams, Signature
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +28,16 @@ def tiny_results(tmp_path_factory):
 
 
 def test_the_spec_parser_checks_exactly_the_run_fields():
-    assert tuple(spec.RULES) == config.RUN_FIELDS
-    assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", "base_dir", "compare", "margin", *config.RUN_FIELDS}
-    assert set(config.LIST_FIELDS) == {"widths", "eval_stats", "probes", "lr_milestones"}
+    assert tuple(spec.RULES) == fields.RUN_FIELDS
+    assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", "base_dir", "compare", "margin", *fields.RUN_FIELDS}
+    assert set(fields.LIST_FIELDS) == {"widths", "eval_stats", "probes", "lr_milestones"}
 
 
 def test_runs_csv_has_the_fields_in_registry_order_between_the_ids_and_the_seed():
     columns = list(schema.RUN_COLUMNS)
-    fields = [c for c in columns[columns.index("dataset") : columns.index("seed")] if c in FIELDS]
-    assert fields == list(config.RUN_FIELDS)
-    assert all(schema.RUN_COLUMNS[name] == FIELDS[name].doc for name in config.RUN_FIELDS)
+    in_order = [c for c in columns[columns.index("dataset") : columns.index("seed")] if c in FIELDS]
+    assert in_order == list(fields.RUN_FIELDS)
+    assert all(schema.RUN_COLUMNS[name] == FIELDS[name].doc for name in fields.RUN_FIELDS)
 
 
 def test_column_dtypes_follow_each_fields_kind():
@@ -45,8 +50,8 @@ def test_column_dtypes_follow_each_fields_kind():
 def test_every_numeric_field_is_a_plot_axis_and_every_text_field_is_not():
     for name, field in FIELDS.items():
         numeric = field.rule.kind in ("int", "float") and name not in ("seed",)
-        assert (name in plots.NUMERIC_AXES) == numeric, name
-    assert set(plots.LOG_AXES) | set(plots.ONE_MINUS_AXES) <= set(plots.NUMERIC_AXES)
+        assert (name in figures.NUMERIC_AXES) == numeric, name
+    assert set(figures.LOG_AXES) | set(figures.ONE_MINUS_AXES) <= set(figures.NUMERIC_AXES)
 
 
 def test_the_program_signature_and_traced_arguments_come_from_the_registry():
@@ -54,7 +59,7 @@ def test_the_program_signature_and_traced_arguments_come_from_the_registry():
     assert set(Signature._fields) == compiled | set(COMPOSITE_FIELDS)
     assert set(HParams._fields) == {n for n, f in FIELDS.items() if f.traced} | {"optimizer_floats"}
     for name, field in FIELDS.items():
-        assert field.compiled in config.COMPILED_AS and field.scale in config.SCALES, name
+        assert field.compiled in fields.COMPILED_AS and field.scale in fields.SCALES, name
         assert field.compiled or field.traced or name in ("epochs", "lr_scaling_batch_size"), name
 
 
@@ -62,30 +67,30 @@ def test_a_signature_is_built_by_name_not_by_position():
     from bnbench import data
 
     dataset = data.load("synthetic", 1200)
-    cfg = config.RunConfig(dataset="synthetic", num_samples=1200, widths=(8, 4), batch_size=16, eval_every=7,
+    cfg = fields.RunConfig(dataset="synthetic", num_samples=1200, widths=(8, 4), batch_size=16, eval_every=7,
                            noisy_bn=0.3, dropout=0.0, warmup_steps=5, schedule="cosine")
     sig = Signature.of(cfg, dataset)
     for name in (n for n, f in FIELDS.items() if f.compiled == "value"):
         assert getattr(sig, name) == getattr(cfg, name), name
     assert sig.noisy_bn is True and sig.dropout is False and sig.schedule.warmup and sig.schedule.kind == "cosine"
     hp = HParams.of(cfg)
-    assert all(float(getattr(hp, n)) == pytest.approx(getattr(cfg, n)) for n in config.TRACED_FIELDS if n != "lr")
+    assert all(float(getattr(hp, n)) == pytest.approx(getattr(cfg, n)) for n in fields.TRACED_FIELDS if n != "lr")
     assert hp.optimizer_floats.shape == (0,)
 
 
 def test_the_summary_derives_the_fields_a_spec_may_leave_unset():
-    assert set(config.DERIVED_FIELDS) == {"num_samples", "widths", "depth", "steps", "eval_every"}
+    assert set(fields.DERIVED_FIELDS) == {"num_samples", "widths", "depth", "steps", "eval_every"}
     runs = pd.DataFrame({"epochs": [1, 1, 1, 1], "batch_size": [16, 16, 32, 32], "steps": [75, 75, 37, 37],
                          "eval_every": [7, 7, 3, 3], "seed": [0, 1, 0, 1]})
     assert summary.swept_axes(runs) == ["batch_size"]
 
 
-@pytest.mark.parametrize("axis", plots.NUMERIC_AXES)
+@pytest.mark.parametrize("axis", figures.NUMERIC_AXES)
 def test_every_numeric_swept_field_gets_its_metric_against_axis_figure(axis, tiny_results, tmp_path):
     runs = frames.load_runs(tiny_results)
     values = np.where(np.arange(len(runs)) % 2 == 0, 1, 2) * (0.3 if FIELDS[axis].rule.kind == "float" else 4)
     if FIELDS[axis].scale == "one_minus":
         values = np.where(np.arange(len(runs)) % 2 == 0, 0.9, 0.99)
     runs = runs.assign(**{axis: values, "placement": "pre", "epsilon": 1e-5 if axis != "epsilon" else values})
-    paths = plots.write_plots(tmp_path, runs, pd.DataFrame(), pd.DataFrame(), "test_acc")
+    paths = figures.write_plots(tmp_path, runs, pd.DataFrame(), pd.DataFrame(), "test_acc")
     assert tmp_path / f"test_acc_vs_{axis}.png" in paths

@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bnbench import data, engine, store
-from bnbench.cli import app
-from bnbench.config import RUN_FIELDS, RunConfig
-from bnbench.spec import RULES, TOP_LEVEL_KEYS
+from bnbench import data, engine
+from bnbench.results import store
+from bnbench.cli.app import app
+from bnbench.experiment.fields import RUN_FIELDS, RunConfig
+from bnbench.experiment.spec import RULES, TOP_LEVEL_KEYS
 
 CRASH_SPEC = """
 name = "crash"
@@ -183,7 +184,7 @@ def test_grid_larger_than_the_limit_needs_yes(tiny_spec, workdir, cli):
 
 
 def test_a_block_out_of_device_memory_stops_the_sweep_with_the_block_size_to_try(monkeypatch, tiny_spec, workdir, cli):
-    """A smaller block would change the runs' numbers (bnbench.context), so the engine does not retry one
+    """A smaller block would change the runs' numbers (bnbench.training.context), so the engine does not retry one
     silently: it says which size to pass, and the blocks that finished stay saved."""
     real, calls = engine.compiled, []
 

@@ -7,12 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnbench import data, frames, summary
-from bnbench.config import RunConfig
-from bnbench.engine import train_run
+from bnbench import data
+from bnbench.results import frames
+from bnbench.stats import summary
+from bnbench.experiment.fields import RunConfig
+from bnbench.engine.execution import train_run
 from bnbench.models import make_model
-from bnbench.signature import HParams, Signature
-from bnbench.train import ACTIVATION_EXAMPLES, make_program
+from bnbench.training.signature import HParams, Signature
+from bnbench.training.program import ACTIVATION_EXAMPLES, make_program
 
 RUNS = pd.DataFrame(
     {
@@ -180,7 +182,7 @@ def test_activation_statistics_match_numpy_on_the_fixed_batch():
 
 
 def test_counts_stay_integers_when_every_grouping_column_is_numeric():
-    from bnbench.render import summary_cells
+    from bnbench.cli.terminal import summary_cells
 
     table = pd.DataFrame(
         {"epsilon": [1e-5], "momentum": [0.9], "n": [2], "diverged": [0], "mean": [0.5], "std": [0.1], "ci_low": [0.4], "ci_high": [0.6]}

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from bnbench import engine
-from bnbench.config import RunConfig
-from bnbench.schema import RUN_COLUMNS
+from bnbench.experiment.fields import RunConfig
+from bnbench.results.schema import RUN_COLUMNS
 
 HEAD = """
 name = "repro"
@@ -284,7 +284,7 @@ def test_a_profile_shape_too_big_for_the_device_is_refused_before_measuring(work
 @pytest.mark.parametrize("plot_dir", [None, "figures"])
 def test_report_on_a_read_only_folder_prints_its_tables_then_says_the_plots_failed(tiny_spec, workdir, cli, monkeypatch,
                                                                                     plot_dir):
-    from bnbench import store
+    from bnbench.results import store
 
     assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
     folder = workdir / "results" / "tiny"

@@ -2,10 +2,10 @@
 
 import dataclasses
 
-from bnbench import docs
-from bnbench.config import RunConfig
-from bnbench.profile import PROFILE_COLUMNS, Row
-from bnbench.schema import RUN_COLUMNS
+from bnbench.cli import doc_pages
+from bnbench.experiment.fields import RunConfig
+from bnbench.profiling.kernels import PROFILE_COLUMNS, Row
+from bnbench.results.schema import RUN_COLUMNS
 
 
 def test_every_run_field_is_a_column():
@@ -17,6 +17,6 @@ def test_every_profile_column_is_described():
 
 
 def test_the_committed_reference_pages_are_what_the_code_generates():
-    for name, page in docs.PAGES.items():
-        committed = (docs.DOCS / name).read_text(encoding="utf-8")
-        assert committed == page(), f"docs/{name} is stale: run `python -m bnbench.docs`"
+    for name, page in doc_pages.PAGES.items():
+        committed = (doc_pages.DOCS / name).read_text(encoding="utf-8")
+        assert committed == page(), f"docs/{name} is stale: run `python -m bnbench.cli.doc_pages`"

@@ -4,8 +4,8 @@ import tomllib
 
 import pytest
 
-from bnbench.config import RunConfig
-from bnbench.spec import load_spec, parse_spec, with_overrides
+from bnbench.experiment.fields import RunConfig
+from bnbench.experiment.spec import load_spec, parse_spec, with_overrides
 
 
 def test_expansion_is_the_grid_product_times_seeds(tiny_spec):

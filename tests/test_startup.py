@@ -20,8 +20,8 @@ def loaded_after(code: str) -> set[str]:
     "code",
     [
         "import bnbench",
-        "import bnbench.cli",
-        "from bnbench.cli import app\nfrom typer.testing import CliRunner\nCliRunner().invoke(app, ['sweep', '--help'])",
+        "import bnbench.cli.app",
+        "from bnbench.cli.app import app\nfrom typer.testing import CliRunner\nCliRunner().invoke(app, ['sweep', '--help'])",
     ],
 )
 def test_imports_and_help_load_no_heavy_module(code):
@@ -31,7 +31,7 @@ def test_imports_and_help_load_no_heavy_module(code):
 def test_dry_run_loads_no_heavy_module(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text('dataset = "synthetic"\nsteps = 10\n')
-    code = f"from bnbench.cli import app\nfrom typer.testing import CliRunner\nCliRunner().invoke(app, ['sweep', {str(spec)!r}, '--dry-run'])"
+    code = f"from bnbench.cli.app import app\nfrom typer.testing import CliRunner\nCliRunner().invoke(app, ['sweep', {str(spec)!r}, '--dry-run'])"
     assert loaded_after(code) == set()
 
 
@@ -43,7 +43,10 @@ def test_public_api_is_unchanged():
         "report_folders", "run_all", "summarize", "train_run",
     }
     assert set(bnbench.__all__) == expected and expected <= set(dir(bnbench))
-    from bnbench import bn, data, frames, summary
+    from bnbench import data
+    from bnbench.norm import bn
+    from bnbench.results import frames
+    from bnbench.stats import summary
 
     assert bnbench.load_runs is frames.load_runs and bnbench.batch_norm is bn.batch_norm
     assert bnbench.load_dataset is data.load and bnbench.summarize is summary.summarize
@@ -73,7 +76,7 @@ def test_multi_process_jax_runs_exit_normally(tmp_path, processes, teardown):
         f"jax.process_count = lambda: {processes}\n"
         "atexit.register(lambda: print('teardown'))\n"
         "sys.argv = ['bnbench', 'columns']\n"
-        "from bnbench.cli import main\n"
+        "from bnbench.cli.app import main\n"
         "main()\n"
     )
     finished = bnbench_process("-c", script, cwd=tmp_path)

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from bnbench.config import RunConfig
-from bnbench.engine import train_run
-from bnbench.schema import CURVE_COLUMNS, RUN_COLUMNS
-from bnbench.spec import load_spec
+from bnbench.experiment.fields import RunConfig
+from bnbench.engine.execution import train_run
+from bnbench.results.schema import CURVE_COLUMNS, RUN_COLUMNS
+from bnbench.experiment.spec import load_spec
 
 
 def test_sweep_writes_csvs_matching_the_expanded_grid(tiny_spec, workdir, cli):

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnbench import bn, norms
+from bnbench.norm import bn
+from bnbench.norm import per_example
 from test_bn import random_inputs, reference_bn
 
 
@@ -151,7 +152,7 @@ def reference_group_norm(x, scale, offset, groups, eps):
 @pytest.mark.parametrize("shape, groups", [((6, 8), 4), ((4, 7, 6), 3), ((3, 5, 4, 8), 2), ((3, 5, 4, 8), 8)])
 def test_group_norm_matches_float64(shape, groups):
     x, params, _ = random_inputs(shape, seed=16)
-    y = norms.group_norm(x, params, groups=groups, epsilon=1e-3)
+    y = per_example.group_norm(x, params, groups=groups, epsilon=1e-3)
     np.testing.assert_allclose(y, reference_group_norm(x, params.scale, params.offset, groups, 1e-3), rtol=1e-5, atol=1e-5)
 
 
@@ -159,7 +160,7 @@ def test_group_norm_matches_float64(shape, groups):
 def test_layer_norm_normalizes_each_example_over_all_features(shape):
     x, params, _ = random_inputs(shape, seed=17)
     x = x + np.arange(shape[0], dtype=np.float32).reshape(-1, *[1] * (len(shape) - 1)) * 1000  # per-example means
-    y = norms.layer_norm(x, params, epsilon=1e-5)
+    y = per_example.layer_norm(x, params, epsilon=1e-5)
     x64 = x.astype(np.float64).reshape(shape[0], -1)
     ref = ((x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)).reshape(shape)
     np.testing.assert_allclose(y, ref * np.asarray(params.scale) + np.asarray(params.offset), rtol=1e-4, atol=1e-4)
@@ -170,7 +171,7 @@ def test_group_norm_gradients_match_float64_autodiff():
     weights = np.random.default_rng(19).normal(size=x.shape)
 
     def loss(x, scale, offset):
-        return jnp.sum(jnp.asarray(weights, jnp.float32) * norms.group_norm(x, bn.BNParams(scale, offset), groups=2, epsilon=1e-3))
+        return jnp.sum(jnp.asarray(weights, jnp.float32) * per_example.group_norm(x, bn.BNParams(scale, offset), groups=2, epsilon=1e-3))
 
     def reference_loss(x, scale, offset):
         xg = x.reshape(4, -1, 2, 3)
@@ -187,12 +188,12 @@ def test_group_norm_gradients_match_float64_autodiff():
 
 def test_group_norm_does_not_depend_on_the_rest_of_the_batch():
     x, params, _ = random_inputs((8, 6), seed=20)
-    full = norms.group_norm(x, params, groups=3, epsilon=1e-5)
-    alone = norms.group_norm(x[:1], params, groups=3, epsilon=1e-5)
+    full = per_example.group_norm(x, params, groups=3, epsilon=1e-5)
+    alone = per_example.group_norm(x[:1], params, groups=3, epsilon=1e-5)
     np.testing.assert_allclose(full[:1], alone, rtol=1e-6)
 
 
 def test_group_norm_rejects_groups_that_do_not_divide_the_channels():
     x, params, _ = random_inputs((4, 6))
     with pytest.raises(ValueError, match="does not divide"):
-        norms.group_norm(x, params, groups=4, epsilon=1e-5)
+        per_example.group_norm(x, params, groups=4, epsilon=1e-5)

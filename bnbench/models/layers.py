@@ -2,7 +2,7 @@
 
 A model computes in ``dtype`` (``"float32"`` or ``"bfloat16"``): inputs and weights are cast to it at
 each layer, while parameters stay float32 (their gradients arrive in float32 through the cast) and
-the norm layers accumulate their statistics in float32 (:mod:`bnbench.bn`): mixed precision as
+the norm layers accumulate their statistics in float32 (:mod:`bnbench.norm.bn`): mixed precision as
 practitioners use it. Logits are returned in float32.
 """
 
@@ -15,7 +15,8 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from bnbench import bn, norms
+from bnbench.norm import bn
+from bnbench.norm import per_example
 
 ACTIVATION_FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -39,10 +40,10 @@ COMPUTE_DTYPES: dict[str, jnp.dtype] = {"float32": jnp.float32, "bfloat16": jnp.
 class Normalization(NamedTuple):
     """The norm layer of every block; static (part of the compiled program).
 
-    ``kind``: ``"batch"`` (:func:`bnbench.bn.batch_norm`), ``"group"`` (:func:`bnbench.norms.group_norm`
-    with ``groups``), ``"layer"`` (:func:`bnbench.norms.layer_norm`) or ``"none"``. For BN,
+    ``kind``: ``"batch"`` (:func:`bnbench.norm.bn.batch_norm`), ``"group"`` (:func:`bnbench.norm.per_example.group_norm`
+    with ``groups``), ``"layer"`` (:func:`bnbench.norm.per_example.layer_norm`) or ``"none"``. For BN,
     ``ghost_batch_size`` (``None``: the whole batch), ``renorm`` and ``running_var`` are passed to
-    :func:`bnbench.bn.batch_norm`.
+    :func:`bnbench.norm.bn.batch_norm`.
     """
 
     kind: str = "batch"
@@ -61,13 +62,13 @@ class Model(NamedTuple):
     """A model as pure functions and the counts its probes need.
 
     ``init(key) -> (params, state)``: ``params["norm"]`` holds the norm layers'
-    :class:`bnbench.bn.BNParams` (a built-in family's ``params["layers"]`` every hidden weighted layer's
+    :class:`bnbench.norm.bn.BNParams` (a built-in family's ``params["layers"]`` every hidden weighted layer's
     ``{"w": kernel, ...}`` in forward order and ``params["head"]`` the classifier's; other keys are
-    family-specific); ``state`` holds one :class:`bnbench.bn.BNState` per BN layer, in forward order,
+    family-specific); ``state`` holds one :class:`bnbench.norm.bn.BNState` per BN layer, in forward order,
     and is empty otherwise.
     ``apply(params, state, x, *, train, eval_stats="running", **scalars) -> (float32 logits, new_state)``:
     ``scalars`` are the fields of :class:`Scalars` (momentum, epsilon and the renorm bounds are BN's,
-    see :mod:`bnbench.bn`, and may be traced). In evaluation (``train=False``) BN normalizes with the
+    see :mod:`bnbench.norm.bn`, and may be traced). In evaluation (``train=False``) BN normalizes with the
     running statistics (``eval_stats="running"``) or with the statistics of the batch ``x`` itself
     (``"batch"``; plain BN, state unchanged).
     ``preactivations(params, state, x, **same keywords) -> [array, ...]``: the input to each
@@ -141,7 +142,7 @@ def normalize(h, params, state, norm: Normalization, *, train: bool, eval_stats:
     if norm.kind in ("group", "layer"):
         groups = norm.groups if norm.kind == "group" else 1  # LayerNorm is GroupNorm with one group
         batch = h[None] if axis_name else h  # one example of a vmapped batch: a batch of one
-        out = norms.group_norm(batch, params, groups=groups, epsilon=scalars.epsilon)
+        out = per_example.group_norm(batch, params, groups=groups, epsilon=scalars.epsilon)
         return (out[0] if axis_name else out), state
     if not train and eval_stats == "batch":
         return bn.batch_norm(h, params, state, train=True, epsilon=scalars.epsilon, axis_name=axis_name)[0], state
@@ -163,7 +164,7 @@ def normalize(h, params, state, norm: Normalization, *, train: bool, eval_stats:
 
 class BlockNorm(NamedTuple):
     """The norm layer of a chain's blocks in one forward pass, with the dropout and noise around it: what
-    the built-in chains (:mod:`bnbench.models.stack`) and plugin networks (:mod:`bnbench.plugin`) share.
+    the built-in chains (:mod:`bnbench.models.stack`) and plugin networks (:mod:`bnbench.models.plugin`) share.
 
     Block ``i`` draws its noise and dropout masks from ``fold_in(key, i)``. Without a norm layer
     (``placement`` or ``norm`` "none") the noise goes where a "pre" norm layer would be (noise alone).

@@ -1,6 +1,6 @@
-"""A researcher's network (:mod:`bnbench.plugin`) as a bnbench model, with bnbench's norm layers injected.
+"""A researcher's network (:mod:`bnbench.models.plugin`) as a bnbench model, with bnbench's norm layers injected.
 
-:func:`plugged` calls the plugin function with the run's :class:`bnbench.plugin.Context`, finds its
+:func:`plugged` calls the plugin function with the run's :class:`bnbench.models.plugin.Context`, finds its
 norm sites by tracing ``apply`` abstractly (with and without training, at two batch sizes: the sites
 must not depend on either), creates their parameters and running state, and wraps the network into a
 :class:`bnbench.models.layers.Model` whose parameters are ``{"model": the plugin's, "norm": the
@@ -18,9 +18,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from bnbench import bn, plugin
+from bnbench.norm import bn
+from bnbench.models import plugin
 from bnbench.models.layers import COMPUTE_DTYPES, BlockNorm, Model, Normalization, from_forward
-from bnbench.references import ReferenceError, root_cause, user_frame
+from bnbench.experiment.references import ReferenceError, root_cause, user_frame
 
 DISCOVERY_BATCHES = (2, 3)  # two batch sizes: sites, and the logits' shape, must not depend on it
 
@@ -74,7 +75,7 @@ class _Sites:
 
     def per_example(self, axis_name: str) -> _Sites:
         """The sites as a network written for one example sees them under ``jax.vmap(axis_name=...)``
-        (:func:`bnbench.adapters.equinox`): BN's statistics across that axis. Their new states and
+        (:func:`bnbench.models.adapters.equinox`): BN's statistics across that axis. Their new states and
         inputs to nonlinearities come out of the vmap and back through :meth:`absorb`."""
         return _Sites(self.blocks._replace(axis_name=axis_name), self.params, self.state, self.first + len(self.new_states))
 
@@ -110,10 +111,10 @@ def _user_call(where: str, what: str, fn: Callable, *args, **kwargs):
 
 
 def build(function: Callable, ctx: plugin.Context, model_args: dict, where: str) -> plugin.Model:
-    """The plugin's :class:`bnbench.plugin.Model` for ``ctx``; raises :class:`ReferenceError`."""
+    """The plugin's :class:`bnbench.models.plugin.Model` for ``ctx``; raises :class:`ReferenceError`."""
     net = _user_call(where, f"{function.__name__}(ctx, ...)", function, ctx, **model_args)
     if not isinstance(net, plugin.Model):
-        raise ReferenceError(f"{where}: {function.__name__} returned {type(net).__name__}, not a bnbench.plugin.Model "
+        raise ReferenceError(f"{where}: {function.__name__} returned {type(net).__name__}, not a bnbench.models.plugin.Model "
                              "(return plugin.Model(init, apply))")
     return net
 

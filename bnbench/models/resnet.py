@@ -44,7 +44,7 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from bnbench import bn
+from bnbench.norm import bn
 from bnbench.models.cnn import channels_last
 from bnbench.models.layers import (
     ACTIVATION_FUNCTIONS, COMPUTE_DTYPES, INIT_GAINS, Model, Normalization, Scalars, add_noise, conv, dropout, from_forward,

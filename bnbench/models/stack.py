@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from bnbench import bn
+from bnbench.norm import bn
 from bnbench.models.layers import (
     ACTIVATION_FUNCTIONS, COMPUTE_DTYPES, INIT_GAINS, BlockNorm, Model, Normalization, Scalars, from_forward, he_std, normal_weights,
 )

@@ -1,0 +1,433 @@
+"""Experiment specs: TOML files that expand into a grid of fully resolved runs.
+
+A spec has top-level fields (one value each; every run field, its default and its range:
+:mod:`bnbench.experiment.fields`), ``seeds`` (a count ``n`` meaning seeds ``0..n-1``, or a list of seeds), tables
+of keyword arguments (``[model_args]``, ``[optimizer_args]``) and an optional ``[grid]`` table whose
+keys are run fields, or ``"model_args.NAME"``, and whose values are lists to sweep. The grid is the
+Cartesian product of its axes in the order written, times the seeds. References to a researcher's own
+network or data (:mod:`bnbench.experiment.references`) are relative to ``base_dir`` (default: the spec file's
+folder); they are loaded when the spec is. Every value is validated before anything runs; a problem
+raises :class:`SpecError` with a one-line message naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bnbench.experiment import rules
+from bnbench.experiment.fields import (
+    ARGUMENT_FIELDS, COMBINATION_FIELDS, FIELD_DEFAULTS, FIELDS, LATER_FIELDS, LIST_FIELDS, RUN_FIELDS, RunConfig,
+)
+from bnbench.errors import BnbenchError
+from bnbench.options import DEFAULT_WIDTHS, MODELS
+from bnbench.experiment.rules import Rule
+from bnbench.results.schema import csv_value
+from bnbench.experiment.runs import SpecError, argument_key, resolve
+
+
+RULES: dict[str, Rule] = {name: spec.rule for name, spec in FIELDS.items()}
+TOP_LEVEL_KEYS = ("name", "seeds", "grid", "base_dir", "compare", "margin", *RUN_FIELDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A parsed, validated spec: fixed field values, grid axes (in order), seeds, the folder its
+    references are relative to, and its question: the paired ``comparisons`` ``(axis, a, b)`` that
+    ``sweep`` ends with and ``report`` shows, and the ``margin``, the smallest difference of the
+    compared metric that matters (``--seeds auto`` stops once a comparison rules out a larger one)."""
+
+    name: str
+    values: dict[str, Any]
+    grid: dict[str, list[Any]]
+    seeds: tuple[int, ...]
+    source: str
+    base_dir: Path = Path(".")
+    comparisons: tuple[tuple[str, str, str], ...] = ()
+    margin: float | None = None
+
+    @property
+    def num_runs(self) -> int:
+        """The number of runs of the grid, computed from the axes without expanding them."""
+        return math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
+
+    def axis(self, field: str) -> list[Any]:
+        """The values ``field`` (or ``"model_args.NAME"``) takes in the grid; unset widths are the fixed
+        model's default, an unset argument None."""
+        if field in self.grid:
+            return self.grid[field]
+        argument = argument_key(field)
+        if argument:
+            return [dict(self.values[argument[0]]).get(argument[1])]
+        if field == "widths" and self.values[field] is None and "model" not in self.grid:
+            return [list(DEFAULT_WIDTHS.get(self.values["model"], ()))]
+        return [self.values[field]]
+
+    @property
+    def argument_columns(self) -> tuple[str, ...]:
+        """The ``"model_args.NAME"`` columns (one per keyword argument of a field of them, fixed or swept)."""
+        fixed = [f"{field}.{name}" for field in ARGUMENT_FIELDS for name, _ in self.values[field]]
+        return tuple(sorted({*fixed, *(k for k in self.grid if argument_key(k))}))
+
+    @property
+    def has_references(self) -> bool:
+        """Whether a model or data set of the grid is a reference to the user's own (not built in)."""
+        from bnbench import data  # here: the data set registry imports numpy
+
+        builtin_data = {n for n, info in data.REGISTRY.items() if info.origin is None}
+        return any(m not in MODELS for m in self.axis("model")) or any(d not in builtin_data for d in self.axis("dataset"))
+
+    @property
+    def datasets(self) -> list[str]:
+        """The data sets the grid's runs use."""
+        return sorted(set(self.grid.get("dataset", [self.values["dataset"]])))
+
+    def expand(self) -> list[RunConfig]:
+        """All runs of the grid (axes in order, seeds innermost), fully resolved.
+
+        Raises :class:`SpecError` on a combination that is invalid as a whole (a batch larger than
+        the training split, ``eval_every`` larger than ``steps``).
+        """
+        axes = list(self.grid)
+        runs = []
+        for combo in itertools.product(*(self.grid[a] for a in axes)):
+            fields = {**self.values, **dict(zip(axes, combo))}
+            for seed in self.seeds:
+                runs.append(resolve(fields, seed, self.source))
+        return runs
+
+    def validate(self, source: str | None = None) -> None:
+        """Raises :class:`SpecError` (naming ``source``, default the spec's) if any run of the grid
+        would be invalid, as :meth:`expand` would, without building the whole grid: only the axes that
+        the checks of a combination read are crossed, and only one seed."""
+        axes = [a for a in self.grid if a in COMBINATION_FIELDS or argument_key(a)]
+        for combo in itertools.product(*(self.grid[a] for a in axes)):
+            resolve({**self.values, **dict(zip(axes, combo))}, self.seeds[0], source or self.source)
+
+    def to_toml(self) -> str:
+        """The spec as TOML, every field written out once (a swept field only in ``[grid]``); loading
+        it gives a spec with the same runs and the same TOML."""
+        lines = [f"name = {_toml_value(self.name)}", f"seeds = {_toml_value(list(self.seeds))}"]
+        if self.has_references:  # resolvable from wherever the TOML lands (a results folder's spec.toml)
+            lines.append(f"base_dir = {_toml_value(str(self.base_dir))}")
+        # With epochs, steps are derived: writing the default steps too would read back as setting both.
+        derived = {"steps"} if self.values["epochs"] or "epochs" in self.grid else set()
+        # Fields newer than the first specs are written only where they differ from their defaults, so
+        # that an MLP spec's TOML does not list ResNet options.
+        skip = derived | set(self.grid) | set(ARGUMENT_FIELDS)
+        skip |= {k for k in LATER_FIELDS if _same(self.values[k], FIELD_DEFAULTS[k])}
+        values = {**self.values, "widths": self.axis("widths")[0]} if "widths" not in self.grid else self.values
+        if self.values["model"] not in MODELS and "widths" not in self.grid:
+            skip.add("widths")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None and k not in skip]
+        for field in ARGUMENT_FIELDS:
+            if self.values[field]:
+                lines += ["", f"[{field}]"] + [f"{k} = {_toml_value(v)}" for k, v in self.values[field]]
+        if self.comparisons:
+            lines.append(f"compare = {_toml_value([f'{axis}={a},{b}' for axis, a, b in self.comparisons])}")
+        if self.margin is not None:
+            lines.append(f"margin = {self.margin!r}")
+        if self.grid:
+            lines += ["", "[grid]"] + [f"{json.dumps(k) if '.' in k else k} = {_toml_value(v)}" for k, v in self.grid.items()]
+        return "\n".join(lines) + "\n"
+
+    @property
+    def spec_hash(self) -> str:
+        """A 12-hex-digit hash of the resolved spec (its TOML form)."""
+        return hashlib.sha256(self.to_toml().encode()).hexdigest()[:12]
+
+
+def first_difference(stored: Spec, new: Spec, *, superset_ok: bool = False) -> str | None:
+    """The first way in which ``new`` is not ``stored`` (with ``superset_ok``: in which ``new`` does not
+    hold every run of ``stored``), as a phrase naming the field; None if there is none.
+
+    A superset keeps every fixed field and may add seeds and axis values, or sweep a field whose fixed
+    value is among the new axis values.
+    """
+    if stored.name != new.name:
+        return f"name is {stored.name!r} there, {new.name!r} here"
+
+    def differs(old: list, now: list) -> list:
+        return [v for v in old if v not in now] if superset_ok else ([] if old == now else old)
+
+    lost = differs(list(stored.seeds), list(new.seeds))
+    if lost or (not superset_ok and len(new.seeds) != len(stored.seeds)):
+        return f"seeds {list(stored.seeds)} there, {list(new.seeds)} here"
+    arguments = sorted({*stored.argument_columns, *new.argument_columns})
+    for field in (*(f for f in RUN_FIELDS if f not in ARGUMENT_FIELDS), *arguments):
+        old_values, new_values = stored.axis(field), new.axis(field)
+        if differs(old_values, new_values) or (not superset_ok and old_values != new_values):
+            return f"{field} is {_listed(old_values)} there, {_listed(new_values)} here"
+    return None
+
+
+def _same(value: Any, default: Any) -> bool:
+    return list(value) == list(default) if isinstance(default, tuple) else value == default
+
+
+def _listed(values: list) -> str:
+    return repr(values[0]) if len(values) == 1 else repr(values)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _unknown_key(source: str, key: str, valid: tuple[str, ...], where: str) -> SpecError:
+    close = difflib.get_close_matches(key.rpartition(".")[2], valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+    return SpecError(source, key, f"unknown {where} key{hint}")
+
+
+def _check(source: str, field: str, value: Any, label: str | None = None) -> Any:
+    """Validates one value of ``field``; errors name ``label`` (default: the field)."""
+    message = RULES[field].check(value)
+    if message:
+        raise SpecError(source, label or field, message)
+    return float(value) if RULES[field].kind == "float" else value
+
+
+def _check_seeds(source: str, seeds: Any) -> tuple[int, ...]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise SpecError(source, "seeds", f"a count of seeds must be >= 1, got {seeds}")
+        return tuple(range(seeds))
+    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if not ok or min(seeds) < 0:
+        raise SpecError(source, "seeds", f"must be a count >= 1 or a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(source, "seeds", f"lists a seed twice: {seeds!r}")
+    return tuple(seeds)
+
+
+def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
+    """Validates a spec given as a dict (as read from TOML) and returns a :class:`Spec`."""
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise _unknown_key(source, key, TOP_LEVEL_KEYS, "top-level")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise SpecError(source, "name", f"must be a non-empty string usable as a folder name, got {name!r}")
+    defaults = RunConfig()
+    values = {f: getattr(defaults, f) for f in RUN_FIELDS}
+    for f in RUN_FIELDS:
+        if f in raw:
+            if isinstance(raw[f], list) and f not in LIST_FIELDS or f in LIST_FIELDS and _is_list_of_lists(raw[f]):
+                raise SpecError(source, f, f"takes one value at the top level, got {raw[f]!r}; to sweep it, "
+                                f"put it under [grid]: {f} = {_toml_value(raw[f])}")
+            values[f] = _check(source, f, raw[f])
+    if "widths" not in raw:
+        values["widths"] = None  # the model's own (DEFAULT_WIDTHS), resolved per run
+    for key in LIST_FIELDS:
+        values[key] = None if values[key] is None else list(values[key])
+    for key in ARGUMENT_FIELDS:
+        values[key] = rules.as_pairs(values[key])
+    grid = _parse_grid(raw.get("grid", {}), source)
+    seeds = _check_seeds(source, raw.get("seeds", 1))
+    _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
+    spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source, base_dir=_base_dir(raw, source),
+                comparisons=_check_comparisons(source, raw.get("compare", []), grid), margin=_check_margin(source, raw))
+    resolve_references(spec, source)
+    spec.validate()
+    return spec
+
+
+def parse_comparison(text: str) -> tuple[str, str, str] | None:
+    """``AXIS=A,B`` as ``(axis, a, b)``; None if ``text`` is not of that form."""
+    axis, _, values = text.partition("=")
+    pair = values.split(",")
+    return (axis.strip(), pair[0].strip(), pair[1].strip()) if axis.strip() and len(pair) == 2 and all(pair) else None
+
+
+def _check_comparisons(source: str, texts: Any, grid: dict[str, list]) -> tuple[tuple[str, str, str], ...]:
+    """The spec's ``compare`` list: each ``"AXIS=A,B"`` names a grid axis and two of its values."""
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise SpecError(source, "compare", f'must be a list of "AXIS=A,B" strings, got {texts!r}')
+    comparisons = []
+    for text in texts:
+        comparison = parse_comparison(text)
+        if comparison is None:
+            raise SpecError(source, "compare", f'expected "AXIS=A,B" (e.g. "placement=pre,post"), got {text!r}')
+        axis, a, b = comparison
+        if axis not in grid:
+            raise SpecError(source, "compare", f"{text!r}: {axis} is not an axis of [grid] ({', '.join(grid) or 'none'})")
+        written = [str(csv_value(tuple(v) if isinstance(v, list) else v)) for v in grid[axis]]
+        for value in (a, b):
+            if not any(_same_value(value, w, v) for w, v in zip(written, grid[axis])):
+                raise SpecError(source, "compare", f"{text!r}: {value} is not a value of grid.{axis} ({', '.join(written)})")
+        if a == b:
+            raise SpecError(source, "compare", f"{text!r}: compares {a} with itself")
+        comparisons.append(comparison)
+    return tuple(dict.fromkeys(comparisons))
+
+
+def _same_value(text: str, written: str, value: Any) -> bool:
+    """Whether ``text`` names ``value`` (written ``written``), as :func:`bnbench.stats.summary.compare` matches
+    runs: booleans in any case, numbers by value (``1e-5`` is 1e-05)."""
+    if isinstance(value, bool):
+        return text.lower() == written.lower()
+    if isinstance(value, (int, float)):
+        try:
+            return float(text) == value
+        except ValueError:
+            return False
+    return text == written
+
+
+def _check_margin(source: str, raw: dict[str, Any]) -> float | None:
+    margin = raw.get("margin")
+    if margin is None:
+        return None
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < math.inf:
+        raise SpecError(source, "margin", f"must be a difference > 0 of the compared metric (e.g. 0.01), got {margin!r}")
+    if "compare" not in raw:
+        raise SpecError(source, "margin", "applies to the spec's comparisons; add compare = [\"AXIS=A,B\"]")
+    return float(margin)
+
+
+def _base_dir(raw: dict[str, Any], source: str) -> Path:
+    """The folder a spec's references are relative to: its ``base_dir`` (itself relative to the spec's
+    folder), else the spec's folder."""
+    base = raw.get("base_dir", ".")
+    if not isinstance(base, str) or not base:
+        raise SpecError(source, "base_dir", f"must be a folder, got {base!r}")
+    return (Path(source).parent / base).resolve()
+
+
+def _parse_grid(grid_raw: Any, source: str) -> dict[str, list[Any]]:
+    if not isinstance(grid_raw, dict):
+        raise SpecError(source, "grid", "must be a table of field = [values, ...]")
+    grid = {}
+    for key, axis in grid_raw.items():
+        if key == "seeds":
+            raise SpecError(source, "grid.seeds", "set seeds at the top level (a count or a list), not in [grid]")
+        if argument_key(key):
+            grid[key] = _check_argument_axis(source, key, axis)
+            continue
+        if key not in RUN_FIELDS:
+            raise _unknown_key(source, f"grid.{key}", RUN_FIELDS, "grid")
+        grid[key] = _check_axis(source, key, axis)
+    return grid
+
+
+def resolve_references(spec: Spec, source: str) -> None:
+    """Loads and registers the researcher's own data sets and networks the spec's grid names
+    (:mod:`bnbench.data.own`, :func:`bnbench.models.register_plugin`), relative to its ``base_dir``;
+    raises :class:`SpecError` naming the field and the file."""
+    from bnbench.data import own
+
+    for text in spec.axis("dataset"):
+        if own.is_reference(text):
+            try:
+                own.register_reference(text, spec.base_dir)
+            except BnbenchError as err:
+                raise SpecError(source, "dataset", str(err)) from None
+    plugins = [m for m in spec.axis("model") if m not in MODELS]
+    if plugins:
+        from bnbench import models  # here: a plugin network needs JAX, built-in specs plan without it
+
+        for text in plugins:
+            try:
+                models.register_plugin(text, spec.base_dir)
+            except BnbenchError as err:
+                raise SpecError(source, "model", str(err)) from None
+
+
+def _is_list_of_lists(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, list) for v in value)
+
+
+def _check_steps_or_epochs(source: str, values: dict[str, Any], grid: dict[str, list], *, steps_written: bool) -> None:
+    if (values["epochs"] or "epochs" in grid) and (steps_written or "steps" in grid):
+        raise SpecError(source, "epochs", "set steps or epochs, not both")
+
+
+def _check_argument_axis(source: str, key: str, axis: Any) -> list[Any]:
+    """A ``"model_args.NAME"`` axis: a list of argument values (TOML scalars, or lists of them)."""
+    field = f"grid.{key}"
+    if not isinstance(axis, list) or not axis:
+        raise SpecError(source, field, f"must be a non-empty list of values, got {axis!r}")
+    name = argument_key(key)[1]
+    for value in axis:
+        message = RULES[argument_key(key)[0]].check({name: value})
+        if message:
+            raise SpecError(source, field, message)
+    values = [tuple(v) if isinstance(v, list) else v for v in axis]
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise SpecError(source, field, f"lists a value twice: {axis!r}")
+    return values
+
+
+def _check_axis(source: str, key: str, axis: Any) -> list[Any]:
+    field = f"grid.{key}"
+    if not isinstance(axis, list) or not axis:
+        raise SpecError(source, field, f"must be a non-empty list of values, got {axis!r}")
+    values = [_check(source, key, v, label=field) for v in axis]
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise SpecError(source, field, f"lists a value twice: {axis!r}")
+    return values
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Reads and validates a TOML spec file; its name defaults to the file's stem."""
+    path = Path(path)
+    source = str(path)
+    if path.is_dir():
+        raise SpecError(source, "file", "is a folder, not a spec file (e.g. experiments/quickstart.toml)")
+    if not path.is_file():
+        raise SpecError(source, "file", "no such spec file")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(source, "TOML syntax", str(err)) from None
+    except UnicodeDecodeError:
+        raise SpecError(source, "file", "is not UTF-8 text") from None
+    return parse_spec(raw, source=source, default_name=path.stem)
+
+
+def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None) -> Spec:
+    """Applies command-line overrides: ``key=v1,v2`` replaces or adds a grid axis; ``seeds`` a count.
+
+    ``eval_stats`` takes one list, comma- or dash-separated (``eval_stats=running,precise`` evaluates
+    every run both ways); ``widths`` values are dash-separated lists, several of them comma-separated.
+    Errors that only the overrides cause name ``--set`` (or ``--seeds``), not the spec file.
+    """
+    grid = dict(spec.grid)
+    for expression in sets:
+        key, sep, text = expression.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise SpecError("--set", expression, "expected key=value[,value...]")
+        if key == "seeds":
+            raise SpecError("--set", key, f"use --seeds N for a count of seeds (--seeds {text.strip()})")
+        if argument_key(key):
+            grid[key] = _check_argument_axis("--set", key, [rules.parse_scalar(t.strip()) for t in text.split(",")])
+            continue
+        if key not in RUN_FIELDS:
+            raise _unknown_key("--set", key, RUN_FIELDS, "run field")
+        # A list of names (eval_stats, probes) is one value: its commas separate names, not values.
+        texts = [text.replace(",", "-")] if RULES[key].kind == "choices" else text.split(",")
+        try:
+            axis = [RULES[key].parse(t.strip()) for t in texts]
+        except ValueError:
+            raise SpecError("--set", key, f"cannot read {text!r} as {key} values") from None
+        grid[key] = _check_axis("--set", key, axis)
+    _check_steps_or_epochs("--set", spec.values, grid, steps_written=False)
+    new_seeds = spec.seeds if seeds is None else _check_seeds("--seeds", seeds)
+    updated = dataclasses.replace(spec, grid=grid, seeds=new_seeds)
+    resolve_references(updated, "--set")
+    updated.validate(source="--set" if sets else "--seeds")
+    return updated
