@@ -1,6 +1,6 @@
 """How the vectorized engine's block size (runs per device) trades padding against vectorization.
 
-A block holds a fixed number of runs of one program on one device (``bnbench.engine.execution``); a group whose
+A block holds a fixed number of runs of one program on one device (``bnbench.engine.blocks``); a group whose
 run count is not a multiple of it pads its last block with copies, and the devices train blocks side by
 side. Two grids, warm (compiled once before timing), for every block size:
 
@@ -9,7 +9,7 @@ side. Two grids, warm (compiled once before timing), for every block size:
 * ``2-run groups``: the quickstart's shape, 3 placements x 2 batch sizes (six programs) x 2 seeds.
 
 Printed: seconds per grid and each block size's time relative to the default block size of this
-platform (``bnbench.engine.execution.MAX_RUNS_PER_DEVICE``).
+platform (``bnbench.engine.policy.MAX_RUNS_PER_DEVICE``).
 
 Usage: ``make bench-blocks`` or ``python benchmarks/bench_blocks.py [--steps N] [--sizes 1,2,4,8]``.
 """

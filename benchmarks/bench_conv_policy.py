@@ -1,4 +1,4 @@
-"""The evidence for the engine's CPU policy for conv nets (``bnbench.engine.execution``: ``ONE_AT_A_TIME`` and
+"""The evidence for the engine's CPU policy for conv nets (``bnbench.engine.policy``: ``ONE_AT_A_TIME`` and
 ``compiler_options``): milliseconds per training step of each conv net, in one run, on the engine's two
 paths and with both sets of XLA options, and which path and options the engine picks.
 
@@ -89,7 +89,7 @@ def main() -> None:
         options = engine.compiler_options(sig, platform)
         default, ynn = (stepwise_ms(sig, hp, dataset, o, args.repeats) for o in ({}, engine.YNN_ELEMENTWISE))
         vmapped = vmapped_ms(sig, hp, dataset, options, args.repeats, args.scan_steps)
-        path = engine.execution(sig.model, "vectorized", platform)
+        path = engine.choose_path(sig.model, "vectorized", platform)
         chosen = "YNNPACK element-wise" if options else "defaults"
         print(f"{name:>23} on {data_name:<17}: stepwise defaults {default:8.1f}, stepwise YNNPACK element-wise "
               f"{ynn:8.1f}, vmapped patches {vmapped:8.1f}; the engine's path: {path}, options: {chosen}", flush=True)

@@ -10,15 +10,15 @@ second of training, for 1 run and the aggregate of 4 and 8 runs (seeds):
 * the references: a ``flax.linen`` ResNet-20 with ``nn.BatchNorm``, ``optax.sgd`` and one jitted train
   step per batch (``mutable=["batch_stats"]``); and PyTorch eager in channels_last, the runs one after
   another (skipped without torch: ``pip install torch``);
-* bnbench's vectorized engine (its path: ``bnbench.engine.execution.execution``; on CPU a ResNet trains one run
+* bnbench's vectorized engine (its path: ``bnbench.engine.policy.choose_path``; on CPU a ResNet trains one run
   at a time, a jitted step per batch, compiled with YNNPACK's element-wise fusions,
-  ``bnbench.engine.execution.compiler_options``) and its one-at-a-time path, the sequential engine;
+  ``bnbench.engine.policy.compiler_options``) and its one-at-a-time path, the sequential engine;
 * the achieved GFLOP/s of each (a step is 3x the forward's FLOPs, counted by XLA's cost analysis)
   against the rate of a 2048x2048 float32 matrix product measured here, the practical peak of JAX on
   this machine;
 * the evidence for the engine's choice, over fewer steps (``--probe-steps``): one training step compiled
   alone, inside a ``lax.scan``, and vmapped over 4 runs, with XLA's convolutions and with patches, with
-  the engine's XLA options (``bnbench.engine.execution.compiler_options``); and the step alone with XLA's defaults.
+  the engine's XLA options (``bnbench.engine.policy.compiler_options``); and the step alone with XLA's defaults.
 
 Usage: ``make bench-resnet`` or ``python benchmarks/bench_resnet.py [--steps N]`` (needs flax:
 ``pip install 'bnbench[peers]'``).
@@ -245,7 +245,7 @@ def main() -> None:
     print(f"ResNet-20, batch {BATCH}, 32x32x3, {args.steps} steps per run; backend {jax.default_backend()}, "
           f"{len(devices)} devices ({devices[0].device_kind}), {os.cpu_count()} cores")
     sig = Signature.of(configs(1, [0])[0], dataset)
-    path = engine.execution("resnet", "vectorized", devices[0].platform)
+    path = engine.choose_path("resnet", "vectorized", devices[0].platform)
     print(f"vectorized engine's path: {path}, convolutions: {engine.conv_form(sig, devices[0].platform, path)}, "
           f"XLA options: {engine.compiler_options(sig, devices[0].platform) or 'none beyond the defaults'}")
     peak, flops = matmul_rate(), step_flops(dataset)
@@ -253,8 +253,8 @@ def main() -> None:
 
     def train(seeds, steps, engine_name):
         runs = configs(steps, seeds)
-        plan = engine.prepare_groups([engine.Group(Signature.of(runs[0], dataset), dataset, runs)], engine=engine_name)
-        return list(engine.train(plan))
+        assignment = engine.assign_groups([engine.Group(Signature.of(runs[0], dataset), dataset, runs)], engine=engine_name)
+        return list(engine.train_blocks(assignment))
 
     results = {}
 

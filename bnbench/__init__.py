@@ -1,43 +1,20 @@
 """bnbench: hard evidence about Batch Normalization, from a pure-JAX BN to sweeps and CSV tables.
 
-Public surface:
+The public surface is this module's names, each imported on first use:
 
-* :mod:`bnbench.norm.bn`: ``init``, ``batch_norm``, ``BNParams``, ``BNState`` (the BN function and its state;
-  ghost BN, Batch Renormalization and the running-variance convention are options of ``batch_norm``).
-* :mod:`bnbench.norm.per_example`: ``group_norm``, ``layer_norm`` (the per-example alternatives).
-* :mod:`bnbench.models`: ``make_model``, ``Normalization``, ``mlp``, ``cnn``, ``vgg``, ``resnet`` (pure
-  init/apply pairs with norm placement, every residual-unit arrangement, Fixup and SkipInit).
-* :mod:`bnbench.models.plugin`: ``Context``, ``Model`` (the contract of your own network, with bnbench's norm
-  layers injected); :mod:`bnbench.models.adapters`: ``nnx``, ``equinox`` (Flax NNX and Equinox models with
-  their norm layers swapped for bnbench's); :mod:`bnbench.data.own`: your own data (``npz:`` files,
-  loaders); :mod:`bnbench.experiment.references`: how a spec names them.
-* :mod:`bnbench.training.optimizers`: bnbench's SGD and Adam, and any optax optimizer by name.
-* :mod:`bnbench.training.recipe`: learning-rate schedules and crop-and-flip augmentation.
-* :mod:`bnbench.data.registry`: the data set registry (``load``, ``register``, ``raw_splits``);
-  :mod:`bnbench.data.files` finds, downloads and checks published files; :mod:`bnbench.data.formats` reads them.
-* :mod:`bnbench.experiment.fields`: ``RunConfig``, the registry of run fields (``FIELDS``); :mod:`bnbench.experiment.rules`
-  the values each takes.
-* :mod:`bnbench.experiment.spec`: ``load_spec``, ``Spec`` (the spec parser).
-* :mod:`bnbench.training.signature`: ``Signature``, ``HParams`` (what a program is compiled for, what it traces).
-* :mod:`bnbench.training.program`: the training program (init, train step, evaluation, a whole run as a scan).
-* :mod:`bnbench.training.outcomes`: ``RunResult`` (what a run returns and its summary: curve, activations, probes).
-* :mod:`bnbench.engine.execution`: ``run_all``, ``train_run`` (vectorized and sequential engines);
-  :mod:`bnbench.training.context`: the execution context a run's numbers depend on.
-* :mod:`bnbench.sweeping.session`: planning, locking, training and recording a spec's grid; :mod:`bnbench.results.store`:
-  the output folder (append, resume, lock, merge).
-* :mod:`bnbench.results.schema`: ``RUN_COLUMNS``, ``CURVE_COLUMNS`` (the CSV schema); :mod:`bnbench.results.metrics`:
-  each metric's range and direction.
-* :mod:`bnbench.stats.summary`: ``summarize``, ``compare``, ``compare_folders`` (mean, std, 95% CI over
-  seeds; paired differences, the difference each resolves and the pairs an undecided one needs).
-* :mod:`bnbench.stats.group_sequential`: seeds until decided (``sweep --seeds auto``), a group-sequential design.
-* :mod:`bnbench.results.frames`: ``load_runs``, ``load_curves``, ``load_activations``, ``load_probes`` (typed
-  DataFrames).
-* :mod:`bnbench.reporting.model`: ``report``, ``report_folders`` (a folder's summary, comparisons and notes,
-  or two folders side by side, as ``bnbench report``); :mod:`bnbench.reporting.page`: the page to share.
-* :mod:`bnbench.training.probes`: the mechanism probes (gradient and weight norms, internal covariate shift,
-  loss-landscape smoothness, running-statistics gap).
-* :mod:`bnbench.reporting.figures`: ``write_plots`` (a sweep's figures, PNG, PDF or SVG, no swept axis pooled).
-* :mod:`bnbench.options`: the names options choose from, their defaults, the environment read.
+* BN and its alternatives: ``batch_norm``, ``init``, ``BNParams``, ``BNState`` (:mod:`bnbench.norm.bn`);
+  ``group_norm``, ``layer_norm`` (:mod:`bnbench.norm.per_example`).
+* Models: ``make_model``, ``Model``, ``Normalization`` (:mod:`bnbench.models`); your own network's
+  contract and the Flax NNX and Equinox adapters: ``bnbench.plugin``, ``bnbench.adapters``.
+* Data and specs: ``load_dataset``, ``Dataset`` (:mod:`bnbench.data`); ``load_spec`` (every check done,
+  plugins registered: :mod:`bnbench.sweeping.plan`), ``Spec``, ``RunConfig`` (:mod:`bnbench.experiment`).
+* Training: ``run_all``, ``train_run`` (:mod:`bnbench.engine`), ``RunResult``.
+* Results: ``load_runs``, ``load_curves``, ``load_activations``, ``load_probes``, ``RUN_COLUMNS``,
+  ``CURVE_COLUMNS`` (:mod:`bnbench.results`); ``summarize``, ``compare``, ``compare_folders``
+  (:mod:`bnbench.stats`); ``report``, ``report_folders`` (:mod:`bnbench.reporting`).
+* ``BnbenchError``: every error bnbench reports to its user, with its exit code.
+
+The packages are layers, each importing only those below it (``docs/contributing.md``, "Layers").
 """
 
 import importlib
@@ -58,8 +35,8 @@ _EXPORTS = {
     "RunResult": ("bnbench.training.outcomes", "RunResult"),
     "Spec": ("bnbench.experiment.spec", "Spec"),
     "batch_norm": ("bnbench.norm.bn", "batch_norm"),
-    "compare": ("bnbench.stats.summary", "compare"),
-    "compare_folders": ("bnbench.stats.summary", "compare_folders"),
+    "compare": ("bnbench.stats.comparisons", "compare"),
+    "compare_folders": ("bnbench.stats.comparisons", "compare_folders"),
     "group_norm": ("bnbench.norm.per_example", "group_norm"),
     "init": ("bnbench.norm.bn", "init"),
     "layer_norm": ("bnbench.norm.per_example", "layer_norm"),
@@ -68,17 +45,17 @@ _EXPORTS = {
     "load_dataset": ("bnbench.data.registry", "load"),
     "load_probes": ("bnbench.results.frames", "load_probes"),
     "load_runs": ("bnbench.results.frames", "load_runs"),
-    "load_spec": ("bnbench.experiment.spec", "load_spec"),
+    "load_spec": ("bnbench.sweeping.plan", "load_checked"),
     "make_model": ("bnbench.models", "make_model"),
     "report": ("bnbench.reporting.model", "report"),
     "report_folders": ("bnbench.reporting.model", "report_folders"),
-    "run_all": ("bnbench.engine.execution", "run_all"),
+    "run_all": ("bnbench.engine", "run_all"),
     "summarize": ("bnbench.stats.summary", "summarize"),
-    "train_run": ("bnbench.engine.execution", "train_run"),
+    "train_run": ("bnbench.engine", "train_run"),
 }
 # The modules a plugin's author writes against: ``from bnbench import adapters, plugin``.
 _MODULES = {"adapters": "bnbench.models.adapters", "plugin": "bnbench.models.plugin"}
-__all__ = sorted([*_EXPORTS, *_MODULES])
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
@@ -94,4 +71,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted([*globals(), *__all__, *_MODULES])

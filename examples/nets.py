@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from bnbench import plugin
 
 
-def wide_net(ctx: plugin.Context, *, width: int = 64, depth: int = 2) -> plugin.Model:
+def wide_net(ctx: plugin.Context, *, width: int = 64, depth: int = 2) -> plugin.Network:
     """`depth` hidden layers of `width` units, a norm site and a GELU after each, a linear head."""
     features = math.prod(ctx.input_shape)
     sizes = [features] + [width] * depth + [ctx.num_classes]
@@ -29,10 +29,10 @@ def wide_net(ctx: plugin.Context, *, width: int = 64, depth: int = 2) -> plugin.
             h = norm.act(h @ layer["w"].astype(h.dtype) + layer["b"].astype(h.dtype), jax.nn.gelu)
         return h @ params[-1]["w"].astype(h.dtype) + params[-1]["b"].astype(h.dtype)
 
-    return plugin.Model(init, apply, weights=lambda params: [layer["w"] for layer in params])
+    return plugin.Network(init, apply, weights=lambda params: [layer["w"] for layer in params])
 
 
-def signal_conv(ctx: plugin.Context, *, channels: int = 16) -> plugin.Model:
+def signal_conv(ctx: plugin.Context, *, channels: int = 16) -> plugin.Network:
     """Two stride-2 convolutions over a 1-D signal (kernel 5), a norm site and a ReLU after each, then a head."""
     length, inputs = ctx.input_shape if len(ctx.input_shape) == 2 else (*ctx.input_shape, 1)
     out_length = math.ceil(math.ceil(length / 2) / 2)
@@ -52,4 +52,4 @@ def signal_conv(ctx: plugin.Context, *, channels: int = 16) -> plugin.Model:
         h = norm.act(conv(h, params["c2"]), jax.nn.relu)
         return h.reshape(h.shape[0], -1) @ params["head"].astype(h.dtype)
 
-    return plugin.Model(init, apply, weights=lambda p: [p["c1"], p["c2"], p["head"]])
+    return plugin.Network(init, apply, weights=lambda p: [p["c1"], p["c2"], p["head"]])

@@ -25,5 +25,5 @@ class SignalNet(nnx.Module):
         return self.head(h.reshape(h.shape[0], -1))
 
 
-def net(ctx: plugin.Context, *, channels: int = 16) -> plugin.Model:
+def net(ctx: plugin.Context, *, channels: int = 16) -> plugin.Network:
     return adapters.nnx(lambda rngs: SignalNet(math.prod(ctx.input_shape), channels, ctx.num_classes, rngs=rngs))

@@ -1,8 +1,9 @@
 """Rich renderings of the library's results for the command line: summaries, comparisons, profiles.
 
 Every function here turns data into text or rich renderables and prints them on a given console; none
-of them computes a statistic. Text that can hold brackets (paths, package extras, user values) is
-escaped so that rich never reads it as markup.
+of them computes a statistic, and a report's cells are :mod:`bnbench.reporting.cells`'s, the same as
+on the page. Text that can hold brackets (paths, package extras, user values) is escaped so that rich
+never reads it as markup.
 """
 
 from __future__ import annotations
@@ -15,131 +16,21 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
-from bnbench import options
-from bnbench.results import metrics
-from bnbench.results import schema
+from bnbench.reporting.cells import (
+    CLIPPED_NOTE, best_row, compare_cells, number, plural, summary_cells, summary_title, verdicts,
+)
+from bnbench.experiment.rules import csv_value
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from bnbench.reporting.model import Report
 
-CLIPPED_NOTE = "* interval clipped to the range the metric can take"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
 
 def say(console: Console, text: str) -> None:
     """Prints plain text (never markup), wrapped only where the terminal wraps it, so that a path is
     never broken mid-word."""
     console.print(escape(text), soft_wrap=True)
-
-
-def number(value, digits: int = 4) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _mean_std(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "—"
-    return number(mean) if math.isnan(std) else f"{number(mean)} ± {number(std)}"
-
-
-def _interval(low: float, high: float, clipped: bool) -> str:
-    return "—" if math.isnan(low) else f"[{number(low)}, {number(high)}]" + ("*" if clipped else "")
-
-
-def summary_cells(table: pd.DataFrame, by: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a :func:`bnbench.stats.summary.summarize` table."""
-    header = [*by, "n", "diverged", "mean ± std", "95% CI"]
-    rows = [
-        [
-            *(str(row[c]) for c in by),
-            str(row["n"]),
-            str(row["diverged"]),
-            _mean_std(row["mean"], row["std"]),
-            "no spread" if row["std"] == 0 else _interval(row["ci_low"], row["ci_high"], row.get("ci_clipped", False)),
-        ]
-        for row in table.to_dict("records")
-    ]
-    return header, rows
-
-
-def compare_cells(table: pd.DataFrame, by: list[str], a: str, b: str, alpha: float = 0.05) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a :func:`bnbench.stats.summary.compare` table."""
-    level = f"{100 * (1 - alpha):.4g}%"
-    mean = f"mean {a} − {b}"  # the table's title names both sides: long names need not widen the column
-    header = [*by, "pairs", mean if len(mean) <= 16 else "mean diff", f"{level} CI (paired t)", "resolves", "verdict"]
-    rows = [
-        [
-            *(str(row[c]) for c in by),
-            str(row["pairs"]),
-            number(row["mean_diff"]),
-            _interval(row["ci_low"], row["ci_high"], row["ci_clipped"]),
-            "—" if math.isnan(row["resolvable_diff"]) else f"±{number(row['resolvable_diff'])}",
-            _short_verdict(row, a, b),
-        ]
-        for row in table.to_dict("records")
-    ]
-    return header, rows
-
-
-def _short_verdict(row: dict, a: str, b: str) -> str:
-    decision = row["decision"]
-    if decision in ("higher", "lower"):
-        return f"{a} {decision}"
-    if decision == "within_margin":
-        return f"{a} ≈ {b}"
-    return "undecided" if row["pairs"] >= 3 else f"undecided ({row['pairs']} pairs; needs 3)"
-
-
-def _needed(row: dict) -> str:
-    needed = row["pairs_needed"]
-    if math.isnan(needed):
-        return ""
-    if math.isinf(needed):
-        return f"; more than {options.MOST_PAIRS} pairs would be needed to resolve a difference this small"
-    return f"; ~{needed:.0f} pairs would resolve a difference this size (an estimate)"
-
-
-def verdicts(result: Report) -> list[str]:
-    """One plain sentence per comparison row of a report (its direction, a difference ruled out, or
-    what it lacks), then how to decide the undecided ones."""
-    lines, undecided = [], False
-    for c in result.comparisons:
-        for row in c.table.to_dict("records"):
-            where = ", ".join(f"{axis}={row[axis]}" for axis in c.by)
-            lines.append(f"verdict{f' ({where})' if where else ''}: {_sentence(c, row, result)}")
-            undecided |= row["decision"] == "undecided"
-    if undecided:
-        lines.append("undecided rows need more seeds: `bnbench sweep SPEC --seeds N` extends this sweep; "
-                     "`--seeds auto` adds seeds until every comparison is decided")
-    return lines
-
-
-def _sentence(c, row: dict, result: Report) -> str:
-    """The sentence of one comparison row."""
-    level = f"{100 * (1 - result.alpha):.4g}% CI"
-    numbers = f"{number(row['mean_diff'])}, {level} [{number(row['ci_low'])}, {number(row['ci_high'])}] over " \
-              f"{plural(row['pairs'], 'pair')}"
-    if row["decision"] in ("higher", "lower"):
-        return f"{c.axis}={c.a} gives {row['decision']} {result.metric} than {c.b}: {numbers}"
-    if row["decision"] == "within_margin":
-        return f"{c.axis}={c.a} and {c.b} differ by less than ±{result.margin:g} in {result.metric}: {numbers}"
-    if math.isnan(row["ci_low"]):
-        return f"{c.axis}={c.a} vs {c.b} undecided: {row['verdict']}"
-    return f"{c.axis}={c.a} vs {c.b} undecided: {numbers}{_needed(row)}"
-
-
-def best_row(table: pd.DataFrame, metric: str) -> int | None:
-    """The row with the best mean (:func:`bnbench.results.metrics.higher_is_better`: highest for accuracies,
-    lowest for losses), if there are two rows or more to choose from and the metric has a better way."""
-    better = metrics.higher_is_better(metric)
-    if len(table) < 2 or not table["mean"].notna().any() or better is None:
-        return None
-    return int(table["mean"].idxmax() if better else table["mean"].idxmin())
 
 
 # Columns whose cells stay on one line (numbers, intervals); the others wrap between words.
@@ -205,7 +96,7 @@ def dry_run_table(spec, runs) -> Table:
     for column in ("#", "run_id", *axes, "seed"):
         table.add_column(column)
     for i, run in enumerate(runs):
-        values = [str(schema.csv_value(getattr(run, a))) for a in axes]
+        values = [str(csv_value(getattr(run, a))) for a in axes]
         table.add_row(str(i + 1), run.run_id, *map(escape, values), str(run.seed))
     return table
 
@@ -217,7 +108,7 @@ def run_label(config, axes) -> str:
         field, _, argument = axis.partition(".")  # "model_args.NAME": one keyword argument
         return dict(getattr(config, field)).get(argument) if argument else getattr(config, axis)
 
-    return " ".join([*(f"{a}={schema.csv_value(value(a))}" for a in axes), f"seed={config.seed}"])
+    return " ".join([*(f"{a}={csv_value(value(a))}" for a in axes), f"seed={config.seed}"])
 
 
 def run_line(index: int, total: int, label: str, run_id: str, status: str, metric: float, wall_s: float) -> str:
@@ -282,11 +173,7 @@ def _profile_verdict(rows: list) -> str:
     return text
 
 
-def summary_title(name: str, metric: str, runs: int) -> str:
-    return f"{name}: {metric} over seeds ({plural(runs, 'run')})"
-
-
-def report(console: Console, result: Report, fmt: str) -> None:
+def print_report(console: Console, result: Report, fmt: str) -> None:
     """A :class:`bnbench.reporting.model.Report`'s tables: the summary, the comparisons, then one verdict
     line per comparison row; with ``fmt="csv"`` one table alone: the comparisons, one after another
     (column ``compared`` names each), when there are any, else the summary."""
@@ -319,8 +206,8 @@ def look_line(look, design) -> str:
 
 
 def csv_table(result: Report) -> pd.DataFrame:
-    """The one table ``--format csv`` writes (see :func:`report`)."""
-    import pandas as pd
+    """The one table ``--format csv`` writes (see :func:`print_report`)."""
+    import pandas as pd  # here: pandas, which help does without
 
     if not result.comparisons:
         return result.summary

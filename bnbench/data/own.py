@@ -3,7 +3,7 @@
 ``dataset = "npz:data/signals.npz"`` reads the arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``
 (and, optionally, the scalar ``num_classes``) from a NumPy ``.npz`` file, without pickle; the path is
 relative to the spec. ``dataset = "./load.py:load"`` (or ``"package.module:function"``, or an entry
-point of the ``bnbench.datasets`` group; :mod:`bnbench.experiment.references`) calls a function of no arguments
+point of the ``bnbench.datasets`` group; :mod:`bnbench.data.references`) calls a function of no arguments
 that returns the same four arrays, a mapping holding them, or a :class:`bnbench.data.registry.Dataset`.
 
 The arrays are checked before anything trains (:func:`check`): ``x`` floating point, finite, each
@@ -23,7 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from bnbench import data
-from bnbench.experiment import references
+from bnbench.data import references
 from bnbench.data.registry import DataError, Dataset, DatasetInfo
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")

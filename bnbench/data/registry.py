@@ -46,7 +46,7 @@ class DatasetInfo(NamedTuple):
 
     ``build(num_samples, folder)`` makes it (``folder`` holds its files, None for generated data);
     ``split`` is its default (train, test) size; ``source`` its published files (None if generated).
-    A researcher's own data set (:func:`register_reference`) has its ``origin`` (the file or module it
+    A researcher's own data set (:func:`bnbench.data.own.register_reference`) has its ``origin`` (the file or module it
     came from) and the ``digest`` of its arrays.
     """
 

@@ -21,15 +21,18 @@ import json
 from typing import Any, NamedTuple
 
 from bnbench.experiment import rules
+from bnbench.norm.settings import BNSettings
 from bnbench.options import (
-    ACTIVATIONS, AUGMENTATIONS, DROPOUT_PLACEMENTS, DTYPES, EVAL_STATS, INITS, MODELS, NORMS, OPTIMIZERS, PLACEMENTS,
-    PROBES, RESIDUAL_UNITS, RUNNING_VARIANCES, SCHEDULES, SHORTCUTS,
+    ACTIVATIONS, AUGMENTATIONS, DROPOUT_PLACEMENTS, DTYPES, EVAL_STATS, INITS, MODELS, NORMS, PLACEMENTS, PROBES,
+    RESIDUAL_UNITS, RUNNING_VARIANCES, SCHEDULES, SHORTCUTS,
 )
 
 # How a field enters the compiled training program (FieldSpec.compiled).
 COMPILED_AS = ("value", "switch", "norm", "schedule", "data", "optimizer", None)
 # How a swept field is drawn on a figure's x axis (FieldSpec.scale).
 SCALES = ("linear", "log", "one_minus", "categorical")
+# BN's traced settings are run fields of their names, with BNSettings' defaults.
+_BN = BNSettings()
 
 
 class FieldSpec(NamedTuple):
@@ -68,12 +71,6 @@ def _datasets() -> tuple[str, ...]:
     from bnbench import data  # here: registering data sets imports numpy, which `bnbench --help` does without
 
     return tuple(name for name in sorted(data.REGISTRY) if not data.REGISTRY[name].origin)
-
-
-def _optimizers() -> tuple[str, ...]:
-    from bnbench.training import optimizers  # here: optax imports JAX, which `bnbench --help` does without
-
-    return optimizers.choices()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,19 +116,19 @@ class RunConfig:
         label="ghost batch size (whole batch at the batch size)")
     renorm: bool = _field(False, rules.boolean(), "Batch Renormalization, Ioffe 2017 (norm = batch only)",
                           compiled="norm", combination=True)
-    renorm_rmax: float = _field(3.0, rules.real(1.0, lo_open=False), "renorm's bound on r (fixed, no ramp-up)",
-                                traced=True, scale="linear")
-    renorm_dmax: float = _field(5.0, rules.real(0.0, lo_open=False), "renorm's bound on d (fixed, no ramp-up)",
-                                traced=True, scale="linear")
+    renorm_rmax: float = _field(_BN.renorm_rmax, rules.real(1.0, lo_open=False),
+                                "renorm's bound on r (fixed, no ramp-up)", traced=True, scale="linear")
+    renorm_dmax: float = _field(_BN.renorm_dmax, rules.real(0.0, lo_open=False),
+                                "renorm's bound on d (fixed, no ramp-up)", traced=True, scale="linear")
     running_var: str = _field(
         "biased", rules.choice(lambda: RUNNING_VARIANCES),
         "the batch variance averaged into BN's running variance: biased, or unbiased (PyTorch's)", compiled="norm")
     batch_size: int = _field(64, rules.integer(1), "examples per training step, at most the training split",
                              compiled="value", scale="log", combination=True, label="batch size")
-    epsilon: float = _field(1e-5, rules.real(0.0, lo_open=True), "epsilon of the norm layer", traced=True,
+    epsilon: float = _field(_BN.epsilon, rules.real(0.0, lo_open=True), "epsilon of the norm layer", traced=True,
                             scale="log", label="BN epsilon")
     momentum: float = _field(
-        0.99, rules.real(0.0, 1.0, lo_open=False),
+        _BN.momentum, rules.real(0.0, 1.0, lo_open=False),
         "BN's running-statistics EMA decay: running = momentum*running + (1-momentum)*batch (flax/keras; "
         "PyTorch's momentum=0.1 is 0.9 here)", traced=True, scale="one_minus",
         label="BN momentum (running = m·running + (1−m)·batch)")
@@ -143,7 +140,8 @@ class RunConfig:
     precise_batches: int = _field(100, rules.integer(1), "training batches the precise statistics are computed over",
                                   compiled="value", scale="log")
     optimizer: str = _field(
-        "adam", rules.choice(_optimizers, "sgd | adam | the name of an optax optimizer (`bnbench.training.optimizers.choices()`)"),
+        # Only a layer that may import optax knows its names: bnbench.sweeping.plan checks them.
+        "adam", rules.deferred("sgd | adam | the name of an optax optimizer (`bnbench.training.optimizers.choices()`)"),
         "sgd (with momentum, L2 weight decay added to the gradient), adam (AdamW: decoupled weight decay), or any "
         "optax optimizer by name (adamw, lamb, lion, rmsprop, ...; bnbench.training.optimizers)", compiled="value",
         combination=True, default_text="adam")

@@ -49,9 +49,8 @@ def _listed(choices: tuple[str, ...]) -> str:
     return ", ".join(repr(c) for c in choices)
 
 
-def choice(choices: Callable[[], tuple[str, ...]], described: str | None = None) -> Rule:
-    """One of ``choices()`` (a function: the data sets are known only once registered); ``described``
-    says so in words where the choices depend on an installed package's version."""
+def choice(choices: Callable[[], tuple[str, ...]]) -> Rule:
+    """One of ``choices()`` (a function: the data sets are known only once registered)."""
 
     def check(v):
         if v in choices():
@@ -59,11 +58,18 @@ def choice(choices: Callable[[], tuple[str, ...]], described: str | None = None)
         close = difflib.get_close_matches(v, choices(), n=1) if isinstance(v, str) else []
         return f"must be one of {_listed(choices())}, got {v!r}" + (f"; did you mean {close[0]!r}?" if close else "")
 
-    return Rule(check, str, "str", lambda: described or " | ".join(choices()))
+    return Rule(check, str, "str", lambda: " | ".join(choices()))
+
+
+def deferred(described: str) -> Rule:
+    """A name that only a layer above this one can check (an optax optimizer's: knowing optax's names
+    imports optax, hence JAX, which a spec's dry run does without). Every value passes here; the layer
+    that may import what the check needs refuses the others (:func:`bnbench.sweeping.plan.check_spec`)."""
+    return Rule(lambda v: None, str, "str", lambda: described)
 
 
 def reference(builtins: Callable[[], tuple[str, ...]], files: tuple[str, ...] = ()) -> Rule:
-    """One of ``builtins()``, or a reference to the user's own code or data (:mod:`bnbench.experiment.references`):
+    """One of ``builtins()``, or a reference to the user's own code or data (:mod:`bnbench.data.references`):
     ``path.py:function``, ``package.module:function``, an entry point's name, or ``PREFIX:path`` for a
     prefix in ``files`` (``npz:data.npz``). Only the form is checked here; resolving it is the spec's."""
 
@@ -159,6 +165,20 @@ def parse_scalar(text: str):
         except ValueError:
             pass
     return _parse_boolean(text) if text.lower() in ("true", "false") else text
+
+
+def _is_pairs(value) -> bool:
+    return bool(value) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value)
+
+
+def csv_value(value):
+    """A field's value as written to CSV and matched in comparisons: tuples (widths) dash-separated (the
+    form ``parse`` reads back), keyword arguments as ``name=value;...``."""
+    if isinstance(value, tuple) and _is_pairs(value):
+        return ";".join(f"{k}={csv_value(v)}" for k, v in value)
+    if isinstance(value, tuple):
+        return "-".join(str(v) for v in value)
+    return value
 
 
 def as_pairs(value) -> tuple[tuple[str, object], ...]:

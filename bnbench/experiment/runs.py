@@ -1,18 +1,18 @@
 """One combination of a spec's fields resolved into a :class:`bnbench.experiment.fields.RunConfig`, with the checks
 a combination needs as a whole: a batch that fits the training split, options the model or norm layer
-has (others would be silently ignored), steps and evaluation intervals that agree, and a plugin network
-that builds for the run (:mod:`bnbench.models.plugin`)."""
+has (others would be silently ignored), steps and evaluation intervals that agree. The checks that need
+JAX (a plugin network that builds for the run, an optax optimizer's arguments) are the planner's
+(:func:`bnbench.sweeping.plan.check_runs`)."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from bnbench import data
 from bnbench.experiment import rules
 from bnbench.experiment.fields import ARGUMENT_FIELDS, RunConfig
 from bnbench.errors import BnbenchError
-from bnbench.options import DEFAULT_DEPTH, DEFAULT_WIDTHS, MODELS, OPTIMIZERS
+from bnbench.options import DEFAULT_DEPTH, DEFAULT_WIDTHS, MODELS
 
 
 class SpecError(BnbenchError):
@@ -55,19 +55,15 @@ def resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
     fields = {**fields, "widths": widths}
     depth = _check_model_options(fields, source)
     _check_norm_options(fields, source)
-    _check_optimizer(fields, source)
     if fields["augment"] != "none" and len(info.input_shape) != 3:
         raise SpecError(source, "augment", f"{fields['augment']!r} takes images; {fields['dataset']!r} is not an image data set")
     steps = fields["epochs"] * (train_size // batch_size) if fields["epochs"] else fields["steps"]
     eval_every = _check_steps(fields, steps, source)
-    run = RunConfig(**{
+    return RunConfig(**{
         **fields, "num_samples": num_samples, "steps": steps, "eval_every": eval_every, "widths": widths, "depth": depth,
         "eval_stats": tuple(fields["eval_stats"]), "probes": tuple(fields["probes"]),
         "lr_milestones": tuple(fields["lr_milestones"]), "seed": seed,
     })
-    if run.model not in MODELS:
-        _check_plugin(run, source)
-    return run
 
 
 def _check_steps(fields: dict[str, Any], steps: int, source: str) -> int:
@@ -139,38 +135,3 @@ def _check_norm_options(fields: dict[str, Any], source: str) -> None:
             raise SpecError(source, "groups", f"{fields['groups']} does not divide the widths {bad}")
     if ghost and fields["batch_size"] % ghost:
         raise SpecError(source, "ghost_batch_size", f"{ghost} does not divide batch_size {fields['batch_size']}")
-
-
-def _check_optimizer(fields: dict[str, Any], source: str) -> None:
-    if fields["optimizer"] in OPTIMIZERS and not fields["optimizer_args"]:
-        return
-    from bnbench.training import optimizers  # here: optax imports JAX, which bnbench's own optimizers do without
-
-    problem = optimizers.check_args(fields["optimizer"], dict(fields["optimizer_args"]))
-    if problem:
-        raise SpecError(source, "optimizer_args", problem)
-
-
-def _check_plugin(run: RunConfig, source: str) -> None:
-    """Builds the run's plugin network as the engine will (its sites found, its logits checked), so that
-    a broken plugin is refused before anything trains."""
-    from bnbench import models
-    from bnbench.experiment import references  # here: plugins need JAX; specs of built-in models do without
-
-    found = models.PLUGINS[run.model]
-    try:
-        references.check_keywords(found.function, dict(run.model_args), found.where, "model")
-        _built(run.model, run.model_args, found.source, run.dataset, run.placement, run.norm, run.dtype)
-    except references.ReferenceError as err:
-        raise SpecError(source, "model", str(err)) from None
-
-
-@functools.lru_cache(maxsize=64)
-def _built(model: str, model_args: tuple, source: str, dataset: str, placement: str, norm: str, dtype: str):
-    """The plugin network of one combination, built and traced once per combination."""
-    from bnbench import models
-
-    info = data.info(dataset)
-    return models.make_model(model, input_shape=info.input_shape, widths=(), num_classes=info.num_classes,
-                             placement=placement, norm=models.Normalization(norm), dtype=dtype, model_args=model_args,
-                             model_source=source)

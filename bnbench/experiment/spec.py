@@ -5,9 +5,13 @@ A spec has top-level fields (one value each; every run field, its default and it
 of keyword arguments (``[model_args]``, ``[optimizer_args]``) and an optional ``[grid]`` table whose
 keys are run fields, or ``"model_args.NAME"``, and whose values are lists to sweep. The grid is the
 Cartesian product of its axes in the order written, times the seeds. References to a researcher's own
-network or data (:mod:`bnbench.experiment.references`) are relative to ``base_dir`` (default: the spec file's
-folder); they are loaded when the spec is. Every value is validated before anything runs; a problem
+network or data (:mod:`bnbench.data.references`) are relative to ``base_dir`` (default: the spec file's
+folder); data sets are loaded when the spec is. Every value is validated before anything runs; a problem
 raises :class:`SpecError` with a one-line message naming the file and the field.
+
+This layer imports no JAX: what needs it (a plugin network's existence and norm sites, the name and
+arguments of an optax optimizer) is checked when the spec is planned (:func:`bnbench.sweeping.plan.check_spec`,
+which ``bnbench.load_spec`` and every sweep, dry run or not, go through).
 """
 
 from __future__ import annotations
@@ -22,15 +26,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from bnbench.data import own
+from bnbench.errors import BnbenchError
 from bnbench.experiment import rules
 from bnbench.experiment.fields import (
     ARGUMENT_FIELDS, COMBINATION_FIELDS, FIELD_DEFAULTS, FIELDS, LATER_FIELDS, LIST_FIELDS, RUN_FIELDS, RunConfig,
 )
-from bnbench.errors import BnbenchError
-from bnbench.options import DEFAULT_WIDTHS, MODELS
+from bnbench.experiment.question import check_comparisons, check_margin
 from bnbench.experiment.rules import Rule
-from bnbench.results.schema import csv_value
 from bnbench.experiment.runs import SpecError, argument_key, resolve
+from bnbench.options import DEFAULT_WIDTHS, MODELS
 
 
 RULES: dict[str, Rule] = {name: spec.rule for name, spec in FIELDS.items()}
@@ -79,10 +84,8 @@ class Spec:
     @property
     def has_references(self) -> bool:
         """Whether a model or data set of the grid is a reference to the user's own (not built in)."""
-        from bnbench import data  # here: the data set registry imports numpy
-
-        builtin_data = {n for n, info in data.REGISTRY.items() if info.origin is None}
-        return any(m not in MODELS for m in self.axis("model")) or any(d not in builtin_data for d in self.axis("dataset"))
+        models, datasets = self.axis("model"), self.axis("dataset")
+        return any(m not in MODELS for m in models) or any(own.is_reference(d) for d in datasets)
 
     @property
     def datasets(self) -> list[str]:
@@ -103,13 +106,14 @@ class Spec:
                 runs.append(resolve(fields, seed, self.source))
         return runs
 
-    def validate(self, source: str | None = None) -> None:
+    def validate(self, source: str | None = None) -> list[RunConfig]:
         """Raises :class:`SpecError` (naming ``source``, default the spec's) if any run of the grid
         would be invalid, as :meth:`expand` would, without building the whole grid: only the axes that
-        the checks of a combination read are crossed, and only one seed."""
+        the checks of a combination read are crossed, and only one seed. Returns the run of each
+        combination it checked, for the checks of the layers above (:mod:`bnbench.sweeping.plan`)."""
         axes = [a for a in self.grid if a in COMBINATION_FIELDS or argument_key(a)]
-        for combo in itertools.product(*(self.grid[a] for a in axes)):
-            resolve({**self.values, **dict(zip(axes, combo))}, self.seeds[0], source or self.source)
+        return [resolve({**self.values, **dict(zip(axes, combo))}, self.seeds[0], source or self.source)
+                for combo in itertools.product(*(self.grid[a] for a in axes))]
 
     def to_toml(self) -> str:
         """The spec as TOML, every field written out once (a swept field only in ``[grid]``); loading
@@ -213,8 +217,10 @@ def _check_seeds(source: str, seeds: Any) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
-    """Validates a spec given as a dict (as read from TOML) and returns a :class:`Spec`."""
+def parse_spec(raw: dict[str, Any], *, source: str, default_name: str, validate: bool = True) -> Spec:
+    """Validates a spec given as a dict (as read from TOML) and returns a :class:`Spec`; with
+    ``validate=False`` its combinations are left to the caller's :meth:`Spec.validate`, for a caller that
+    first checks what this layer cannot (:func:`bnbench.sweeping.plan.check_spec`)."""
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise _unknown_key(source, key, TOP_LEVEL_KEYS, "top-level")
@@ -239,63 +245,11 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str) -> Spec:
     seeds = _check_seeds(source, raw.get("seeds", 1))
     _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
     spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source, base_dir=_base_dir(raw, source),
-                comparisons=_check_comparisons(source, raw.get("compare", []), grid), margin=_check_margin(source, raw))
-    resolve_references(spec, source)
-    spec.validate()
+                comparisons=check_comparisons(source, raw.get("compare", []), grid), margin=check_margin(source, raw))
+    _register_datasets(spec, source)
+    if validate:
+        spec.validate()
     return spec
-
-
-def parse_comparison(text: str) -> tuple[str, str, str] | None:
-    """``AXIS=A,B`` as ``(axis, a, b)``; None if ``text`` is not of that form."""
-    axis, _, values = text.partition("=")
-    pair = values.split(",")
-    return (axis.strip(), pair[0].strip(), pair[1].strip()) if axis.strip() and len(pair) == 2 and all(pair) else None
-
-
-def _check_comparisons(source: str, texts: Any, grid: dict[str, list]) -> tuple[tuple[str, str, str], ...]:
-    """The spec's ``compare`` list: each ``"AXIS=A,B"`` names a grid axis and two of its values."""
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise SpecError(source, "compare", f'must be a list of "AXIS=A,B" strings, got {texts!r}')
-    comparisons = []
-    for text in texts:
-        comparison = parse_comparison(text)
-        if comparison is None:
-            raise SpecError(source, "compare", f'expected "AXIS=A,B" (e.g. "placement=pre,post"), got {text!r}')
-        axis, a, b = comparison
-        if axis not in grid:
-            raise SpecError(source, "compare", f"{text!r}: {axis} is not an axis of [grid] ({', '.join(grid) or 'none'})")
-        written = [str(csv_value(tuple(v) if isinstance(v, list) else v)) for v in grid[axis]]
-        for value in (a, b):
-            if not any(_same_value(value, w, v) for w, v in zip(written, grid[axis])):
-                raise SpecError(source, "compare", f"{text!r}: {value} is not a value of grid.{axis} ({', '.join(written)})")
-        if a == b:
-            raise SpecError(source, "compare", f"{text!r}: compares {a} with itself")
-        comparisons.append(comparison)
-    return tuple(dict.fromkeys(comparisons))
-
-
-def _same_value(text: str, written: str, value: Any) -> bool:
-    """Whether ``text`` names ``value`` (written ``written``), as :func:`bnbench.stats.summary.compare` matches
-    runs: booleans in any case, numbers by value (``1e-5`` is 1e-05)."""
-    if isinstance(value, bool):
-        return text.lower() == written.lower()
-    if isinstance(value, (int, float)):
-        try:
-            return float(text) == value
-        except ValueError:
-            return False
-    return text == written
-
-
-def _check_margin(source: str, raw: dict[str, Any]) -> float | None:
-    margin = raw.get("margin")
-    if margin is None:
-        return None
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < math.inf:
-        raise SpecError(source, "margin", f"must be a difference > 0 of the compared metric (e.g. 0.01), got {margin!r}")
-    if "compare" not in raw:
-        raise SpecError(source, "margin", "applies to the spec's comparisons; add compare = [\"AXIS=A,B\"]")
-    return float(margin)
 
 
 def _base_dir(raw: dict[str, Any], source: str) -> Path:
@@ -323,27 +277,15 @@ def _parse_grid(grid_raw: Any, source: str) -> dict[str, list[Any]]:
     return grid
 
 
-def resolve_references(spec: Spec, source: str) -> None:
-    """Loads and registers the researcher's own data sets and networks the spec's grid names
-    (:mod:`bnbench.data.own`, :func:`bnbench.models.register_plugin`), relative to its ``base_dir``;
-    raises :class:`SpecError` naming the field and the file."""
-    from bnbench.data import own
-
+def _register_datasets(spec: Spec, source: str) -> None:
+    """Loads and registers the researcher's own data sets the spec's grid names (:mod:`bnbench.data.own`),
+    relative to its ``base_dir``; raises :class:`SpecError` naming the field and the file."""
     for text in spec.axis("dataset"):
         if own.is_reference(text):
             try:
                 own.register_reference(text, spec.base_dir)
             except BnbenchError as err:
                 raise SpecError(source, "dataset", str(err)) from None
-    plugins = [m for m in spec.axis("model") if m not in MODELS]
-    if plugins:
-        from bnbench import models  # here: a plugin network needs JAX, built-in specs plan without it
-
-        for text in plugins:
-            try:
-                models.register_plugin(text, spec.base_dir)
-            except BnbenchError as err:
-                raise SpecError(source, "model", str(err)) from None
 
 
 def _is_list_of_lists(value: Any) -> bool:
@@ -381,8 +323,9 @@ def _check_axis(source: str, key: str, axis: Any) -> list[Any]:
     return values
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Reads and validates a TOML spec file; its name defaults to the file's stem."""
+def load_spec(path: str | Path, *, validate: bool = True) -> Spec:
+    """Reads and validates a TOML spec file (``validate``: as :func:`parse_spec`); its name defaults to
+    the file's stem."""
     path = Path(path)
     source = str(path)
     if path.is_dir():
@@ -395,11 +338,12 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(source, "TOML syntax", str(err)) from None
     except UnicodeDecodeError:
         raise SpecError(source, "file", "is not UTF-8 text") from None
-    return parse_spec(raw, source=source, default_name=path.stem)
+    return parse_spec(raw, source=source, default_name=path.stem, validate=validate)
 
 
-def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None) -> Spec:
-    """Applies command-line overrides: ``key=v1,v2`` replaces or adds a grid axis; ``seeds`` a count.
+def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None, validate: bool = True) -> Spec:
+    """Applies command-line overrides: ``key=v1,v2`` replaces or adds a grid axis; ``seeds`` a count
+    (``validate``: as :func:`parse_spec`).
 
     ``eval_stats`` takes one list, comma- or dash-separated (``eval_stats=running,precise`` evaluates
     every run both ways); ``widths`` values are dash-separated lists, several of them comma-separated.
@@ -428,6 +372,7 @@ def with_overrides(spec: Spec, *, sets: list[str] = (), seeds: int | None = None
     _check_steps_or_epochs("--set", spec.values, grid, steps_written=False)
     new_seeds = spec.seeds if seeds is None else _check_seeds("--seeds", seeds)
     updated = dataclasses.replace(spec, grid=grid, seeds=new_seeds)
-    resolve_references(updated, "--set")
-    updated.validate(source="--set" if sets else "--seeds")
+    _register_datasets(updated, "--set")
+    if validate:
+        updated.validate(source="--set" if sets else "--seeds")
     return updated

@@ -23,7 +23,7 @@ from bnbench.models.plugged import plugged
 from bnbench.models.resnet import resnet
 from bnbench.models.vgg import vgg
 from bnbench.options import DEFAULT_DEPTH
-from bnbench.experiment.references import MODEL_GROUP, Function, resolve
+from bnbench.data.references import MODEL_GROUP, Function, resolve
 
 FAMILIES: dict[str, Callable[..., Model]] = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "resnet": resnet}
 # The plugin networks (bnbench.models.plugin) a spec referenced, by the reference as written.
@@ -31,7 +31,7 @@ PLUGINS: dict[str, Function] = {}
 
 
 def register_plugin(text: str, base_dir: Path) -> Function:
-    """Resolves the model reference ``text`` relative to ``base_dir`` (:func:`bnbench.experiment.references.resolve`)
+    """Resolves the model reference ``text`` relative to ``base_dir`` (:func:`bnbench.data.references.resolve`)
     and registers it under ``text``, replacing an earlier registration of that text."""
     PLUGINS[text] = found = resolve(text, base_dir, MODEL_GROUP, "model", tuple(FAMILIES))
     return found

@@ -49,7 +49,7 @@ def _site(x):
     return _CURRENT.get()(x)
 
 
-def nnx(make: Callable) -> plugin.Model:
+def nnx(make: Callable) -> plugin.Network:
     """A Flax NNX model ``make(nnx.Rngs(key))`` with its norm layers swapped for bnbench's. Its
     parameters are its ``nnx.Param`` variables; its other state (random-number streams, counters) is kept
     as built, so its own dropout draws the same masks every step: use the run's ``dropout`` instead."""
@@ -79,7 +79,7 @@ def nnx(make: Callable) -> plugin.Model:
         with _norm_in_use(norm):
             return module(x)
 
-    return plugin.Model(init, apply, placement_fixed=True)
+    return plugin.Network(init, apply, placement_fixed=True)
 
 
 def _replace(root, path: tuple, new) -> None:
@@ -93,7 +93,7 @@ def _replace(root, path: tuple, new) -> None:
         setattr(parent, path[-1], new)
 
 
-def equinox(make: Callable, *, stateful: bool | None = None) -> plugin.Model:
+def equinox(make: Callable, *, stateful: bool | None = None) -> plugin.Network:
     """An Equinox model ``make(key)`` (or ``make(key) -> (model, state)``, as
     ``eqx.nn.make_with_state`` builds one) with its norm layers swapped for bnbench's, called per
     example under ``jax.vmap(axis_name="batch")``. ``stateful``: whether the model is called as
@@ -137,5 +137,5 @@ def equinox(make: Callable, *, stateful: bool | None = None) -> plugin.Model:
         norm.absorb(states, preacts)
         return logits
 
-    return plugin.Model(init, apply, placement_fixed=True)
+    return plugin.Network(init, apply, placement_fixed=True)
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from bnbench.norm import bn
 from bnbench.norm import per_example
+from bnbench.norm.settings import BNSettings
 
 ACTIVATION_FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -67,10 +68,10 @@ class Model(NamedTuple):
     family-specific); ``state`` holds one :class:`bnbench.norm.bn.BNState` per BN layer, in forward order,
     and is empty otherwise.
     ``apply(params, state, x, *, train, eval_stats="running", **scalars) -> (float32 logits, new_state)``:
-    ``scalars`` are the fields of :class:`Scalars` (momentum, epsilon and the renorm bounds are BN's,
-    see :mod:`bnbench.norm.bn`, and may be traced). In evaluation (``train=False``) BN normalizes with the
-    running statistics (``eval_stats="running"``) or with the statistics of the batch ``x`` itself
-    (``"batch"``; plain BN, state unchanged).
+    ``scalars`` are the fields of :class:`Scalars` (``bn_settings``: the run's
+    :class:`bnbench.norm.settings.BNSettings`, which may be traced). In evaluation (``train=False``) BN
+    normalizes with the running statistics (``eval_stats="running"``) or with the statistics of the
+    batch ``x`` itself (``"batch"``; plain BN, state unchanged).
     ``preactivations(params, state, x, **same keywords) -> [array, ...]``: the input to each
     nonlinearity, in evaluation mode. In training, ``noise_key``/``noise_strength`` add noise after
     every norm layer (:func:`add_noise`) and ``dropout_key``/``dropout_rate`` apply dropout
@@ -91,10 +92,7 @@ class Scalars(NamedTuple):
     """The traced scalars and per-step keys of the layers (training-only randomness is off when a key
     is ``None``)."""
 
-    momentum: float | jax.Array = bn.DEFAULT_MOMENTUM
-    epsilon: float | jax.Array = bn.DEFAULT_EPSILON
-    renorm_rmax: float | jax.Array = bn.DEFAULT_RENORM_RMAX
-    renorm_dmax: float | jax.Array = bn.DEFAULT_RENORM_DMAX
+    bn_settings: BNSettings = BNSettings()
     noise_key: jax.Array | None = None
     noise_strength: float | jax.Array = 0.0
     dropout_key: jax.Array | None = None
@@ -142,22 +140,20 @@ def normalize(h, params, state, norm: Normalization, *, train: bool, eval_stats:
     if norm.kind in ("group", "layer"):
         groups = norm.groups if norm.kind == "group" else 1  # LayerNorm is GroupNorm with one group
         batch = h[None] if axis_name else h  # one example of a vmapped batch: a batch of one
-        out = per_example.group_norm(batch, params, groups=groups, epsilon=scalars.epsilon)
+        out = per_example.group_norm(batch, params, groups=groups, epsilon=scalars.bn_settings.epsilon)
         return (out[0] if axis_name else out), state
     if not train and eval_stats == "batch":
-        return bn.batch_norm(h, params, state, train=True, epsilon=scalars.epsilon, axis_name=axis_name)[0], state
+        y, _ = bn.batch_norm(h, params, state, train=True, epsilon=scalars.bn_settings.epsilon, axis_name=axis_name)
+        return y, state
     return bn.batch_norm(
         h,
         params,
         state,
         train=train,
-        momentum=scalars.momentum,
-        epsilon=scalars.epsilon,
+        **scalars.bn_settings._asdict(),
         axis_name=axis_name if train else None,
         ghost_batch_size=norm.ghost_batch_size,
         renorm=norm.renorm,
-        renorm_rmax=scalars.renorm_rmax,
-        renorm_dmax=scalars.renorm_dmax,
         running_var=norm.running_var,
     )
 
@@ -220,7 +216,7 @@ class BlockNorm(NamedTuple):
 
 def normal_weights(key: jax.Array, shapes: Sequence[tuple[int, ...]], stds: Sequence[float]) -> list[jax.Array]:
     """One normal array per shape, times its standard deviation, from a single draw: every
-    ``jax.random`` call compiles its own kernel (~0.2 s each on XLA:CPU), and a deep net has many."""
+    ``jax.random`` call compiles its own kernel on XLA:CPU, and a deep net has many."""
     noise = jax.random.normal(key, (sum(math.prod(shape) for shape in shapes),), jnp.float32)
     weights, offset = [], 0
     for shape, std in zip(shapes, stds):

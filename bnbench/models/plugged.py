@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from bnbench.norm import bn
 from bnbench.models import plugin
 from bnbench.models.layers import COMPUTE_DTYPES, BlockNorm, Model, Normalization, from_forward
-from bnbench.experiment.references import ReferenceError, root_cause, user_frame
+from bnbench.data.references import ReferenceLoadError, root_cause, user_frame
 
 DISCOVERY_BATCHES = (2, 3)  # two batch sizes: sites, and the logits' shape, must not depend on it
 
@@ -101,25 +101,25 @@ def _user_call(where: str, what: str, fn: Callable, *args, **kwargs):
     """Calls plugin code, turning what it raises into one line naming the plugin's file and line."""
     try:
         return fn(*args, **kwargs)
-    except ReferenceError:
+    except ReferenceLoadError:
         raise
     except (jax.errors.TracerBoolConversionError, jax.errors.ConcretizationTypeError) as err:
-        raise ReferenceError(f"{user_frame(err, where)}: {what}: a Python `if`, `bool()` or `int()` on a traced "
-                             "value; use jnp.where or jax.lax.cond") from None
+        raise ReferenceLoadError(f"{user_frame(err, where)}: {what}: a Python `if`, `bool()` or `int()` on a "
+                                 "traced value; use jnp.where or jax.lax.cond") from None
     except Exception as err:  # noqa: BLE001 - any failure of the user's code is reported, with where it happened
-        raise ReferenceError(f"{user_frame(err, where)}: {what} failed ({root_cause(err)})") from None
+        raise ReferenceLoadError(f"{user_frame(err, where)}: {what} failed ({root_cause(err)})") from None
 
 
-def build(function: Callable, ctx: plugin.Context, model_args: dict, where: str) -> plugin.Model:
-    """The plugin's :class:`bnbench.models.plugin.Model` for ``ctx``; raises :class:`ReferenceError`."""
+def build(function: Callable, ctx: plugin.Context, model_args: dict, where: str) -> plugin.Network:
+    """The plugin's :class:`bnbench.models.plugin.Network` for ``ctx``; raises :class:`ReferenceLoadError`."""
     net = _user_call(where, f"{function.__name__}(ctx, ...)", function, ctx, **model_args)
-    if not isinstance(net, plugin.Model):
-        raise ReferenceError(f"{where}: {function.__name__} returned {type(net).__name__}, not a bnbench.models.plugin.Model "
-                             "(return plugin.Model(init, apply))")
+    if not isinstance(net, plugin.Network):
+        raise ReferenceLoadError(f"{where}: {function.__name__} returned {type(net).__name__}, not a "
+                                 "bnbench.plugin.Network (return plugin.Network(init, apply))")
     return net
 
 
-def discover(net: plugin.Model, ctx: plugin.Context, where: str) -> tuple[list[int], bool]:
+def discover(net: plugin.Network, ctx: plugin.Context, where: str) -> tuple[list[int], bool]:
     """The channels of each norm site, in call order, and whether the network calls them per example
     (:meth:`_Sites.per_example`); checks the logits' shape and that the sites are the same in training
     and evaluation and at two batch sizes."""
@@ -134,10 +134,12 @@ def discover(net: plugin.Model, ctx: plugin.Context, where: str) -> tuple[list[i
             logits = _user_call(where, what, jax.eval_shape,
                                 lambda p, x: net.apply(p, x, recorder, train=train, key=key), params, x)
             if getattr(logits, "shape", None) != (n, ctx.num_classes) or not jnp.issubdtype(logits.dtype, jnp.floating):
-                raise ReferenceError(f"{where}: {what} returned {getattr(logits, 'shape', type(logits).__name__)} "
-                                     f"{getattr(logits, 'dtype', '')}; expected float logits of shape ({n}, {ctx.num_classes})")
+                raise ReferenceLoadError(
+                    f"{where}: {what} returned {getattr(logits, 'shape', type(logits).__name__)} "
+                    f"{getattr(logits, 'dtype', '')}; expected float logits of shape ({n}, {ctx.num_classes})")
             if found is not None and recorder.channels != found:
-                raise ReferenceError(_sites_differ(where, what, (found, lines), (recorder.channels, recorder.lines)))
+                raise ReferenceLoadError(
+                    _sites_differ(where, what, (found, lines), (recorder.channels, recorder.lines)))
             found, lines = recorder.channels, recorder.lines
     return found, recorder.per_example_called
 
@@ -172,12 +174,12 @@ def plugged(
     ctx = plugin.Context(tuple(input_shape), num_classes, COMPUTE_DTYPES[dtype])
     net = build(function, ctx, model_args, where)
     if net.placement_fixed and placement != "pre":
-        raise ReferenceError(f"{where}: this network places its own norm layers (an adapted Flax NNX or Equinox "
-                             "model): placement cannot be swept; norm and its options can")
+        raise ReferenceLoadError(f"{where}: this network places its own norm layers (an adapted Flax NNX or "
+                                 "Equinox model): placement cannot be swept; norm and its options can")
     channels, per_example = discover(net, ctx, where)
     if per_example and norm.ghost_batch_size:
-        raise ReferenceError(f"{where}: ghost_batch_size needs a batch axis, and this network runs per example "
-                             "(an adapted Equinox model); BN's other options apply")
+        raise ReferenceLoadError(f"{where}: ghost_batch_size needs a batch axis, and this network runs per "
+                                 "example (an adapted Equinox model); BN's other options apply")
     active = placement != "none" and norm.kind != "none"
     has_state = active and norm.kind == "batch"
 

@@ -7,14 +7,14 @@ The function builds the network for one run::
 
     from bnbench.models import plugin
 
-    def wide_net(ctx: plugin.Context, *, width: int = 64) -> plugin.Model:
+    def wide_net(ctx: plugin.Context, *, width: int = 64) -> plugin.Network:
         def init(key):                                   # any pytree of float arrays; no norm parameters
             ...
         def apply(params, x, norm, *, train, key):       # x: (batch, *ctx.input_shape) -> (batch, classes)
             h = norm.act(x @ params["w1"], jax.nn.relu)  # a placement-aware site
             h = norm(h @ params["w2"])                   # a bare norm site
             return h @ params["head"]
-        return plugin.Model(init, apply)
+        return plugin.Network(init, apply)
 
 bnbench owns every normalization layer and injects it: each call of ``norm`` is a site, whose
 parameters and running state bnbench creates and trains with the run's settings (``norm``, its
@@ -51,7 +51,7 @@ class Context(NamedTuple):
     dtype: Any
 
 
-class Model(NamedTuple):
+class Network(NamedTuple):
     """A plugin network: ``init(key) -> params`` and ``apply(params, x, norm, *, train, key) -> logits``.
 
     ``weights(params)``, if given, lists the weight matrices and kernels in forward order, the last

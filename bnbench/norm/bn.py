@@ -53,11 +53,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-DEFAULT_MOMENTUM = 0.99
-DEFAULT_EPSILON = 1e-5
-DEFAULT_RENORM_RMAX = 3.0
-DEFAULT_RENORM_DMAX = 5.0
+from bnbench.norm.settings import BNSettings
 from bnbench.options import RUNNING_VARIANCES
+
+_DEFAULTS = BNSettings()
 
 
 class BNParams(NamedTuple):
@@ -216,6 +215,49 @@ def _normalize_batch_jvp(axis_name, primals, tangents):
     return (y, mean, var), (dy.astype(x.dtype), dmean, dvar)
 
 
+def _normalize_with_running(x: jax.Array, params: BNParams, state: BNState, epsilon) -> jax.Array:
+    """Evaluation mode: ``x`` normalized with the running statistics."""
+    stat_dtype = statistics_dtype(x.dtype)
+    mean, var = state.mean.astype(stat_dtype), state.var.astype(stat_dtype)
+    inv = params.scale.astype(stat_dtype) * jax.lax.rsqrt(var + jnp.asarray(epsilon, stat_dtype))
+    y = (x.astype(stat_dtype) - mean) * inv + params.offset.astype(stat_dtype)
+    return y.astype(x.dtype)
+
+
+def _renorm_bounds(state: BNState, settings: BNSettings) -> tuple[jax.Array, ...]:
+    """The ``renorm`` argument of :func:`_normalize_batch`: the running statistics and the bounds."""
+    return state.mean, state.var, jnp.asarray(settings.renorm_rmax), jnp.asarray(settings.renorm_dmax)
+
+
+def _ghost_batches(normalize, x: jax.Array, ghost_batch_size: int):
+    """``normalize`` of each sub-batch of ``ghost_batch_size`` consecutive examples: ``(y, the mean of
+    the sub-batch means, the mean of their variances, elements per channel of one sub-batch)``."""
+    if x.shape[0] % ghost_batch_size:
+        raise ValueError(f"ghost_batch_size {ghost_batch_size} does not divide the batch of {x.shape[0]}")
+    ghosts = x.reshape(x.shape[0] // ghost_batch_size, ghost_batch_size, *x.shape[1:])
+    y, means, variances = jax.vmap(normalize)(ghosts)
+    return y.reshape(x.shape), means.mean(axis=0), variances.mean(axis=0), ghosts[0].size // x.shape[-1]
+
+
+def _recorded_variance(batch_var: jax.Array, count: int, running_var: str, axis_name: str | None) -> jax.Array:
+    """The batch variance the running variance averages: the biased one, or with ``"unbiased"`` times
+    ``m / (m - 1)`` for ``m = count`` elements per channel (on every participant of ``axis_name``)."""
+    if running_var == "biased":
+        return batch_var
+    if axis_name is not None:
+        count *= jax.lax.psum(1, axis_name)
+    return batch_var * (count / jnp.maximum(count - 1, 1))
+
+
+def _updated_state(state: BNState, batch_mean: jax.Array, batch_var: jax.Array, momentum) -> BNState:
+    """The running statistics after one EMA step towards the batch's (:class:`BNSettings`)."""
+    return BNState(
+        mean=(momentum * state.mean + (1 - momentum) * batch_mean).astype(state.mean.dtype),
+        var=(momentum * state.var + (1 - momentum) * batch_var).astype(state.var.dtype),
+        count=state.count + 1,
+    )
+
+
 @partial(jax.jit, static_argnames=("train", "axis_name", "ghost_batch_size", "renorm", "running_var"))
 def batch_norm(
     x: jax.Array,
@@ -223,13 +265,13 @@ def batch_norm(
     state: BNState,
     *,
     train: bool,
-    momentum: float | jax.Array = DEFAULT_MOMENTUM,
-    epsilon: float | jax.Array = DEFAULT_EPSILON,
+    momentum: float | jax.Array = _DEFAULTS.momentum,
+    epsilon: float | jax.Array = _DEFAULTS.epsilon,
     axis_name: str | None = None,
     ghost_batch_size: int | None = None,
     renorm: bool = False,
-    renorm_rmax: float | jax.Array = DEFAULT_RENORM_RMAX,
-    renorm_dmax: float | jax.Array = DEFAULT_RENORM_DMAX,
+    renorm_rmax: float | jax.Array = _DEFAULTS.renorm_rmax,
+    renorm_dmax: float | jax.Array = _DEFAULTS.renorm_dmax,
     running_var: str = "biased",
 ) -> tuple[jax.Array, BNState]:
     """Normalizes ``x`` over all axes but the last and returns ``(y, new_state)``.
@@ -239,15 +281,14 @@ def batch_norm(
       params: per-channel ``scale`` and ``offset`` of shape ``(C,)``.
       state: running statistics of shape ``(C,)``.
       train: use (and record) batch statistics if true, the running statistics otherwise.
-      momentum: EMA decay of the running statistics, flax/keras convention (see module docstring);
-        may be a traced scalar.
-      epsilon: added to the variance before the square root; may be a traced scalar.
+      momentum, epsilon, renorm_rmax, renorm_dmax: the fields of :class:`BNSettings` (their meaning,
+        the momentum convention and the defaults are there; pass ``**settings._asdict()``); each may
+        be a traced scalar. The renorm bounds apply with ``renorm`` only.
       axis_name: a named axis (``vmap``/``pmap``/``shard_map``) over which batch statistics are
         averaged: cross-device BN.
       ghost_batch_size: training only: normalize consecutive sub-batches of this many examples (it
         must divide ``x.shape[0]``) separately; ``None`` for the whole batch.
-      renorm: training only: Batch Renormalization with clipping bounds ``renorm_rmax`` (> 1) and
-        ``renorm_dmax`` (>= 0), which may be traced scalars.
+      renorm: training only: Batch Renormalization (module docstring).
       running_var: ``"biased"`` or ``"unbiased"``: which batch variance the running variance averages.
 
     Returns:
@@ -256,17 +297,14 @@ def batch_norm(
     if running_var not in RUNNING_VARIANCES:
         raise ValueError(f"running_var must be one of {RUNNING_VARIANCES}, got {running_var!r}")
     check_real(x, "batch_norm")
+    settings = BNSettings(momentum, epsilon, renorm_rmax, renorm_dmax)
     if train and x.size == 0:
         # Nothing to take statistics of: like PyTorch, an empty output and the state unchanged.
         return jnp.zeros_like(x), state
-    stat_dtype = statistics_dtype(x.dtype)
-    eps = jnp.asarray(epsilon, stat_dtype)
     if not train:
-        mean, var = state.mean.astype(stat_dtype), state.var.astype(stat_dtype)
-        inv = params.scale.astype(stat_dtype) * jax.lax.rsqrt(var + eps)
-        y = (x.astype(stat_dtype) - mean) * inv + params.offset.astype(stat_dtype)
-        return y.astype(x.dtype), state
-    bounds = (state.mean, state.var, jnp.asarray(renorm_rmax), jnp.asarray(renorm_dmax)) if renorm else None
+        return _normalize_with_running(x, params, state, settings.epsilon), state
+    eps = jnp.asarray(settings.epsilon, statistics_dtype(x.dtype))
+    bounds = _renorm_bounds(state, settings) if renorm else None
 
     def normalize(batch):
         return _normalize_batch(batch, params.scale, params.offset, eps, bounds, axis_name)
@@ -275,25 +313,12 @@ def batch_norm(
         y, batch_mean, batch_var = normalize(x)
         count = x.size // x.shape[-1]
     else:
-        if x.shape[0] % ghost_batch_size:
-            raise ValueError(f"ghost_batch_size {ghost_batch_size} does not divide the batch of {x.shape[0]}")
-        ghosts = x.reshape(x.shape[0] // ghost_batch_size, ghost_batch_size, *x.shape[1:])
-        y, means, variances = jax.vmap(normalize)(ghosts)
-        y, batch_mean, batch_var = y.reshape(x.shape), means.mean(axis=0), variances.mean(axis=0)
-        count = ghosts[0].size // x.shape[-1]
-    if running_var == "unbiased":
-        if axis_name is not None:
-            count *= jax.lax.psum(1, axis_name)
-        batch_var = batch_var * (count / jnp.maximum(count - 1, 1))
-    new_state = BNState(
-        mean=(momentum * state.mean + (1 - momentum) * batch_mean).astype(state.mean.dtype),
-        var=(momentum * state.var + (1 - momentum) * batch_var).astype(state.var.dtype),
-        count=state.count + 1,
-    )
-    return y, new_state
+        y, batch_mean, batch_var, count = _ghost_batches(normalize, x, ghost_batch_size)
+    batch_var = _recorded_variance(batch_var, count, running_var, axis_name)
+    return y, _updated_state(state, batch_mean, batch_var, settings.momentum)
 
 
-def fold(params: BNParams, state: BNState, weight: jax.Array, bias: jax.Array, *, epsilon: float = DEFAULT_EPSILON):
+def fold(params: BNParams, state: BNState, weight: jax.Array, bias: jax.Array, *, epsilon: float = _DEFAULTS.epsilon):
     """Folds evaluation-mode BN into the preceding dense/conv layer.
 
     ``weight`` has the output channels last (dense ``(in, out)``, conv ``(..., in, out)``) and ``bias``

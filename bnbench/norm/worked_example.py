@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnbench.norm import bn
+from bnbench.norm.settings import BNSettings
 
 
 class WorkedExample(NamedTuple):
@@ -23,7 +24,7 @@ class WorkedExample(NamedTuple):
     epsilon: float
 
 
-def worked_example(gamma: float = 1.0, beta: float = 0.0, epsilon: float = bn.DEFAULT_EPSILON) -> WorkedExample:
+def worked_example(gamma: float = 1.0, beta: float = 0.0, epsilon: float = BNSettings().epsilon) -> WorkedExample:
     """BN of x = [[1, 2], [3, 4], ..., [19, 20]] with scale ``gamma`` and offset ``beta``.
 
     The mean and variance are read from the running statistics after one update with momentum 0,

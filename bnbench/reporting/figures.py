@@ -1,15 +1,17 @@
-"""Figures of a sweep, drawn with matplotlib's non-interactive Agg backend, as PNG at :data:`PNG_DPI`
-dpi (print quality), PDF or SVG (:data:`bnbench.options.PLOT_FORMATS`; the names below end in the
-format's suffix).
+"""Figures of a sweep, drawn with matplotlib's non-interactive Agg backend, as PNG at
+:data:`bnbench.reporting.figure_layout.PNG_DPI` dpi (print quality), PDF or SVG
+(:data:`bnbench.options.PLOT_FORMATS`; the names below end in the format's suffix). What every figure
+shares (labels, gids, panels, files, legends) is :mod:`bnbench.reporting.figure_layout`.
 
 The contract: no figure pools configurations. A configuration is one combination of the swept axes
 (:func:`bnbench.stats.summary.swept_axes`, the seed aside), and every figure draws every configuration apart:
 
 * Every swept axis is on the x axis, makes the lines, or makes the panels; the only statistics over
   runs are over seeds. The axes with the fewest values make panels until no panel holds more than
-  :data:`MAX_LINES` lines; the last axis always makes lines (:func:`_panel_axes`).
-* A file holds at most :data:`MAX_PANELS` panels, or rows of panels where each configuration takes a
-  row. A figure with more goes to several files, ``<name>_1.png``, ``<name>_2.png``, ..., titled
+  :data:`MAX_LINES` lines; the last axis always makes lines
+  (:func:`bnbench.reporting.figure_layout.panels_and_lines`).
+* A file holds at most :data:`bnbench.reporting.figure_layout.MAX_PANELS` panels, or rows of panels
+  where each configuration takes a row. A figure with more goes to several files, ``<name>_1.png``, ``<name>_2.png``, ..., titled
   ``(file i of n)``, rather than shrinking panels or leaving any out; parts an earlier, larger figure
   left are removed. :func:`write_plots` returns every file.
 * A configuration with nothing to draw (no rows in that CSV file, no value of the metric) is named in
@@ -18,7 +20,8 @@ The contract: no figure pools configurations. A configuration is one combination
   fastest (BN on and off side by side). Values read as in ``runs.csv``, but a list of three or more
   equal values reads ``3×100`` (widths 100-100-100).
 * Every drawn line and marker carries a matplotlib gid naming what it draws and its configuration
-  (:func:`gid`); SVG writes it as the element's ``id``, so that a test reads what was drawn.
+  (:func:`bnbench.reporting.figure_layout.gid`); SVG writes it as the element's ``id``, so that a test
+  reads what was drawn.
 
 The figures:
 
@@ -46,10 +49,7 @@ The figures:
 from __future__ import annotations
 
 import math
-import numbers
-import re
 from pathlib import Path
-from urllib.parse import quote
 
 import matplotlib
 
@@ -59,29 +59,17 @@ import matplotlib.transforms as mtransforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bnbench.results import metrics  # noqa: E402
-from bnbench.experiment.fields import FIELDS, LIST_FIELDS, NUMERIC_AXES  # noqa: E402
+from bnbench.experiment.fields import FIELDS, NUMERIC_AXES  # noqa: E402
 from bnbench.experiment.runs import argument_key  # noqa: E402
+from bnbench.reporting.figure_layout import (  # noqa: E402
+    MAX_LINES, absent_note, axis_label, finish_figure, gid, labelled_artists, legend_name, line_colors,
+    ordered_groups, panels_and_lines, place_legend, split_into_files,
+)
 from bnbench.stats.summary import swept_axes  # noqa: E402
 
 LOG_AXES = tuple(name for name in NUMERIC_AXES if FIELDS[name].scale == "log")
 ONE_MINUS_AXES = tuple(name for name in NUMERIC_AXES if FIELDS[name].scale == "one_minus")  # 1 - value, log axis
 LINEAR_PROBES = ("ics_cosine", "loss_min", "loss_max")  # signed or compared as differences: never a log axis
-MAX_LINES = 10
-MAX_PANELS = 8
-PNG_DPI = 300
-
-
-def _label(column: str) -> str:
-    """A column's axis label: the run field's (:mod:`bnbench.experiment.fields`), the keyword argument's, or the
-    metric's (:mod:`bnbench.results.metrics`)."""
-    field = FIELDS.get(column)
-    if field is not None:
-        return field.label or column.replace("_", " ")
-    if argument_key(column):
-        field, name = argument_key(column)
-        return f"{name} ({field.replace('_args', '')} argument)"
-    return metrics.label(column)
 
 
 def numeric_axes(runs: pd.DataFrame) -> list[str]:
@@ -92,130 +80,12 @@ def numeric_axes(runs: pd.DataFrame) -> list[str]:
 def metric_label(metric: str, runs: pd.DataFrame) -> str:
     """The axis label of ``metric``, naming the statistics BN was evaluated with where runs used BN."""
     mode = metric.removeprefix("test_acc_") if metric.startswith("test_acc_") else None
-    base = "test accuracy" if mode else _label(metric)
+    base = "test accuracy" if mode else axis_label(metric)
     uses_bn = ((runs["norm"].astype(str) == "batch") & (runs["placement"].astype(str) != "none")).any()
     if not uses_bn or not (mode or metric in ("test_acc", "test_loss")):
         return base
     modes = mode or "/".join(dict.fromkeys(runs["eval_stats"].astype(str).str.split("-").str[0]))
     return f"{base}, BN with {modes} statistics"
-
-
-def gid(what: str, config: dict) -> str:
-    """The gid of an artist that draws ``what`` (a metric, ``diverged``, a probe value and layer, ...)
-    for one configuration (swept axis -> value): ``bnbench:WHAT:AXIS=VALUE;AXIS=VALUE``, every name and
-    value percent-encoded (:func:`urllib.parse.quote`; a number as the ``repr`` of its float), so that
-    an SVG id needs no escaping and maps back to the values exactly."""
-    def text(value) -> str:
-        return repr(float(value)) if isinstance(value, numbers.Number) and not isinstance(value, bool) else str(value)
-
-    pairs = ";".join(f"{quote(str(axis), safe='')}={quote(text(value), safe='')}" for axis, value in config.items())
-    return f"bnbench:{quote(what, safe='')}:{pairs}"
-
-
-def _value_text(axis: str, value) -> str:
-    """A value as a figure shows it: as ``runs.csv`` has it, numbers short, a list of three or more
-    equal values as ``count×value`` (a deep net's widths would take a panel's width)."""
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    parts = text.split("-")
-    if axis in LIST_FIELDS and len(parts) > 2 and len(set(parts)) == 1:
-        return f"{len(parts)}×{parts[0]}"
-    return text
-
-
-def _legend_name(config: dict) -> str:
-    return ", ".join(f"{axis}={_value_text(axis, value)}" for axis, value in config.items()) or "all runs"
-
-
-def _groups(frame: pd.DataFrame, keys: list[str]) -> list[tuple[dict, pd.DataFrame]]:
-    """The groups of ``frame`` of equal ``keys``, each with its values (``{}`` and the whole frame for
-    no keys), in the order the values first appear, the key of fewest values varying fastest, so that
-    configurations that differ in one two-valued axis (BN on and off) sit side by side."""
-    if not keys:
-        return [({}, frame)]
-    outer_first = sorted(keys, key=lambda k: -frame[k].nunique(dropna=False))
-    order = [pd.Series(pd.factorize(frame[k], use_na_sentinel=False)[0], index=frame.index) for k in outer_first]
-    return [({k: group[k].iloc[0] for k in keys}, group) for _, group in frame.groupby(order, sort=True)]
-
-
-def _panel_axes(runs: pd.DataFrame, axes_names: list[str]) -> tuple[list[str], list[str]]:
-    """Splits the swept axes into those that make panels and those that make lines, so that no panel
-    holds more than :data:`MAX_LINES` lines where that can be: axes with the fewest values become
-    panels first, and the last axis always makes lines (one line per panel would help nobody)."""
-    counts = {a: runs[a].nunique(dropna=False) for a in axes_names}
-    panels, lines = [], list(axes_names)
-    while len(lines) > 1 and math.prod(counts[a] for a in lines) > MAX_LINES:
-        fewest = min(lines, key=lambda a: counts[a])
-        lines.remove(fewest)
-        panels.append(fewest)
-    return [a for a in axes_names if a in panels], lines
-
-
-def _colors(frame: pd.DataFrame, line_axes: list[str]) -> dict[str, tuple]:
-    """The colour of each line (by its legend name), the same in every panel and file of a figure:
-    distinct colours up to ten lines, a sequential colormap beyond (then one axis's ordered values)."""
-    names = [_legend_name(key) for key, _ in _groups(frame, line_axes)]
-    palette = plt.get_cmap("tab10").colors if len(names) <= 10 else plt.get_cmap("viridis")(np.linspace(0, 0.9, len(names)))
-    return dict(zip(names, palette))
-
-
-def _files(items: list, path: Path) -> list[tuple[Path, list, str]]:
-    """``items`` (panels, or rows of panels) in files of at most :data:`MAX_PANELS`: each file's path,
-    its items and the words its title ends with; ``path`` itself where one file holds them all, else
-    ``<stem>_1<suffix>``, ``<stem>_2<suffix>``, .... Removes the files of these names that an earlier
-    call left and this one does not write, which would pass for part of this figure."""
-    chunks = [items[i:i + MAX_PANELS] for i in range(0, len(items), MAX_PANELS)]
-    if len(chunks) == 1:
-        files = [(path, chunks[0], "")]
-    else:
-        files = [(path.with_name(f"{path.stem}_{i}{path.suffix}"), chunk, f" (file {i} of {len(chunks)})")
-                 for i, chunk in enumerate(chunks, 1)]
-    name = re.compile(rf"{re.escape(path.stem)}(_\d+)?{re.escape(path.suffix)}")
-    for old in path.parent.iterdir():
-        if name.fullmatch(old.name) and old.name not in {file.name for file, _, _ in files}:
-            old.unlink()
-    return files
-
-
-def _absent(runs: pd.DataFrame, drawn: pd.DataFrame, axes: list[str], why: str) -> list[str]:
-    """A note naming the configurations of ``runs`` that ``drawn`` holds no row of (none if it holds all)."""
-    held = set(drawn[axes].astype(str).itertuples(index=False, name=None))
-    configs = _groups(runs, axes)
-    missing = [_legend_name(key) for key, _ in configs if tuple(str(key[a]) for a in axes) not in held]
-    return [f"{len(missing)} of {len(configs)} configurations {why}: {'; '.join(missing)}"] if missing else []
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=PNG_DPI, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def _finish(fig, path: Path, title: str, notes: list[str]) -> Path:
-    """Lays out and saves a figure, its title above the panels and its notes below them (the saved
-    figure's bounds include both)."""
-    fig.tight_layout()
-    fig.suptitle(title, y=1.0, va="bottom")
-    if notes:
-        fig.text(0.01, 0.0, "\n".join(notes), fontsize=8, va="top", wrap=True)
-    return _save(fig, path)
-
-
-def _labelled(axes) -> dict:
-    """Label -> artist over several axes, each label once (the panels of a figure draw the same lines)."""
-    artists = {}
-    for ax in axes:
-        handles, labels = ax.get_legend_handles_labels()
-        artists.update({label: handle for label, handle in zip(labels, handles) if label not in artists})
-    return artists
-
-
-def _legend(ax, artists: dict | None = None) -> None:
-    """A legend beside the axes, where it covers no data, of ``artists`` (default: the axes' own
-    labelled ones); none where nothing is labelled."""
-    artists = _labelled([ax]) if artists is None else artists
-    if artists:
-        ax.legend(list(artists.values()), list(artists), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  borderaxespad=0.0)
 
 
 def _positions(frame: pd.DataFrame, axis: str) -> pd.Series:
@@ -249,9 +119,9 @@ def _set_x_scale(ax, axis: str, positions: pd.Series) -> None:
     ax.set_xticks(ticks, [_tick_text(axis, t) for t in ticks])
     ax.minorticks_off()
     if axis in ONE_MINUS_AXES:
-        ax.set_xlabel(f"{_label(axis)}; log scale of 1 − momentum")
+        ax.set_xlabel(f"{axis_label(axis)}; log scale of 1 − momentum")
     else:
-        ax.set_xlabel(_label(axis) + scale)
+        ax.set_xlabel(axis_label(axis) + scale)
 
 
 def _mark_diverged(ax, x: float, diverged: int, total: int, color, config: dict) -> None:
@@ -267,10 +137,10 @@ def _metric_panel(ax, panel: pd.DataFrame, axis: str, metric: str, where: dict, 
     seeds) and a red x for its diverged runs, a line through each line's configurations; returns the
     names of the configurations with nothing to draw (no value of the metric)."""
     missing, marks = [], []
-    for key, line in _groups(panel, line_axes):
-        name = _legend_name(key)
+    for key, line in ordered_groups(panel, line_axes):
+        name = legend_name(key)
         means = []
-        for point, runs_at in _groups(line, [axis]):
+        for point, runs_at in ordered_groups(line, [axis]):
             config = {**where, **key, **point}
             x, values = runs_at["_x"].iloc[0], runs_at.loc[runs_at["_ok"], metric].dropna()
             diverged = int((~runs_at["_ok"]).sum())
@@ -282,7 +152,7 @@ def _metric_panel(ax, panel: pd.DataFrame, axis: str, metric: str, where: dict, 
             if diverged:
                 marks.append((x, diverged, len(runs_at), colors[name], config))
             if not len(values) and not diverged:
-                missing.append(_legend_name(config))
+                missing.append(legend_name(config))
         # The legend's entry: a line through the means, drawn (empty) where every run diverged.
         ax.plot(*(zip(*sorted(means)) if means else ([], [])), marker="o", color=colors[name], label=name)
     for mark in marks:  # after the lines: the legend lists them last
@@ -293,11 +163,11 @@ def _metric_panel(ax, panel: pd.DataFrame, axis: str, metric: str, where: dict, 
 def metric_vs_axis(runs: pd.DataFrame, axis: str, metric: str, path: str | Path) -> list[Path]:
     """The metric against one numeric swept axis, in ``path`` or its parts; see the module docstring."""
     frame = runs.assign(_x=_positions(runs, axis), _ok=runs["status"] == "ok")
-    panel_axes, line_axes = _panel_axes(runs, [a for a in swept_axes(runs) if a != axis])
-    colors = _colors(frame, line_axes)
-    title = f"{_label(metric)} against {_label(axis)}, mean ± std over seeds"
+    panel_axes, line_axes = panels_and_lines(runs, [a for a in swept_axes(runs) if a != axis])
+    colors = line_colors(frame, line_axes)
+    title = f"{axis_label(metric)} against {axis_label(axis)}, mean ± std over seeds"
     written = []
-    for file, panels, part in _files(_groups(frame, panel_axes), Path(path)):
+    for file, panels, part in split_into_files(ordered_groups(frame, panel_axes), Path(path)):
         columns = min(2, len(panels))
         rows = math.ceil(len(panels) / columns)
         fig, grid = plt.subplots(rows, columns, figsize=(7 * columns, 4.5 * rows), squeeze=False, sharey=True)
@@ -305,26 +175,26 @@ def metric_vs_axis(runs: pd.DataFrame, axis: str, metric: str, path: str | Path)
         for (where, panel), ax in zip(panels, grid.flat):
             missing += _metric_panel(ax, panel, axis, metric, where, line_axes, colors)
             _set_x_scale(ax, axis, frame["_x"])
-            ax.set_title(_legend_name(where) if panel_axes else "", fontsize=10)
+            ax.set_title(legend_name(where) if panel_axes else "", fontsize=10)
             ax.grid(alpha=0.3)
         for ax in grid.flat[len(panels):]:
             ax.remove()
         for ax in grid[:, 0]:
             ax.set_ylabel(f"{metric_label(metric, runs)}\n(mean ± std over seeds)")
-        _legend(grid[0][-1], _labelled(fig.axes))
+        place_legend(grid[0][-1], labelled_artists(fig.axes))
         notes = [f"{len(missing)} configurations have no value of {metric}: {'; '.join(missing)}"] if missing else []
-        written.append(_finish(fig, file, title + part, notes))
+        written.append(finish_figure(fig, file, title + part, notes))
     return written
 
 
 def _curve_row(row, panel: pd.DataFrame, where: dict, line_axes: list[str], colors: dict, runs: pd.DataFrame) -> None:
     """One row of :func:`learning_curves`: training loss and test accuracy, a line per configuration."""
     loss_ax, acc_ax = row
-    for key, group in _groups(panel, line_axes):
+    for key, group in ordered_groups(panel, line_axes):
         runs_in = group.drop_duplicates("run_id")
         diverged = runs_in[runs_in["status"] != "ok"]
-        label = _legend_name(key) + (f" ({len(diverged)}/{len(runs_in)} diverged)" if len(diverged) else "")
-        color = colors[_legend_name(key)]
+        label = legend_name(key) + (f" ({len(diverged)}/{len(runs_in)} diverged)" if len(diverged) else "")
+        color = colors[legend_name(key)]
         for ax, column in ((loss_ax, "train_loss"), (acc_ax, "test_acc")):
             stats = group.groupby("step")[column].agg(["mean", "std"]).reset_index()
             ax.plot(stats["step"], stats["mean"], marker=".", color=color, label=label, gid=gid(column, {**where, **key}))
@@ -333,7 +203,7 @@ def _curve_row(row, panel: pd.DataFrame, where: dict, line_axes: list[str], colo
             foot = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
             for step in diverged["diverged_step"].dropna():
                 ax.plot([float(step)], [0.03], "x", color="red", mew=2, transform=foot, clip_on=False)
-    heading = f"{_legend_name(where)}: " if where else ""
+    heading = f"{legend_name(where)}: " if where else ""
     loss_ax.set_title(f"{heading}training loss, mean ± std over seeds", fontsize=10)
     acc_ax.set_title(f"{heading}test accuracy, mean ± std over seeds", fontsize=10)
     loss_ax.set_ylabel("training loss\n(mean minibatch loss per interval)")
@@ -343,24 +213,24 @@ def _curve_row(row, panel: pd.DataFrame, where: dict, line_axes: list[str], colo
         ax.grid(alpha=0.3)
     if (panel["train_loss"] > 0).any():
         loss_ax.set_yscale("log")
-    _legend(acc_ax)
+    place_legend(acc_ax)
 
 
 def learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, path: str | Path) -> list[Path]:
     """Training loss and test accuracy against steps, in ``path`` or its parts; see the module docstring."""
     axes_names = swept_axes(runs)
     frame = curves.merge(runs[["run_id", "status", "diverged_step", *axes_names]], on="run_id")
-    panel_axes, line_axes = _panel_axes(runs, axes_names)
-    colors = _colors(frame, line_axes)
-    notes = _absent(runs, frame, axes_names, "have no rows in curves.csv")
+    panel_axes, line_axes = panels_and_lines(runs, axes_names)
+    colors = line_colors(frame, line_axes)
+    notes = absent_note(runs, frame, axes_names, "have no rows in curves.csv")
     if (runs["status"] != "ok").any():
         notes.insert(0, "red x: a run diverged at that step (its metrics are NaN from there on)")
     written = []
-    for file, panels, part in _files(_groups(frame, panel_axes), Path(path)):
+    for file, panels, part in split_into_files(ordered_groups(frame, panel_axes), Path(path)):
         fig, grid = plt.subplots(len(panels), 2, figsize=(13, 3.4 * len(panels) + 0.6), squeeze=False)
         for (where, panel), row in zip(panels, grid):
             _curve_row(row, panel, where, line_axes, colors, runs)
-        written.append(_finish(fig, file, "Learning curves" + part, notes))
+        written.append(finish_figure(fig, file, "Learning curves" + part, notes))
     return written
 
 
@@ -377,10 +247,10 @@ def activation_percentiles(runs: pd.DataFrame, activations: pd.DataFrame, path: 
     axes_names = swept_axes(runs)
     frame = activations.merge(runs[["run_id", *axes_names]], on="run_id")
     layers = sorted(frame["layer"].unique())
-    notes = _absent(runs, frame, axes_names, "tracked no activations")
+    notes = absent_note(runs, frame, axes_names, "tracked no activations")
     title = "Distribution of each hidden layer's input to its nonlinearity (fixed test batch, mean over seeds)"
     written = []
-    for file, rows, part in _files(_groups(frame, axes_names), Path(path)):
+    for file, rows, part in split_into_files(ordered_groups(frame, axes_names), Path(path)):
         fig, grid = _rows_figure(len(rows), len(layers), 3)
         for (config, group), axes_row in zip(rows, grid):
             for layer, ax in zip(layers, axes_row):
@@ -391,14 +261,14 @@ def activation_percentiles(runs: pd.DataFrame, activations: pd.DataFrame, path: 
                 for name, style in (("p85", "--"), ("p50", "-"), ("p15", ":")):
                     ax.plot(means.index, means[name], style, color="k", label=f"{name[1:]}th percentile",
                             gid=gid(f"{name}.layer{layer}", config))
-                ax.set_title(f"layer {layer}: {_legend_name(config)}", fontsize=9)
+                ax.set_title(f"layer {layer}: {legend_name(config)}", fontsize=9)
                 ax.grid(alpha=0.3)
         for ax in grid[:, 0]:
             ax.set_ylabel("input to nonlinearity")
         for ax in grid[-1]:
             ax.set_xlabel("training step")
-        _legend(grid[0][-1], _labelled(grid[0]))
-        written.append(_finish(fig, file, title + part, notes))
+        place_legend(grid[0][-1], labelled_artists(grid[0]))
+        written.append(finish_figure(fig, file, title + part, notes))
     return written
 
 
@@ -428,7 +298,7 @@ def _probe_panel(ax, values: pd.DataFrame, name: str, config: dict, colors: dict
                 gid=gid(f"{name}.layer{layer}", config))
         spread = stats["std"].fillna(0)
         ax.fill_between(stats["step"], stats["mean"] - spread, stats["mean"] + spread, color=colors[layer], alpha=0.2)
-    ax.set_title(f"{name}: {_legend_name(config)}", fontsize=9)
+    ax.set_title(f"{name}: {legend_name(config)}", fontsize=9)
     ax.grid(alpha=0.3)
 
 
@@ -442,10 +312,10 @@ def probe_curves(runs: pd.DataFrame, probes: pd.DataFrame, path: str | Path) -> 
     layers = sorted(frame["layer"].unique())
     shades = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(layers)))
     colors = {layer: "k" if layer == 0 else shade for layer, shade in zip(layers, shades)}
-    notes = _absent(runs, frame, axes_names, "had no probes")
+    notes = absent_note(runs, frame, axes_names, "had no probes")
     title = "Mechanism probes (bnbench.training.probes) on the fixed probe batch: mean ± std over seeds"
     written = []
-    for file, rows, part in _files(_groups(frame, axes_names), Path(path)):
+    for file, rows, part in split_into_files(ordered_groups(frame, axes_names), Path(path)):
         fig, grid = _rows_figure(len(rows), len(names), 2.8)
         for (config, group), axes_row in zip(rows, grid):
             named = _named_layers(sorted(group["layer"].unique()))
@@ -453,10 +323,10 @@ def probe_curves(runs: pd.DataFrame, probes: pd.DataFrame, path: str | Path) -> 
                 _probe_panel(ax, group[group["probe"] == name], name, config, colors, named)
                 if name in log:
                     ax.set_yscale("log")
-            _legend(axes_row[-1], _labelled(axes_row))
+            place_legend(axes_row[-1], labelled_artists(axes_row))
         for ax in grid[-1]:
             ax.set_xlabel("training step (0: initialization)")
-        written.append(_finish(fig, file, title + part, notes))
+        written.append(finish_figure(fig, file, title + part, notes))
     return written
 
 

@@ -3,7 +3,8 @@ folders side by side.
 
 :func:`report` computes what ``bnbench report`` and the end of ``bnbench sweep`` show, so Python users
 get the same tables (``bnbench.report(dir)``); :func:`write_plots` writes the figures. Rendering is the
-command line's (:mod:`bnbench.cli.terminal`).
+command line's (:mod:`bnbench.cli.terminal`) and the page's (:mod:`bnbench.reporting.page`), both from
+the same cells (:mod:`bnbench.reporting.cells`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from bnbench.training import context
 from bnbench.results import frames
 from bnbench.stats import group_sequential
 from bnbench.stats import summary
-from bnbench.experiment import spec as spec_lib
+from bnbench.experiment import question
 from bnbench.errors import BnbenchError, RunFailure
-from bnbench.results.store import ResultsStore
+from bnbench.options import PLOT_FORMATS
+from bnbench.stats.comparisons import compare, compare_folders
+from bnbench.results.csv_files import ResultsError
+from bnbench.results.folder import ResultsStore
 
 
 class ReportError(BnbenchError):
@@ -32,7 +36,7 @@ class PlotsNotWritten(RunFailure):
 
 
 class Comparison(NamedTuple):
-    """One paired comparison ``axis=a`` minus ``axis=b``: :func:`bnbench.stats.summary.compare`'s ``table``,
+    """One paired comparison ``axis=a`` minus ``axis=b``: :func:`bnbench.stats.comparisons.compare`'s ``table``,
     one row per group of ``by``."""
 
     axis: str
@@ -67,7 +71,7 @@ class Report(NamedTuple):
 
 def parse_comparison(text: str) -> tuple[str, str, str]:
     """``AXIS=A,B`` as ``(axis, a, b)``; raises :class:`ReportError` otherwise."""
-    comparison = spec_lib.parse_comparison(text)
+    comparison = question.parse_comparison(text)
     if comparison is None:
         raise ReportError(f"--compare: expected AXIS=A,B, got {text!r}")
     return comparison
@@ -81,7 +85,7 @@ def stated_question(results_dir: str | Path) -> tuple[list[tuple[str, str, str]]
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return [], None
     texts = raw.get("compare", [])
-    comparisons = [spec_lib.parse_comparison(t) for t in texts if isinstance(t, str)] if isinstance(texts, list) else []
+    comparisons = [question.parse_comparison(t) for t in texts if isinstance(t, str)] if isinstance(texts, list) else []
     margin = raw.get("margin")
     return [c for c in comparisons if c], margin if isinstance(margin, (int, float)) else None
 
@@ -147,7 +151,7 @@ def report(
 
 
 def report_folders(first_dir: str | Path, second_dir: str | Path, *, metric: str = "test_acc") -> Report:
-    """Two folders side by side (:func:`bnbench.stats.summary.compare_folders`): the summary per folder and
+    """Two folders side by side (:func:`bnbench.stats.comparisons.compare_folders`): the summary per folder and
     group, the paired comparison of the first minus the second, and notes saying what tells the
     folders apart and which runs found no partner. Raises a :class:`bnbench.errors.BnbenchError` if a
     folder cannot be read or no run of one matches a run of the other."""
@@ -159,7 +163,7 @@ def report_folders(first_dir: str | Path, second_dir: str | Path, *, metric: str
         if runs.empty:
             raise frames.LoadError(f"{folder / 'runs.csv'}: holds no finished run yet")
         loaded.append(runs)
-    side = summary.compare_folders(*loaded, names, metric)
+    side = compare_folders(*loaded, names, metric)
     notes = [note for runs in loaded for note in runs.attrs["notes"]]
     notes += [f"the folders differ in {c}: {a} in {names[0]}, {b} in {names[1]}" for c, (a, b) in side.differing.items()]
     notes += side.unmatched
@@ -175,7 +179,7 @@ def _compare_all(runs, asked, stated, metric, alpha, margin, notes: list[str]) -
     results = []
     for axis, a, b in asked if asked is not None else stated:
         try:
-            table = summary.compare(runs, axis, a, b, metric=metric, alpha=alpha, margin=margin)
+            table = compare(runs, axis, a, b, metric=metric, alpha=alpha, margin=margin)
         except summary.SummaryError as err:
             if asked is not None:
                 raise
@@ -183,14 +187,6 @@ def _compare_all(runs, asked, stated, metric, alpha, margin, notes: list[str]) -
             continue
         results.append(Comparison(axis, a, b, [c for c in axes if c != axis], table))
     return results
-
-
-def write_html(path: str | Path, results_dir: str | Path, result: Report, figures: list[Path]) -> Path:
-    """Writes ``result`` (the report of ``results_dir``) with its ``figures`` as one self-contained HTML
-    page (:mod:`bnbench.reporting.page`) at ``path``; returns the path."""
-    from bnbench.reporting import page  # here: it needs rich, which the report's tables do not
-
-    return page.write(path, results_dir, result, figures)
 
 
 def write_plots(
@@ -201,9 +197,7 @@ def write_plots(
     their paths, every file of every figure (:func:`bnbench.reporting.figures.write_plots`: a figure with many
     panels is several files); raises :class:`ReportError` on another format, before writing anything,
     and :class:`PlotsNotWritten` if they cannot be written there."""
-    from bnbench.reporting import figures
-    from bnbench.options import PLOT_FORMATS
-    from bnbench.results.store import ResultsError, ResultsStore
+    from bnbench.reporting import figures  # here: matplotlib is slow to import and the tables need none of it
 
     if plot_format not in PLOT_FORMATS:
         raise ReportError(f"--plot-format: must be one of {', '.join(PLOT_FORMATS)}, got {plot_format!r}")

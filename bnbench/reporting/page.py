@@ -1,8 +1,8 @@
-"""A results folder's report as one self-contained HTML page, to send a colleague.
+"""The page: a results folder's report as one self-contained HTML file, to send a colleague.
 
 The page works offline and runs no script: its figures are embedded as data URIs, its style is inline.
 It holds the spec's question (its comparisons), the verdicts, the summary and comparison tables (the
-cells ``bnbench report`` prints, :mod:`bnbench.cli.terminal`), every figure with its alt text, the rows of
+cells ``bnbench report`` prints, :mod:`bnbench.reporting.cells`), every figure with its alt text, the rows of
 ``docs/claims.md`` that cite the spec (in a source checkout), and the provenance: versions, device,
 execution contexts, commit, command and the spec itself. Every table has a caption and column
 headers. tests/test_html_report.py loads it in Chromium.
@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench.training import context
-from bnbench.cli import terminal
+from bnbench.reporting import cells
 from bnbench.reporting.model import Report
-from bnbench.results.store import ResultsStore, write_atomic
+from bnbench.results.csv_files import write_atomic
+from bnbench.results.folder import ResultsStore
 
 CLAIMS = Path(__file__).resolve().parents[2] / "docs" / "claims.md"
 _MIME = {".png": "image/png", ".svg": "image/svg+xml"}
@@ -34,18 +35,18 @@ pre { background: #f4f4f4; padding: 0.8em; overflow-x: auto; } .best { font-weig
 """
 
 
-def write(path: str | Path, results_dir: str | Path, result: Report, figures: list[Path]) -> Path:
-    """Writes the page of ``result`` (the report of ``results_dir``) with ``figures`` to ``path``, whole
-    or not at all (:func:`bnbench.results.store.write_atomic`); returns the path."""
+def write_page(path: str | Path, results_dir: str | Path, result: Report, figures: list[Path]) -> Path:
+    """Writes the page of ``result`` (the report of ``results_dir``) with its ``figures`` to ``path``,
+    whole or not at all (:func:`bnbench.results.csv_files.write_atomic`); returns the path."""
     results_dir, path = Path(results_dir), Path(path)
     spec_path = results_dir / "spec.toml"
     spec_text = spec_path.read_text(encoding="utf-8") if spec_path.exists() else ""
     meta = ResultsStore(results_dir).read_meta()
-    write_atomic(path, page(result, figures, meta, spec_text, claims(result.name)))
+    write_atomic(path, page_text(result, figures, meta, spec_text, claims(result.name)))
     return path
 
 
-def page(result: Report, figures: list[Path], meta: dict, spec_text: str, claim_rows: list[list[str]]) -> str:
+def page_text(result: Report, figures: list[Path], meta: dict, spec_text: str, claim_rows: list[list[str]]) -> str:
     """The HTML text of the page (see the module docstring)."""
     title = f"bnbench report: {result.name}"
     parts = [f"<h1>{_text(title)}</h1>", _question(result), _verdicts(result), _summary(result), _comparisons(result),
@@ -63,9 +64,9 @@ def claims(spec_name: str, path: Path = CLAIMS) -> list[list[str]]:
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == 4 and f"(experiments/{spec_name}.md)" in cells[1]:
-            rows.append([_plain(c) for c in cells])
+        markdown_cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(markdown_cells) == 4 and f"(experiments/{spec_name}.md)" in markdown_cells[1]:
+            rows.append([_plain(c) for c in markdown_cells])
     return rows
 
 
@@ -97,23 +98,23 @@ def _question(result: Report) -> str:
 
 
 def _verdicts(result: Report) -> str:
-    lines = terminal.verdicts(result)
+    lines = cells.verdicts(result)
     if not lines:
         return ""
     return "<section><h2>Verdicts</h2><ul>" + "".join(f"<li>{_text(line)}</li>" for line in lines) + "</ul></section>"
 
 
 def _summary(result: Report) -> str:
-    header, rows = terminal.summary_cells(result.summary, result.by)
-    best = terminal.best_row(result.summary, result.metric) if result.probe_step is None else None
-    caption = terminal.summary_title(result.name, result.metric, len(result.runs)) + ("; best mean in bold" if best is not None else "")
+    header, rows = cells.summary_cells(result.summary, result.by)
+    best = cells.best_row(result.summary, result.metric) if result.probe_step is None else None
+    caption = cells.summary_title(result.name, result.metric, len(result.runs)) + ("; best mean in bold" if best is not None else "")
     return f"<section><h2>Summary</h2>{_table(caption, header, rows, best)}</section>"
 
 
 def _comparisons(result: Report) -> str:
     tables = []
     for c in result.comparisons:
-        header, rows = terminal.compare_cells(c.table, c.by, c.a, c.b, result.alpha)
+        header, rows = cells.compare_cells(c.table, c.by, c.a, c.b, result.alpha)
         tables.append(_table(f"paired differences in {result.metric}: {c.axis}={c.a} minus {c.b}", header, rows))
     return f"<section><h2>Comparisons</h2>{''.join(tables)}</section>" if tables else ""
 

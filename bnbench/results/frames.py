@@ -21,7 +21,7 @@ from bnbench.training import context
 from bnbench.experiment.fields import FIELDS
 from bnbench.errors import BnbenchError
 from bnbench.experiment.runs import argument_key
-from bnbench.results.store import ResultsError, read_rows, unique_runs, whole_rows_text
+from bnbench.results.csv_files import ResultsError, read_rows, unique_runs, whole_rows_text
 from bnbench.results.schema import ACTIVATION_COLUMNS, CURVE_COLUMNS, PROBE_COLUMNS, RUN_COLUMNS
 
 # Text columns, read as categories: the run fields of text or list values, and the columns written with them.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from bnbench.training import context
 from bnbench.experiment.fields import FIELDS
+from bnbench.experiment.rules import csv_value
 from bnbench.results.metrics import METRICS, PROBE_VALUES, RUN_METRICS
 from bnbench.options import EVAL_STATS
 
@@ -83,20 +84,6 @@ PROBE_COLUMNS: dict[str, str] = {
     "probe": f"what the value measures (bnbench.training.probes): {', '.join(PROBE_VALUES)}",
     "value": "the measured value",
 }
-
-
-def _is_pairs(value) -> bool:
-    return bool(value) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value)
-
-
-def csv_value(value):
-    """A config value as written to CSV: tuples (widths) dash-separated, keyword arguments as
-    ``name=value;...``."""
-    if isinstance(value, tuple) and _is_pairs(value):
-        return ";".join(f"{k}={csv_value(v)}" for k, v in value)
-    if isinstance(value, tuple):
-        return "-".join(str(v) for v in value)
-    return value
 
 
 def argument_columns(config: RunConfig, columns: tuple[str, ...]) -> dict:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from bnbench.stats import summary
+from bnbench.stats.comparisons import MIN_PAIRS_FOR_DIRECTION, compare
 from bnbench.errors import BnbenchError
 from bnbench.options import DEFAULT_MAX_SEEDS
 
@@ -53,10 +53,10 @@ class Design(NamedTuple):
 
 def design(first: int, maximum: int = DEFAULT_MAX_SEEDS, *, step: int = DEFAULT_STEP, alpha: float = ALPHA,
            margin: float | None = None) -> Design:
-    """Looks at ``first`` seeds (at least :data:`bnbench.stats.summary.MIN_PAIRS_FOR_DIRECTION`), then every
+    """Looks at ``first`` seeds (at least :data:`bnbench.stats.comparisons.MIN_PAIRS_FOR_DIRECTION`), then every
     ``step`` seeds, the last at ``maximum``; look ``k`` spends ``alpha * (n_k - n_{k-1}) / maximum``
     (with ``n_0 = 0``). Raises :class:`DesignError` if ``maximum < first``."""
-    first = max(first, summary.MIN_PAIRS_FOR_DIRECTION)
+    first = max(first, MIN_PAIRS_FOR_DIRECTION)
     if maximum < first:
         raise DesignError(f"--max-seeds: must be at least {first} (the first look), got {maximum}")
     looks = [*range(first, maximum, step), maximum]
@@ -65,7 +65,7 @@ def design(first: int, maximum: int = DEFAULT_MAX_SEEDS, *, step: int = DEFAULT_
 
 
 class Look(NamedTuple):
-    """One look's comparisons, each ``((axis, a, b), table)`` (:func:`bnbench.stats.summary.compare` at the
+    """One look's comparisons, each ``((axis, a, b), table)`` (:func:`bnbench.stats.comparisons.compare` at the
     look's level), and how many of their rows are decided (:func:`decided`)."""
 
     seeds: int
@@ -91,6 +91,6 @@ def look(runs: pd.DataFrame, comparisons, plan: Design, metric: str = "test_acc"
     alpha = plan.alpha_at(seeds)
     if alpha is None:
         raise DesignError(f"{seeds} seeds is not a look of this design ({', '.join(map(str, plan.looks))})")
-    tables = [(c, summary.compare(runs, *c, metric=metric, alpha=alpha, margin=plan.margin)) for c in comparisons]
+    tables = [(c, compare(runs, *c, metric=metric, alpha=alpha, margin=plan.margin)) for c in comparisons]
     done = sum(int(decided(t).sum()) for _, t in tables)
     return Look(seeds, alpha, tables, done, sum(len(t) for _, t in tables))

@@ -1,1 +1,7 @@
-"""TODO"""
+"""One run's training, as compiled JAX: what a program is specialised to and what it traces
+(:mod:`bnbench.training.signature`), the program itself (:mod:`bnbench.training.program`), optimizers
+and the recipe around the model (:mod:`bnbench.training.optimizers`, :mod:`bnbench.training.recipe`),
+the mechanism probes (:mod:`bnbench.training.probes`), what a run returns
+(:mod:`bnbench.training.outcomes`), the execution context its numbers depend on
+(:mod:`bnbench.training.context`) and what a spec's networks resolve to
+(:mod:`bnbench.training.inventory`)."""

@@ -4,7 +4,7 @@ XLA compiles a vmapped program differently for different numbers of runs per dev
 other kernels), so a run's float32 numbers depend on how many runs shared its kernels, as they depend
 on the backend, the device (on CPU the host's instruction set and XLA's thread pool), and the
 JAX/jaxlib versions. They do not depend on which runs those were, on their order, or on how many
-blocks trained side by side (:mod:`bnbench.engine.execution` trains each block of runs on one device). Every run records its context in
+blocks trained side by side (:mod:`bnbench.engine.run_block` trains each block of runs on one device). Every run records its context in
 ``runs.csv`` (:data:`COLUMNS`), and a results folder never mixes contexts silently: resuming into a
 folder or merging folders whose runs of the same program ran in another context is refused, naming the
 field (:func:`difference`).

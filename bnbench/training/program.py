@@ -115,7 +115,7 @@ class Program(NamedTuple):
     x_train, x_test, y_test) -> (loss, accuracy, activation statistics)``; ``probe(state, seed, hp,
     step, x_train, y_train) -> probe values`` after ``step`` updates (:mod:`bnbench.training.probes`; empty
     without probes); ``run(seed, hp, x_train, y_train, x_test, y_test) -> ProgramOutput`` runs every
-    step, evaluation and probe with ``lax.scan``. The engines in :mod:`bnbench.engine.execution` drive either
+    step, evaluation and probe with ``lax.scan``. The engines in :mod:`bnbench.engine` drive either
     ``run`` (vmapped) or the others from a Python loop (stepwise): the same math.
     """
 
@@ -158,7 +158,8 @@ class Program(NamedTuple):
         draws, x, next_key = self._draws(state, hp, x_train[idx])
 
         def loss_fn(params):
-            logits, bn_state = self.model.apply(params, state.bn_state, x, train=True, **hp.norm_scalars, **draws)
+            logits, bn_state = self.model.apply(params, state.bn_state, x, train=True, bn_settings=hp.bn_settings,
+                                                **draws)
             return cross_entropy(logits, y_train[idx]), bn_state
 
         (loss, bn_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -168,7 +169,8 @@ class Program(NamedTuple):
     def activation_stats(self, state: TrainState, hp: HParams, x_test):
         if not self.sig.track_activations:
             return jnp.zeros((0, len(ACTIVATION_STATS)), jnp.float32)
-        preacts = self.model.preactivations(state.params, state.bn_state, x_test[:ACTIVATION_EXAMPLES], **hp.norm_scalars)
+        preacts = self.model.preactivations(state.params, state.bn_state, x_test[:ACTIVATION_EXAMPLES],
+                                            bn_settings=hp.bn_settings)
         return jnp.stack(
             [
                 jnp.concatenate([jnp.percentile(a, jnp.array([15.0, 50.0, 85.0])), jnp.stack([a.mean(), a.std()])])
@@ -179,8 +181,8 @@ class Program(NamedTuple):
     def precise_bn_state(self, state: TrainState, seed, hp: HParams, x_train):
         def batch_statistics(idx):
             # With momentum 0 the updated state is exactly the batch's statistics.
-            scalars = hp.norm_scalars | {"momentum": jnp.zeros((), jnp.float32)}
-            return self.model.apply(state.params, state.bn_state, x_train[idx], train=True, **scalars)[1]
+            settings = hp.bn_settings._replace(momentum=jnp.zeros((), jnp.float32))
+            return self.model.apply(state.params, state.bn_state, x_train[idx], train=True, bn_settings=settings)[1]
 
         per_batch = jax.lax.map(batch_statistics, self.batch_indices(seed, self.sig.steps, self.sig.precise_batches))
         return [
@@ -194,7 +196,7 @@ class Program(NamedTuple):
 
         def logits_of(x):
             return self.model.apply(state.params, state.bn_state, x, train=False, eval_stats="batch",
-                                    **hp.norm_scalars)[0]
+                                    bn_settings=hp.bn_settings)[0]
 
         logits = jax.vmap(logits_of)(x_test[:full].reshape(-1, size, *x_test.shape[1:])).reshape(full, -1)
         if full < x_test.shape[0]:
@@ -205,7 +207,7 @@ class Program(NamedTuple):
         if mode == "batch":
             return self.batch_stats_logits(state, hp, x_test)
         bn_state = self.precise_bn_state(state, seed, hp, x_train) if mode == "precise" else state.bn_state
-        return self.model.apply(state.params, bn_state, x_test, train=False, **hp.norm_scalars)[0]
+        return self.model.apply(state.params, bn_state, x_test, train=False, bn_settings=hp.bn_settings)[0]
 
     def evaluate(self, state: TrainState, seed, hp: HParams, x_train, x_test, y_test):
         logits = [self._logits(mode, state, seed, hp, x_train, x_test) for mode in self.sig.eval_stats]
@@ -221,7 +223,7 @@ class Program(NamedTuple):
         x, y = x_train[: sig.batch_size], y_train[: sig.batch_size]
 
         def loss(params):
-            logits, _ = self.model.apply(params, state.bn_state, x, train=True, **hp.norm_scalars)
+            logits, _ = self.model.apply(params, state.bn_state, x, train=True, bn_settings=hp.bn_settings)
             return cross_entropy(logits, y)
 
         grads = jax.grad(loss)(state.params)

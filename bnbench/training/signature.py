@@ -23,6 +23,7 @@ from bnbench.training import recipe
 from bnbench.experiment.fields import TRACED_FIELDS, RunConfig, fields_compiled_as
 from bnbench.data.registry import Dataset
 from bnbench.models import PLUGINS, Model, Normalization, is_plugin, make_model, num_params
+from bnbench.norm.settings import BNSettings
 from bnbench.options import OPTIMIZERS
 
 _VALUES = fields_compiled_as("value")
@@ -56,9 +57,9 @@ class HParams(NamedTuple("_HParams", [(name, jax.Array) for name in (*TRACED_FIE
         return cls(**{name: np.float32(value) for name, value in values.items()}, optimizer_floats=floats)
 
     @property
-    def norm_scalars(self) -> dict[str, jax.Array]:
-        """The keyword arguments of the norm layers (``Model.apply``)."""
-        return dict(momentum=self.momentum, epsilon=self.epsilon, renorm_rmax=self.renorm_rmax, renorm_dmax=self.renorm_dmax)
+    def bn_settings(self) -> BNSettings:
+        """BN's traced settings, the run fields of their names: the ``bn_settings`` of ``Model.apply``."""
+        return BNSettings(*(getattr(self, name) for name in BNSettings._fields))
 
 
 _FIELD_TYPES = [(name, Any) for name in (*_VALUES, *_SWITCHES)]

@@ -14,7 +14,11 @@ Each resolved reference carries a digest of what it names (the Python file, or t
 belongs to; the data's arrays), which the run records (:mod:`bnbench.training.context`) and the traced-program
 cache keys on: editing a plugin or its data never reuses a stale program, and resuming onto runs made
 with other code or data is refused, naming the file. Problems are one-line
-:class:`ReferenceError` messages naming the file and, where known, the line.
+:class:`ReferenceLoadError` messages naming the file and, where known, the line.
+
+This module lives in the data layer, the lowest one that resolves a reference: a data loader is one
+(:mod:`bnbench.data.own`), and the layers above (the spec, plugin networks in :mod:`bnbench.models`,
+their checks in :mod:`bnbench.sweeping.plan`) share it from here. It imports only the standard library.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ MODEL_GROUP = "bnbench.models"
 DATASET_GROUP = "bnbench.datasets"
 
 
-class ReferenceError(BnbenchError):
+class ReferenceLoadError(BnbenchError):
     """A model or data set reference that cannot be resolved, loaded or used."""
 
 
@@ -100,7 +104,8 @@ def _import_file(path: Path, digest: str):
         spec.loader.exec_module(module)
     except BaseException as err:
         del sys.modules[name]
-        raise ReferenceError(f"{_where_it_failed(err, str(path))}: cannot import {path.name} ({root_cause(err)})") from None
+        where = _where_it_failed(err, str(path))
+        raise ReferenceLoadError(f"{where}: cannot import {path.name} ({root_cause(err)})") from None
     return module
 
 
@@ -111,7 +116,8 @@ def _entry_point(name: str, group: str):
     try:
         return found[0].load()
     except BaseException as err:
-        raise ReferenceError(f"entry point {name!r} ({found[0].value}): cannot be loaded ({root_cause(err)})") from None
+        raise ReferenceLoadError(
+            f"entry point {name!r} ({found[0].value}): cannot be loaded ({root_cause(err)})") from None
 
 
 def entry_point_names(group: str) -> list[str]:
@@ -139,26 +145,26 @@ def _unknown_name(text: str, group: str, what: str, builtins: tuple[str, ...]) -
 
 def resolve(text: str, base_dir: Path, group: str, what: str, builtins: tuple[str, ...] = ()) -> Function:
     """The function ``text`` names (see the module docstring), relative to ``base_dir``; raises
-    :class:`ReferenceError` naming the file and line of what failed. ``builtins`` are the names
+    :class:`ReferenceLoadError` naming the file and line of what failed. ``builtins`` are the names
     bnbench itself knows, for the message when ``text`` is none of them and no entry point."""
     module_part, colon, name = text.rpartition(":")
     if not colon:
         target = _entry_point(text, group)
         if target is None:
-            raise ReferenceError(_unknown_name(text, group, what, builtins))
+            raise ReferenceLoadError(_unknown_name(text, group, what, builtins))
         module = inspect.getmodule(target)
         return Function(target, f"entry point {text}", digest_of(_module_folder(module)) if module else "")
     if is_path(text):
         path = (base_dir / module_part).resolve()
         if not path.is_file():
-            raise ReferenceError(f"{what} {text!r}: no such file {path}")
+            raise ReferenceLoadError(f"{what} {text!r}: no such file {path}")
         digest = digest_of(path)
         module, where = _import_file(path, digest), str(path)
     else:
         try:
             module = importlib.import_module(module_part)
         except BaseException as err:
-            raise ReferenceError(f"{_where_it_failed(err, None)}: {what} {text!r}: cannot import {module_part} "
+            raise ReferenceLoadError(f"{_where_it_failed(err, None)}: {what} {text!r}: cannot import {module_part} "
                                  f"({root_cause(err)})") from None
         where, digest = module_part, digest_of(_module_folder(module))
     target = getattr(module, name, None)
@@ -167,12 +173,12 @@ def resolve(text: str, base_dir: Path, group: str, what: str, builtins: tuple[st
                    and getattr(v, "__module__", None) == module.__name__]
         close = difflib.get_close_matches(name, defined, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"it defines {', '.join(defined) or 'no function'}"
-        raise ReferenceError(f"{where}: {what} {text!r}: no function {name!r} ({hint})")
+        raise ReferenceLoadError(f"{where}: {what} {text!r}: no function {name!r} ({hint})")
     return Function(target, where, digest)
 
 
 def check_keywords(function: Callable, given: dict[str, Any], where: str, what: str) -> None:
-    """Raises :class:`ReferenceError` if ``given`` holds a keyword ``function`` does not take (suggesting
+    """Raises :class:`ReferenceLoadError` if ``given`` holds a keyword ``function`` does not take (suggesting
     the closest one) or lacks one it requires (its first parameter is the context)."""
     parameters = list(inspect.signature(function).parameters.values())[1:]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
@@ -182,11 +188,12 @@ def check_keywords(function: Callable, given: dict[str, Any], where: str, what: 
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(names) or 'none'}"
-            raise ReferenceError(f"{where}: {what}_args.{key}: {function.__name__} takes no argument {key!r} ({hint})")
+            raise ReferenceLoadError(
+                f"{where}: {what}_args.{key}: {function.__name__} takes no argument {key!r} ({hint})")
     missing = [p.name for p in parameters if p.default is inspect.Parameter.empty and p.name not in given
                and p.kind is not inspect.Parameter.VAR_POSITIONAL]
     if missing:
-        raise ReferenceError(f"{where}: {function.__name__} needs {what}_args.{missing[0]} (it has no default)")
+        raise ReferenceLoadError(f"{where}: {function.__name__} needs {what}_args.{missing[0]} (it has no default)")
 
 
 def user_frame(err: BaseException, where: str) -> str:
