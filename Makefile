@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test test-fast test-cluster bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-conv-policy bench-conv-layers bench-sequential clean
+.PHONY: sweep test test-fast test-system test-cluster mutants bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-conv-policy bench-conv-layers bench-sequential clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,22 @@ $(VENV)/.installed-test: $(VENV)/.installed
 sweep: $(VENV)/.installed
 	$(BIN)/bnbench sweep experiments/quickstart.toml
 
+# Every test is in one lane (pyproject.toml's markers): unit (pure functions), integration (trains or
+# sweeps in the test's process), system (other processes: subprocess sweeps killed or locked, a compilation
+# cache across processes, Chromium). `make test` runs unit and integration on two workers (pytest-xdist),
+# `make test-system` the system lane, a file per worker (its module fixtures, such as a reference sweep,
+# built once); CI runs both, then test-cluster.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 -m "unit or integration"
 
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m unit
+
+test-system: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m system
+
+mutants: $(VENV)/.installed-test
+	$(BIN)/python tests/mutants.py
 
 # docs/cluster.md's SLURM recipe on a one-node SLURM it starts here (apt-installs slurm-wlm and munge as root).
 test-cluster: $(VENV)/.installed

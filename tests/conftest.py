@@ -1,3 +1,6 @@
+import gc
+import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -5,6 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bnbench.cli.app import app
+from bnbench.engine import release_programs
+from bnbench.engine.compile_cache import enable_compilation_cache
 
 TINY_SPEC = """
 name = "tiny"
@@ -21,39 +26,75 @@ placement = ["pre", "none"]
 epsilon = [1e-5, 1e-3]
 """
 
-
-# The fast lane (`make test-fast`, `pytest -m "not slow"`): BN, its variants and edge cases, specs, the
-# CSV schema, the field registry and the docs. Every other module trains networks or runs sweeps.
-FAST_MODULES = {"test_bn", "test_variants", "test_edge_inputs", "test_spec", "test_schema", "test_registry", "test_docs",
-                "test_explain"}
+# Every test belongs to one lane, by what it does (pyproject.toml registers them): `make test-fast` runs
+# the unit lane, `make test` unit and integration, `make test-system` the system lane.
+LANES = ("unit", "integration", "system")
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.module.__name__.rpartition(".")[2] not in FAST_MODULES:
-            item.add_marker(pytest.mark.slow)
+    """A test in no lane, or in two, is a collection error: the lanes must cover the suite exactly."""
+    wrong = [f"{item.nodeid} ({', '.join(lanes) or 'no lane'})" for item in items
+             if len(lanes := [m.name for m in item.iter_markers() if m.name in LANES]) != 1]
+    if wrong:
+        raise pytest.UsageError("each test needs exactly one of the markers " + ", ".join(LANES) + ":\n  "
+                                + "\n  ".join(wrong))
+
+
+def memory_maps() -> int:
+    """The memory maps this process holds (0 where ``/proc`` does not tell: no such limit there)."""
+    try:
+        return Path("/proc/self/maps").read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
+def map_budget() -> int:
+    """Half the kernel's limit on a process's memory maps (``vm.max_map_count``, 65530 by default)."""
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text()) // 2
+    except (OSError, ValueError):
+        return 65530 // 2
+
+
+MAP_BUDGET = map_budget()
 
 
 @pytest.fixture(autouse=True)
 def release_compiled_programs():
-    """Drops every compiled program after each test. Each executable maps its code into the process
-    (a small one about 3 of the kernel's memory maps; `vm.max_map_count` is 65530 here), and one test
-    process compiles thousands: released only after each module, they reached 36,000 maps, and XLA:CPU aborted
-    or segfaulted late in every full run, compiling or serializing, never with the failing test alone."""
+    """Keeps compiled programs from test to test (a tiny MLP compiles once per process, not once per
+    test), and drops them all only once the process holds more than half of ``vm.max_map_count``.
+    Each compiled program maps its code into the process (a run's signature, with JAX's helpers, some
+    hundreds of the kernel's memory maps), and one test process compiles thousands: kept for a whole run
+    they reached the limit, and XLA:CPU aborted or segfaulted late in the run, compiling or serializing,
+    never with the failing test alone. The other half is the headroom of the next test, which compiles
+    far fewer (the most, tests/test_plugins.py's variants, a few dozen signatures)."""
     yield
-    from bnbench import engine
-
-    engine.release_programs()
+    if memory_maps() > MAP_BUDGET:
+        release_programs()
+        gc.collect()  # the executables' maps go when the last reference does
 
 
 @pytest.fixture(scope="session", autouse=True)
-def compile_cache(tmp_path_factory):
-    """Sweeps in tests (in-process and subprocesses) share a compilation cache and a user cache folder
-    (generated data sets) of their own, not the user's."""
-    folder = tmp_path_factory.mktemp("xla-cache")
+def compile_cache(request, tmp_path_factory) -> Path:
+    """The compilation cache of the tests' programs (engine calls in this process, sweeps in it and in
+    subprocesses) and their user cache folder (generated data sets): the tests' own, not the user's.
+    pytest-xdist's workers share both (each is safe for processes at once), and both live in pytest's
+    cache folder (``.pytest_cache/d/``), so a run reads back what earlier runs compiled: entries are
+    keyed by the program (a traced one by bnbench's sources too, :mod:`bnbench.engine.trace_cache`), and
+    an edit compiles afresh what it changed. ``--cache-clear`` or ``-p no:cacheprovider`` runs cold."""
+    pytest_cache = getattr(request.config, "cache", None)
+    if pytest_cache is not None:
+        folder, user_cache = pytest_cache.mkdir("bnbench-xla"), pytest_cache.mkdir("bnbench-user-cache")
+    else:
+        root = tmp_path_factory.getbasetemp()
+        shared = root.parent if "PYTEST_XDIST_WORKER" in os.environ else root  # a worker's basetemp is in the run's
+        folder, user_cache = shared / "xla-cache", shared / "user-cache"
+        folder.mkdir(exist_ok=True)
+        user_cache.mkdir(exist_ok=True)
+    enable_compilation_cache(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BNBENCH_COMPILE_CACHE", str(folder))
-        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("user-cache")))
+        patch.setenv("XDG_CACHE_HOME", str(user_cache))
         yield folder
 
 
@@ -74,17 +115,39 @@ def write_spec(workdir):
     return write
 
 
+def invoke_cli(*args):
+    """``bnbench ARGS`` in this process (paths and numbers as text), its output captured."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 @pytest.fixture
 def cli():
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return invoke
+    return invoke_cli
 
 
 @pytest.fixture
 def tiny_spec(write_spec) -> Path:
     """A 8-run spec on the synthetic data set: placement x epsilon x 2 seeds, 30 steps."""
     return write_spec(TINY_SPEC)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, compile_cache) -> Path:
+    """The results folder of :data:`TINY_SPEC` swept with ``--no-plots``, once per session (per worker) in
+    a folder of its own: read it, or copy it (:func:`tiny_results`) to change it."""
+    folder = tmp_path_factory.mktemp("tiny-sweep")
+    spec = folder / "spec.toml"
+    spec.write_text(textwrap.dedent(TINY_SPEC))
+    out = folder / "results" / "tiny"
+    result = invoke_cli("sweep", spec, "--no-plots", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def tiny_results(tiny_sweep, tiny_spec, workdir) -> Path:
+    """``results/tiny`` in the test's own folder as ``bnbench sweep spec.toml --no-plots`` leaves it
+    there (a copy of :func:`tiny_sweep`): the test may change it."""
+    out = workdir / "results" / "tiny"
+    shutil.copytree(tiny_sweep, out)
+    return out

@@ -6,10 +6,14 @@ import jax
 import pytest
 
 from bnbench import data, engine, options
+from bnbench.engine import run_block
 from bnbench.profiling import peers
 from bnbench.profiling import kernels as P
+from bnbench.profiling import table
 from bnbench.experiment.fields import RunConfig
 from bnbench.training.signature import Signature
+
+pytestmark = pytest.mark.unit
 
 
 class FakeDevice:
@@ -39,9 +43,9 @@ def test_block_size_follows_the_memory_of_the_device_and_its_platform_maximum():
 
 
 def test_device_out_of_memory_errors_are_recognised():
-    assert engine._out_of_memory(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 2.0GiB on GPU"))
-    assert not engine._out_of_memory(jax.errors.JaxRuntimeError("INVALID_ARGUMENT: shapes"))
-    assert not engine._out_of_memory(ValueError("RESOURCE_EXHAUSTED"))
+    assert run_block._out_of_memory(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 2.0GiB on GPU"))
+    assert not run_block._out_of_memory(jax.errors.JaxRuntimeError("INVALID_ARGUMENT: shapes"))
+    assert not run_block._out_of_memory(ValueError("RESOURCE_EXHAUSTED"))
 
 
 def test_pytorch_peer_runs_where_jax_runs(monkeypatch):
@@ -71,8 +75,8 @@ def test_cold_buffers_on_an_accelerator_cover_several_times_its_l2(monkeypatch):
 
 def test_allocator_note_is_cpu_only(monkeypatch):
     monkeypatch.setattr(P.jax, "default_backend", lambda: "gpu")
-    monkeypatch.setattr(P, "allocator_overhead", lambda *a: pytest.fail("measured the allocator on a GPU"))
-    assert P._allocator_note(peers.Case((128, 56, 56, 64), "float32", "train")) == []
+    monkeypatch.setattr(table, "allocator_overhead", lambda *a: pytest.fail("measured the allocator on a GPU"))
+    assert table._allocator_note(peers.Case((128, 56, 56, 64), "float32", "train")) == []
 
 
 def test_option_names_are_the_implemented_ones():
@@ -80,4 +84,4 @@ def test_option_names_are_the_implemented_ones():
 
     assert tuple(peers.implementations()) == options.PROFILE_IMPLEMENTATIONS
     assert tuple(models.ACTIVATION_FUNCTIONS) == options.ACTIVATIONS and tuple(models.FAMILIES) == options.MODELS
-    assert P.MODES == options.PROFILE_MODES and tuple(P.TRAFFIC) == options.PROFILE_MODES
+    assert tuple(P.TRAFFIC) == options.PROFILE_MODES

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from bnbench.norm import bn
+from bnbench.norm.settings import BNSettings
+
+pytestmark = pytest.mark.unit
 
 SHAPES = [(32, 5), (8, 12, 6), (4, 6, 5, 3)]
 
@@ -216,8 +219,8 @@ def test_cross_device_gradients_are_those_of_the_concatenated_batch():
 
     def reference(x, scale, offset):
         var = jnp.mean((x - x.mean(axis=0)) ** 2, axis=0)
-        y = scale * (x - x.mean(axis=0)) / jnp.sqrt(var + bn.DEFAULT_EPSILON) + offset
-        return jnp.sum(weights * y) + (1 - bn.DEFAULT_MOMENTUM) * jnp.sum(var)
+        y = scale * (x - x.mean(axis=0)) / jnp.sqrt(var + BNSettings().epsilon) + offset
+        return jnp.sum(weights * y) + (1 - BNSettings().momentum) * jnp.sum(var)
 
     grads = jax.grad(sharded_loss, argnums=(0, 1, 2))(x, params.scale, params.offset)
     with jax.enable_x64(True):

@@ -11,6 +11,7 @@ COMMANDS = ["sweep", "report", "profile", "datasets", "merge", "columns", "expla
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
 def test_help_has_short_flag_no_internal_type_names_and_no_stray_spaces(command, cli):
     short, long = cli(*command, "-h"), cli(*command, "--help")
@@ -22,6 +23,7 @@ def test_help_has_short_flag_no_internal_type_names_and_no_stray_spaces(command,
     assert "…" not in text  # nothing cut off
 
 
+@pytest.mark.unit
 def test_version_completion_and_choices_are_offered(cli):
     assert re.fullmatch(r"bnbench \d+\.\d+\.\d+\n", cli("--version").stdout)
     assert "--install-completion" in cli("-h").stdout
@@ -31,6 +33,7 @@ def test_version_completion_and_choices_are_offered(cli):
     assert "[default: (results/<spec" in cli("sweep", "-h").stdout
 
 
+@pytest.mark.integration
 def test_summary_cells_stay_on_one_line_at_80_columns(write_spec, workdir, cli):
     spec = write_spec('name = "wide"\ndataset = "synthetic"\nwidths = [8]\nsteps = 20\nseeds = 2\n'
                       '[grid]\nactivation = ["relu", "sigmoid"]\nplacement = ["pre", "post", "none"]\n'
@@ -45,17 +48,20 @@ def test_summary_cells_stay_on_one_line_at_80_columns(write_spec, workdir, cli):
     assert "a-rather-long-results-folder-name/for-this-wide-sweep/" in result.stdout
 
 
+@pytest.mark.integration
 def test_one_run_is_one_run(write_spec, cli):
     result = cli("sweep", write_spec('dataset = "synthetic"\nwidths = [4]\nsteps = 10\n'), "--no-plots")
     words = " ".join(result.stdout.split())
     assert "1 run," in words and "(1 run)" in words and "1 runs" not in words
 
 
+@pytest.mark.unit
 def test_set_eval_stats_takes_one_list(tiny_spec, cli):
     result = cli("sweep", tiny_spec, "--set", "eval_stats=running,precise", "--dry-run")
     assert result.exit_code == 0 and "8 runs" in result.stdout and "running-precise" in result.stdout
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "text, args, message",
     [
@@ -70,12 +76,14 @@ def test_hints_name_the_right_culprit(text, args, message, write_spec, cli):
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr
 
 
+@pytest.mark.unit
 def test_a_spec_that_is_a_folder_says_so(workdir, cli):
     (workdir / "specs").mkdir()
     result = cli("sweep", workdir / "specs")
     assert result.exit_code == 2 and "is a folder, not a spec file" in result.stderr
 
 
+@pytest.mark.integration
 def test_spec_toml_writes_swept_fields_only_in_the_grid(tiny_spec, workdir, cli):
     assert cli("sweep", tiny_spec, "--set", "lr=0.01,0.1", "--dry-run").exit_code == 0
     assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
@@ -86,6 +94,7 @@ def test_spec_toml_writes_swept_fields_only_in_the_grid(tiny_spec, workdir, cli)
     assert load_spec(workdir / "results" / "tiny" / "spec.toml").to_toml() == stored
 
 
+@pytest.mark.unit
 def test_datasets_checks_the_checksum_before_saying_yes(workdir, cli):
     folder = workdir / "data" / "mnist"
     folder.mkdir(parents=True)
@@ -97,6 +106,7 @@ def test_datasets_checks_the_checksum_before_saying_yes(workdir, cli):
     assert "corrupt" in line and "yes" not in line
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="needs ../shared/data/mnist")
 def test_datasets_says_yes_for_verified_files(cli):
     result = cli("datasets", "--data-dir", SHARED_DATA)
@@ -104,6 +114,7 @@ def test_datasets_says_yes_for_verified_files(cli):
     assert "yes (MD5" in line
 
 
+@pytest.mark.unit
 def test_columns_lists_the_csv_schema(cli):
     result = cli("columns")
     assert result.exit_code == 0
@@ -111,6 +122,7 @@ def test_columns_lists_the_csv_schema(cli):
         assert name in result.stdout
 
 
+@pytest.mark.unit
 def test_a_table_too_wide_for_the_terminal_is_printed_whole_not_cropped():
     import io
 

@@ -19,6 +19,8 @@ from bnbench.data import files
 from bnbench.data import formats
 from bnbench.data.files import DataFile
 
+pytestmark = pytest.mark.unit
+
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
 IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -50,13 +52,13 @@ def tiny_mnist(monkeypatch, tmp_path):
     )
     folder = tmp_path / "data" / "mnist"
     folder.mkdir(parents=True)
-    files = []
+    published = []
     for name, array in zip(IDX_NAMES, arrays):
         raw = idx_bytes(array)
         (folder / name).write_bytes(gzip.compress(raw))
-        files.append(DataFile(name, hashlib.md5(raw).hexdigest(), "content", len(raw)))
+        published.append(DataFile(name, hashlib.md5(raw).hexdigest(), "content", len(raw)))
     entry = data.REGISTRY["mnist"]
-    monkeypatch.setitem(data.REGISTRY, "mnist", entry._replace(split=(6, 4), source=entry.source._replace(files=tuple(files))))
+    monkeypatch.setitem(data.REGISTRY, "mnist", entry._replace(split=(6, 4), source=entry.source._replace(files=tuple(published))))
     return tmp_path / "data", arrays
 
 
@@ -226,7 +228,7 @@ def test_generated_mnist1d_is_cached_bitwise_and_regenerated_when_corrupt(tmp_pa
     cached = registry._load_mnist1d(600)
     for a, b in zip(fresh[1:5], cached[1:5]):
         assert a.dtype == b.dtype and np.array_equal(a, b)
-    monkeypatch.setattr(data, "_generate_mnist1d", lambda n: pytest.fail("generated although a cached copy exists"))
+    monkeypatch.setattr(registry, "_generate_mnist1d", lambda n: pytest.fail("generated although a cached copy exists"))
     registry._load_mnist1d(600)
     monkeypatch.undo()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -8,6 +8,8 @@ import pytest
 from bnbench.norm import bn
 from bnbench.norm import per_example
 
+pytestmark = pytest.mark.unit
+
 
 def _params_state(channels: int):
     params = bn.BNParams(scale=jnp.linspace(0.5, 2.0, channels), offset=jnp.linspace(-1.0, 1.0, channels))

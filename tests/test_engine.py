@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,11 +12,22 @@ import pandas as pd
 import pytest
 
 from bnbench import engine
+from bnbench.engine.compile_cache import enable_compilation_cache
 from bnbench.experiment.fields import RunConfig
 from bnbench.experiment.spec import load_spec
-from bnbench.sweeping.session import Shard, ShardError
+from bnbench.sweeping.plan import Shard, ShardError
 
 BASE = dict(dataset="synthetic", num_samples=1200, steps=30, eval_every=10)
+
+# How far the engines' losses may part. They run the same float32 arithmetic, but XLA:CPU compiles
+# each program on its own and may round one operation otherwise in one of them (a division by the
+# dropout's keep probability, as a product with its reciprocal; a batched product's sums in another
+# order, by the CPU's vector width); every later training step compounds that. Ten times the largest
+# difference measured on x86-64 CPUs: an AMD EPYC (family 23, AVX2), where 12 steps of the plugin test's
+# dropout_before variant moved the test loss past the former bound of 1e-5, and this suite's AVX-512
+# machine, where it moved an order of magnitude less and every other run agreed bitwise. A wrong batch,
+# mask or update moves a loss by orders of magnitude more.
+ENGINE_LOSS_BOUND = 5e-4
 
 
 def mixed_grid(widths=(12,)):
@@ -33,6 +45,7 @@ def by_id(pairs):
     return {config.run_id: result for config, result in pairs}
 
 
+@pytest.mark.integration
 def test_vectorized_and_sequential_engines_agree_on_a_mixed_grid():
     grid = mixed_grid()
     vectorized = by_id(engine.run_all(grid, engine="vectorized"))
@@ -41,11 +54,13 @@ def test_vectorized_and_sequential_engines_agree_on_a_mixed_grid():
     for run_id, ref in sequential.items():
         got = vectorized[run_id]
         assert got.status == ref.status == "ok"
-        assert abs(got.test_acc - ref.test_acc) <= 1e-5
-        assert abs(got.final_train_loss - ref.final_train_loss) <= 1e-5
-        np.testing.assert_allclose([p.test_loss for p in got.curve], [p.test_loss for p in ref.curve], atol=1e-5)
+        assert got.test_acc == ref.test_acc  # accuracies move in steps of 1/240: the former bound of 1e-5 was equality
+        assert abs(got.final_train_loss - ref.final_train_loss) <= ENGINE_LOSS_BOUND
+        np.testing.assert_allclose([p.test_loss for p in got.curve], [p.test_loss for p in ref.curve], rtol=0,
+                                   atol=ENGINE_LOSS_BOUND)
 
 
+@pytest.mark.integration
 def test_whole_run_trains_on_the_batches_of_batch_indices_across_epochs():
     """``Program.run`` draws each epoch's order once and carries it; the sequential engine slices
     ``batch_indices``. 160 training examples in batches of 32 are 5 steps per epoch: epochs begin inside
@@ -65,10 +80,15 @@ def test_whole_run_trains_on_the_batches_of_batch_indices_across_epochs():
         for idx in program.batch_indices(seed, 0, config.steps):
             state, loss = program.step(state, idx, hp, *arrays[:2])
             stepped.append(loss)
-        np.testing.assert_allclose(whole, stepped, rtol=1e-6)
+        # A jitted scan and eager steps round the loss's float32 sums each their own way: the first loss,
+        # before any update, already parts by an ulp or two, and 23 steps compound that to a few. The
+        # bound is fifty times what was measured (AVX-512), room for other CPUs' kernels; a step on
+        # another batch moves the loss by orders of magnitude more.
+        np.testing.assert_allclose(whole, stepped, rtol=1e-5)
 
 
-def test_one_compilation_per_group_and_device():
+@pytest.mark.integration
+def test_one_compilation_per_group_and_device(compile_cache):
     grid = mixed_grid(widths=(11,))  # widths no other test compiles
     compiles = []
 
@@ -77,16 +97,19 @@ def test_one_compilation_per_group_and_device():
             compiles.append(event)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
+    enable_compilation_cache(None)  # compilations, not reads of what an earlier run compiled (tests/conftest.py)
     try:
         results = list(engine.run_all(grid, engine="vectorized", devices=1))
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+        enable_compilation_cache(compile_cache)
     groups = engine.group_runs(grid)
     assert len(groups) == 3  # eps, momentum, lr and seed are traced, not compiled in
     assert len(results) == len(grid)
     assert len(compiles) == len(groups)
 
 
+@pytest.mark.integration
 def test_a_diverging_run_leaves_its_neighbours_unchanged():
     runs = [RunConfig(**BASE, widths=(12,), placement="none", optimizer="sgd", lr=lr) for lr in (0.01, 1e9, 0.05)]
     together = by_id(engine.run_all(runs, engine="vectorized"))
@@ -98,6 +121,7 @@ def test_a_diverging_run_leaves_its_neighbours_unchanged():
         assert together[run.run_id].curve == alone.curve
 
 
+@pytest.mark.unit
 def test_block_size_is_the_platform_maximum_for_small_models_and_shrinks_for_big_ones():
     device = jax.devices()[0]
     small = RunConfig(dataset="mnist1d", num_samples=5000, batch_size=32, steps=2000, eval_every=200)
@@ -110,6 +134,7 @@ def test_block_size_is_the_platform_maximum_for_small_models_and_shrinks_for_big
     assert engine.block_size(g_big.signature, 1000, device, requested=3) == 3
 
 
+@pytest.mark.unit
 def test_unknown_engine_and_no_devices_are_errors():
     with pytest.raises(engine.EngineError, match="--engine"):
         list(engine.run_all(mixed_grid()[:1], engine="turbo"))
@@ -117,15 +142,17 @@ def test_unknown_engine_and_no_devices_are_errors():
         engine.slots(0)
 
 
+@pytest.mark.unit
 def test_on_cpu_blocks_train_side_by_side_on_one_device_once_per_usable_cpu():
     from bnbench import options
 
     cpu = jax.devices("cpu")[0]
     assert engine.slots() == (cpu,) * options.usable_cpus()
     assert engine.slots(3) == (cpu,) * 3
-    assert engine.prepare(mixed_grid()[:1], engine="sequential").devices == (cpu,)
+    assert engine.assign_runs(mixed_grid()[:1], engine="sequential").devices == (cpu,)
 
 
+@pytest.mark.unit
 def test_usable_cpus_follow_the_affinity_and_the_cgroup_quota(tmp_path, monkeypatch):
     from bnbench import options
 
@@ -158,40 +185,48 @@ def run_cli(args, workdir, device_count, cpu=None):
 METRICS = ["run_id", "status", "final_train_loss", "test_loss", "test_acc"]
 
 
+@pytest.mark.system
 def test_each_run_records_the_thread_pool_that_the_cpus_and_host_devices_give_xla(tiny_spec, workdir):
     """XLA:CPU's pool has a thread per CPU the process may use, and at least one per host device; it
     splits large reductions by it, so the runs record it. A process limited to one CPU trains one
     block at a time."""
-    run_cli(["sweep", tiny_spec, "--out", "four"], workdir, 4)
-    run_cli(["sweep", tiny_spec, "--out", "one-cpu"], workdir, 1, cpu=0)
+    run_cli(["sweep", tiny_spec, "--out", "four", "--no-plots"], workdir, 4)
+    run_cli(["sweep", tiny_spec, "--out", "one-cpu", "--no-plots"], workdir, 1, cpu=0)
     four, one_cpu = (pd.read_csv(workdir / name / "runs.csv") for name in ("four", "one-cpu"))
     assert set(four["cpu_threads"]) == {max(4, len(os.sched_getaffinity(0)))} and set(one_cpu["cpu_threads"]) == {1}
     assert json.loads((workdir / "one-cpu" / "meta.json").read_text())["blocks_at_once"] == 1
+    # Not promised bitwise: a pool of another size may split a large reduction otherwise. This spec's sums
+    # (a batch of 16, 240 test examples) are far below where XLA:CPU splits, and agreed bitwise where
+    # measured; 1e-6 is a few float32 ulps of these losses (near 1), and accuracies move in steps of 1/240.
     pd.testing.assert_frame_equal(four[METRICS], one_cpu[METRICS], check_exact=False, atol=1e-6, rtol=0)
 
 
-def test_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--out", "whole").exit_code == 0
-    assert cli("sweep", tiny_spec, "--shard", "0/2").exit_code == 0
-    assert cli("sweep", tiny_spec, "--shard", "1/2").exit_code == 0
+@pytest.mark.integration
+def test_shards_merged_equal_the_unsharded_sweep(tiny_sweep, tiny_spec, workdir, cli):
+    shutil.copytree(tiny_sweep, workdir / "whole")
+    assert cli("sweep", tiny_spec, "--shard", "0/2", "--no-plots").exit_code == 0
+    assert cli("sweep", tiny_spec, "--shard", "1/2", "--no-plots").exit_code == 0
     assert len(pd.read_csv(workdir / "results" / "tiny-shard0of2" / "runs.csv")) == 4
     result = cli("merge", "results/tiny-shard0of2", "results/tiny-shard1of2", "whole", "--out", "merged")
     assert result.exit_code == 0 and "8 duplicate records with the same results left out" in result.stdout
     whole = pd.read_csv(workdir / "whole" / "runs.csv")
     merged = pd.read_csv(workdir / "merged" / "runs.csv")
     assert list(merged["run_id"]) == [r.run_id for r in load_spec(tiny_spec).expand()]
-    pd.testing.assert_frame_equal(merged[METRICS], whole[METRICS], check_exact=False, atol=1e-6, rtol=0)
+    # bitwise: a run's numbers depend on its configuration and execution context only (tests/test_reproducibility.py)
+    pd.testing.assert_frame_equal(merged[METRICS], whole[METRICS], check_exact=True)
     curves = pd.read_csv(workdir / "merged" / "curves.csv")
     assert len(curves) == 8 * 3 and not curves.duplicated(["run_id", "step"]).any()
 
 
-def test_merge_refuses_folders_of_different_specs(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--out", "a").exit_code == 0
-    assert cli("sweep", tiny_spec, "--out", "b", "--set", "lr=0.01").exit_code == 0
+@pytest.mark.integration
+def test_merge_refuses_folders_of_different_specs(tiny_sweep, tiny_spec, workdir, cli):
+    shutil.copytree(tiny_sweep, workdir / "a")
+    assert cli("sweep", tiny_spec, "--out", "b", "--set", "lr=0.01", "--no-plots").exit_code == 0
     result = cli("merge", "a", "b", "--out", "m")
     assert result.exit_code == 2 and "different specs" in result.stderr and not (workdir / "m").exists()
 
 
+@pytest.mark.unit
 def test_bad_shard_is_a_one_line_error(tiny_spec, workdir, cli):
     result = cli("sweep", tiny_spec, "--shard", "2/2")
     assert result.exit_code == 2 and result.stderr.strip().startswith("error: --shard")
@@ -205,6 +240,7 @@ def slurm(task: int, first: int, last: int, step: int = 1) -> dict[str, str]:
             "SLURM_ARRAY_TASK_MAX": str(last), "SLURM_ARRAY_TASK_STEP": str(step), "SLURM_ARRAY_TASK_COUNT": str(count)}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "environ, text, expected",
     [
@@ -222,6 +258,7 @@ def test_shard_auto_is_the_same_shard_whichever_part_of_the_job_runs(environ, te
     assert Shard.parse(text, environ, jax_processes=lambda: pytest.fail("asked JAX")) == expected
 
 
+@pytest.mark.unit
 def test_shard_auto_from_multi_process_jax_and_its_errors():
     assert Shard.parse("auto", {}, jax_processes=lambda: (1, 4))[:2] == (1, 4)
     for environ, text, message in [
@@ -241,6 +278,7 @@ def test_shard_auto_from_multi_process_jax_and_its_errors():
         Shard.parse("auto/3", {}, jax_processes=lambda: (1, 4))
 
 
+@pytest.mark.integration
 def test_a_resubmitted_slurm_task_runs_its_own_shard_and_the_merge_names_what_is_missing(tiny_spec, workdir, cli, monkeypatch):
     def task(index: int, first: int, last: int, shard: str):
         for name, value in slurm(index, first, last).items():
@@ -265,6 +303,7 @@ def test_a_resubmitted_slurm_task_runs_its_own_shard_and_the_merge_names_what_is
     assert merged["execution"] == shard_meta["execution"] | json.loads((workdir / parts[0] / "meta.json").read_text())["execution"]
 
 
+@pytest.mark.integration
 def test_slurm_array_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir, cli, monkeypatch):
     assert cli("sweep", tiny_spec, "--out", "whole", "--engine", "sequential", "--no-plots").exit_code == 0
     for task in range(3):
@@ -275,4 +314,4 @@ def test_slurm_array_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir,
     parts = [f"results/tiny-shard{i}of3" for i in range(3)]
     assert cli("merge", *parts, "--out", "merged").exit_code == 0
     whole, merged = (pd.read_csv(workdir / name / "runs.csv") for name in ("whole", "merged"))
-    pd.testing.assert_frame_equal(merged[METRICS], whole[METRICS])
+    pd.testing.assert_frame_equal(merged[METRICS], whole[METRICS], check_exact=True)  # bitwise, as any sharding

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 
 from bnbench import data
-from bnbench.reporting import figures
-from bnbench.cli import terminal
-from bnbench.stats import summary
-from bnbench.profiling import kernels as profile_lib
+from bnbench.reporting import cells, figure_layout, figures
+from bnbench.stats import comparisons, student_t, summary
+from bnbench.profiling import table as profile_lib
 from bnbench.experiment.fields import RunConfig
 from bnbench.training.outcomes import summarize_output
 from bnbench.training.program import ProgramOutput
@@ -31,20 +30,22 @@ def paired_runs(diffs, base=0.6):
     return pd.DataFrame(rows)
 
 
+@pytest.mark.unit
 def test_t_quantile_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
-    assert summary.t_quantile(0.975, 1) == pytest.approx(T_975_1DF, rel=1e-9)
+    assert student_t.t_quantile(0.975, 1) == pytest.approx(T_975_1DF, rel=1e-9)
     for df in [*range(1, 120), 255, 999, 4000]:
-        assert summary.t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
+        assert student_t.t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
     # The levels a sequential design spends (bnbench.stats.group_sequential): far in the tail.
     for p in (0.9, 0.995, 0.99875, 0.9999):
         for df in (2, 3, 7, 19, 40):
-            assert summary.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-10)
+            assert student_t.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-10)
 
 
+@pytest.mark.unit
 def test_compare_at_two_pairs_gives_the_paired_t_interval_and_names_no_direction():
     # The quickstart's batch-32 pairs: +0.034 and +0.041. A bootstrap gave [0.034, 0.041] and "pre higher".
-    (row,) = summary.compare(paired_runs([0.034, 0.041]), "placement", "pre", "post").to_dict("records")
+    (row,) = comparisons.compare(paired_runs([0.034, 0.041]), "placement", "pre", "post").to_dict("records")
     diffs = np.array([0.034, 0.041])
     half = T_975_1DF * diffs.std(ddof=1) / math.sqrt(2)
     assert row["pairs"] == 2 and math.isclose(row["mean_diff"], 0.0375)
@@ -52,17 +53,19 @@ def test_compare_at_two_pairs_gives_the_paired_t_interval_and_names_no_direction
     assert row["verdict"].startswith("too few pairs for a direction (2")
 
 
+@pytest.mark.unit
 def test_compare_names_a_direction_only_when_the_t_interval_excludes_zero():
-    strong = summary.compare(paired_runs([0.03, 0.031, 0.032]), "placement", "pre", "post").iloc[0]
+    strong = comparisons.compare(paired_runs([0.03, 0.031, 0.032]), "placement", "pre", "post").iloc[0]
     half = T_975_2DF * 0.001 / math.sqrt(3)
     assert math.isclose(strong["ci_low"], 0.031 - half, rel_tol=1e-6)
     assert strong["verdict"] == "placement=pre higher over 3 pairs"
-    weak = summary.compare(paired_runs([0.05, -0.04, 0.01]), "placement", "pre", "post").iloc[0]
+    weak = comparisons.compare(paired_runs([0.05, -0.04, 0.01]), "placement", "pre", "post").iloc[0]
     assert weak["ci_includes_zero"] and weak["verdict"].startswith("no evidence of a difference over 3 pairs")
-    flat = summary.compare(paired_runs([0.01, 0.01, 0.01]), "placement", "pre", "post").iloc[0]
+    flat = comparisons.compare(paired_runs([0.01, 0.01, 0.01]), "placement", "pre", "post").iloc[0]
     assert math.isnan(flat["ci_low"]) and "no spread" in flat["verdict"]
 
 
+@pytest.mark.unit
 def test_runs_that_all_gave_one_value_get_no_interval():
     runs = pd.DataFrame({"lr": [0.01, 0.01, 0.1, 0.1], "seed": [0, 1, 0, 1], "status": ["ok"] * 4,
                          "test_acc": [0.649, 0.649, 0.70, 0.71]})
@@ -70,31 +73,32 @@ def test_runs_that_all_gave_one_value_get_no_interval():
     flat, spread = table.iloc[0], table.iloc[1]
     assert flat["std"] == 0 and math.isnan(flat["ci_low"]) and math.isnan(flat["ci_high"])
     assert spread["ci_low"] < 0.705 < spread["ci_high"]
-    _, rows = terminal.summary_cells(table, ["lr"])
+    _, rows = cells.summary_cells(table, ["lr"])
     assert rows[0][-2:] == ["0.6490 ± 0.0000", "no spread"]
 
 
+@pytest.mark.unit
 def test_accuracy_intervals_are_clipped_to_0_1_and_say_so():
     runs = pd.DataFrame({"placement": ["pre", "pre", "none", "none"], "seed": [0, 1, 0, 1], "status": ["ok"] * 4,
                          "test_acc": [0.90, 0.99, 0.50, 0.52]})
     table = summary.summarize(runs, ["placement"]).set_index("placement")
     assert table.loc["pre", "ci_high"] == 1.0 and table.loc["pre", "ci_clipped"]
     assert 0 < table.loc["none", "ci_low"] and not table.loc["none", "ci_clipped"]
-    header, rows = terminal.summary_cells(table.reset_index(), ["placement"])
+    header, rows = cells.summary_cells(table.reset_index(), ["placement"])
     assert rows[0][-1].endswith("1.0000]*") and not rows[1][-1].endswith("*")
     loss = summary.summarize(runs.assign(test_loss=[0.01, 0.3, 1.0, 1.1]), ["placement"], "test_loss")
     assert loss["ci_low"].min() == 0.0 and loss["ci_clipped"].iloc[0]
 
 
 def capture_figure(monkeypatch):
-    figures = []
+    drawn = []
 
     def keep(fig, path):
-        figures.append(fig)
+        drawn.append(fig)
         return path
 
-    monkeypatch.setattr(plots, "_save", keep)
-    return figures
+    monkeypatch.setattr(figure_layout, "save_figure", keep)
+    return drawn
 
 
 def fake_runs(axes: dict, diverged=lambda row: False, metric=lambda row: 0.5):
@@ -109,12 +113,13 @@ def fake_runs(axes: dict, diverged=lambda row: False, metric=lambda row: 0.5):
     return pd.DataFrame(rows)
 
 
+@pytest.mark.unit
 def test_learning_curves_show_every_group_in_panels(monkeypatch):
     runs = fake_runs({"activation": ["relu", "sigmoid", "tanh"], "placement": ["pre", "post", "none"], "batch_size": [16, 64]})
     curves = pd.DataFrame([{"run_id": r, "step": s, "train_loss": 1.0 / s, "test_acc": 0.5} for r in runs["run_id"] for s in (10, 20)])
-    figures = capture_figure(monkeypatch)
+    drawn = capture_figure(monkeypatch)
     figures.learning_curves(runs, curves, "unused.png")
-    (fig,) = figures
+    (fig,) = drawn
     acc_axes = fig.axes[1::2]
     assert len(acc_axes) == 2  # one row per batch size, 9 lines each: all 18 groups shown
     labels = {(ax.get_title().split(":")[0], t.get_text()) for ax in acc_axes for t in ax.get_legend().get_texts()}
@@ -122,17 +127,19 @@ def test_learning_curves_show_every_group_in_panels(monkeypatch):
     plt.close(fig)
 
 
+@pytest.mark.unit
 def test_learning_curves_split_many_panels_into_files_and_leave_none_out(monkeypatch):
     runs = fake_runs({"lr": [0.1 * i for i in range(1, 12)], "epsilon": [1e-5 * i for i in range(1, 12)]})
     curves = pd.DataFrame([{"run_id": r, "step": 10, "train_loss": 1.0, "test_acc": 0.5} for r in runs["run_id"]])
-    figures = capture_figure(monkeypatch)
+    drawn = capture_figure(monkeypatch)
     paths = figures.learning_curves(runs, curves, "unused.png")
     assert [p.name for p in paths] == ["unused_1.png", "unused_2.png"]
-    assert [len(fig.axes) // 2 for fig in figures] == [figures.MAX_PANELS, 11 - figures.MAX_PANELS]
-    for fig in figures:
+    assert [len(fig.axes) // 2 for fig in drawn] == [figure_layout.MAX_PANELS, 11 - figure_layout.MAX_PANELS]
+    for fig in drawn:
         plt.close(fig)
 
 
+@pytest.mark.unit
 def test_derived_fields_are_not_swept_axes():
     by_epochs = pd.DataFrame({"batch_size": [16, 16, 64, 64], "norm": ["batch", "none"] * 2, "steps": [400, 400, 100, 100],
                               "eval_every": [40, 40, 10, 10], "epochs": [2] * 4, "num_samples": [5000] * 4})
@@ -143,6 +150,7 @@ def test_derived_fields_are_not_swept_axes():
     assert summary.swept_axes(both) == ["steps", "eval_every"]
 
 
+@pytest.mark.integration
 def test_batch_size_sweep_with_epochs_plots_one_line_per_norm(write_spec, workdir, cli, monkeypatch):
     spec = write_spec('dataset = "synthetic"\nwidths = [8]\nepochs = 1\nlr_scaling_batch_size = 16\n'
                       '[grid]\nnorm = ["batch", "none"]\nbatch_size = [16, 64]\n')
@@ -155,6 +163,7 @@ def test_batch_size_sweep_with_epochs_plots_one_line_per_norm(write_spec, workdi
     assert names == ["learning_curves.png", "test_acc_vs_batch_size.png"]
 
 
+@pytest.mark.unit
 def test_every_metric_is_nan_from_the_divergence_on():
     config = RunConfig(dataset="synthetic", num_samples=1200, widths=(4,), steps=30, eval_every=10)
     sig = Signature.of(config, data.load("synthetic", 1200))
@@ -172,28 +181,30 @@ def red_crosses(ax):
     return [line for line in ax.get_lines() if line.get_marker() == "x" and line.get_color() == "red"]
 
 
+@pytest.mark.unit
 def test_metric_plot_marks_diverged_values(monkeypatch):
     runs = fake_runs({"placement": ["pre", "none"], "lr": [0.01, 0.1, 1.0]}, diverged=lambda r: r["lr"] == 1.0)
-    figures = capture_figure(monkeypatch)
+    drawn = capture_figure(monkeypatch)
     figures.metric_vs_axis(runs, "lr", "test_acc", "unused.png")
-    ax = figures[0].axes[0]
+    ax = drawn[0].axes[0]
     assert len(red_crosses(ax)) == 2  # lr 1.0 in both lines
     assert {t.get_text() for t in ax.texts} == {"2/2"}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.01", "0.1", "1"]
-    plt.close(figures[0])
+    plt.close(drawn[0])
 
 
+@pytest.mark.unit
 def test_ghost_batch_size_momentum_labels_and_legend_placement(monkeypatch):
     runs = fake_runs({"ghost_batch_size": [0, 8, 32], "momentum": [0.9, 0.99, 0.999]})
     assert {"ghost_batch_size", "momentum"} <= set(figures.NUMERIC_AXES)
-    figures = capture_figure(monkeypatch)
+    drawn = capture_figure(monkeypatch)
     figures.metric_vs_axis(runs, "ghost_batch_size", "test_acc", "unused.png")
     figures.metric_vs_axis(runs, "momentum", "test_acc", "unused.png")
-    ghost_ax, momentum_ax = figures[0].axes[0], figures[1].axes[0]
+    ghost_ax, momentum_ax = drawn[0].axes[0], drawn[1].axes[0]
     assert [t.get_text() for t in ghost_ax.get_xticklabels()] == ["8", "32"]  # 0 (whole batch) sits at 32
     assert momentum_ax.get_xscale() == "log" and "1 − momentum" in momentum_ax.get_xlabel()
     assert [t.get_text() for t in momentum_ax.get_xticklabels()] == ["0.999", "0.99", "0.9"]
-    for fig in figures:
+    for fig in drawn:
         legend = fig.axes[0].get_legend()
         fig.canvas.draw()
         assert legend.get_window_extent().x0 > fig.axes[0].get_window_extent().x1  # beside, not on, the data
@@ -204,6 +215,7 @@ def test_ghost_batch_size_momentum_labels_and_legend_placement(monkeypatch):
     assert figures.metric_label("test_acc_precise", runs) == "test accuracy, BN with precise statistics"
 
 
+@pytest.mark.integration
 def test_no_resume_removes_the_previous_sweeps_plots(tiny_spec, workdir, cli):
     assert cli("sweep", tiny_spec).exit_code == 0
     out = workdir / "results" / "tiny"
@@ -213,12 +225,7 @@ def test_no_resume_removes_the_previous_sweeps_plots(tiny_spec, workdir, cli):
     assert not list(out.glob("*.png")) and (out / "notes.txt").exists()
 
 
-@pytest.fixture
-def tiny_results(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
-    return workdir / "results" / "tiny"
-
-
+@pytest.mark.integration
 def test_csv_and_markdown_reports_put_only_the_table_on_stdout(tiny_results, cli):
     result = cli("report", tiny_results, "--format", "csv")
     assert result.exit_code == 0 and "plot: " in result.stderr and "plot" not in result.stdout
@@ -232,6 +239,7 @@ def test_csv_and_markdown_reports_put_only_the_table_on_stdout(tiny_results, cli
     assert "bold green" not in cli("report", tiny_results, "--no-plots").stdout  # no colour when piped
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -250,13 +258,15 @@ def test_report_arguments_that_select_nothing_are_errors(args, message, tiny_res
     assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1 and message in result.stderr
 
 
+@pytest.mark.integration
 def test_unreadable_runs_csv_and_unwritable_plots_are_one_line_errors(tiny_results, cli, monkeypatch):
-    from bnbench.results import store
+    from bnbench.results.csv_files import ResultsError
+    from bnbench.results.folder import ResultsStore
 
     def refuse(self):
-        raise store.ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
+        raise ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
 
-    monkeypatch.setattr(store.ResultsStore, "check_writable", refuse)
+    monkeypatch.setattr(ResultsStore, "check_writable", refuse)
     result = cli("report", tiny_results)
     assert result.exit_code == 1 and "test_acc over seeds" in result.stdout and "or --no-plots" in result.stderr
     assert cli("report", tiny_results, "--no-plots").exit_code == 0
@@ -269,12 +279,14 @@ def test_unreadable_runs_csv_and_unwritable_plots_are_one_line_errors(tiny_resul
     assert result.exit_code == 2 and "not UTF-8 text" in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.integration
 def test_resuming_onto_an_undecodable_runs_csv_is_a_one_line_error(tiny_results, tiny_spec, cli):
     (tiny_results / "runs.csv").write_bytes(b"run_id\n\xff\xfe\n")
     result = cli("sweep", tiny_spec)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "runs.csv: not UTF-8 text" in result.stderr
 
 
+@pytest.mark.unit
 def test_profile_checks_its_output_path_before_measuring(workdir, cli, monkeypatch):
     monkeypatch.setattr(profile_lib, "profile", lambda *a, **k: pytest.fail("measured before checking --out"))
     (workdir / "existing").mkdir()
@@ -283,18 +295,21 @@ def test_profile_checks_its_output_path_before_measuring(workdir, cli, monkeypat
     assert sorted(p.name for p in workdir.iterdir()) == ["existing"]
 
 
+@pytest.mark.unit
 def test_profile_notes_keep_their_brackets(workdir, cli, monkeypatch):
     monkeypatch.setattr(profile_lib, "profile", lambda *a, **k: ([], ["torch: skipped (pip install 'bnbench[peers]')"]))
     result = cli("profile", "--shape", "4,8", "--out", "p.csv")
     assert result.exit_code == 0 and "pip install 'bnbench[peers]'" in result.stdout
 
 
+@pytest.mark.unit
 def test_a_shard_with_no_run_is_an_error(tiny_spec, workdir, cli):
     result = cli("sweep", tiny_spec, "--shard", "9/10")
     assert result.exit_code == 2 and "--shard 9/10: nothing to run, the grid has only 8 runs" in result.stderr
     assert not (workdir / "results").exists()
 
 
+@pytest.mark.unit
 def test_a_huge_grid_is_refused_before_it_is_built(write_spec, cli):
     axis = ", ".join(str(0.001 * (i + 1)) for i in range(100))
     spec = write_spec(f'dataset = "synthetic"\nseeds = 1000\n[grid]\nlr = [{axis}]\nweight_decay = [{axis}]\n')
@@ -304,6 +319,7 @@ def test_a_huge_grid_is_refused_before_it_is_built(write_spec, cli):
     assert time.perf_counter() - begin < 20
 
 
+@pytest.mark.integration
 def test_resume_drops_a_last_row_cut_off_mid_way(tiny_results, tiny_spec, cli):
     runs = (tiny_results / "runs.csv").read_text()
     (tiny_results / "runs.csv").write_text(runs[: len(runs) - 40])  # the 8th row, cut mid-way
@@ -318,6 +334,7 @@ def test_resume_drops_a_last_row_cut_off_mid_way(tiny_results, tiny_spec, cli):
     assert len(pd.read_csv(tiny_results / "curves.csv")) == 8 * 3
 
 
+@pytest.mark.integration
 def test_merge_names_the_folders_and_the_field_and_lists_missing_runs(tiny_spec, write_spec, workdir, cli):
     for part in ("0/3", "1/3"):
         assert cli("sweep", tiny_spec, "--shard", part, "--no-plots").exit_code == 0
@@ -339,6 +356,7 @@ def test_merge_names_the_folders_and_the_field_and_lists_missing_runs(tiny_spec,
     assert "results/tiny-shard0of3 and other hold results of different specs (steps is 30 there, 20 here" in result.stderr
 
 
+@pytest.mark.integration
 def test_more_seeds_or_axis_values_extend_a_sweep_and_anything_else_is_refused(tiny_results, tiny_spec, cli):
     before = pd.read_csv(tiny_results / "runs.csv")
     result = cli("sweep", tiny_spec, "--seeds", "3", "--no-plots")
@@ -355,12 +373,14 @@ def test_more_seeds_or_axis_values_extend_a_sweep_and_anything_else_is_refused(t
     assert refused.exit_code == 2 and "seeds [0, 1, 2] there, [0, 1] here" in refused.stderr
 
 
+@pytest.mark.integration
 def test_dry_run_prints_the_plan_even_where_a_real_run_would_be_refused(tiny_results, tiny_spec, cli):
     result = cli("sweep", tiny_spec, "--set", "lr=0.5", "--dry-run")
     assert result.exit_code == 0 and "8 runs (dry run" in result.stdout
     assert "a real run would be refused" in result.stdout and "lr is 0.001 there, 0.5 here" in result.stdout
 
 
+@pytest.mark.integration
 def test_piped_output_has_one_line_per_finished_run(tiny_spec, cli):
     result = cli("sweep", tiny_spec, "--no-plots")
     lines = [line for line in result.stdout.splitlines() if line.startswith("run ")]

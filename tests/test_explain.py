@@ -1,8 +1,11 @@
 """The worked BN example: mean [10, 11], biased variance [33, 33], computed by the library."""
 
 import numpy as np
+import pytest
 
 from bnbench.norm.worked_example import worked_example
+
+pytestmark = pytest.mark.unit
 
 
 def test_worked_example_numbers():

@@ -2,7 +2,7 @@
 
 Synthetic results for each spec's grid (no training), written as a sweep writes them and drawn as SVG;
 the tests read what was drawn from the files: the gid of every line and marker
-(:func:`bnbench.reporting.figures.gid`), which SVG writes as the element's id.
+(:func:`bnbench.reporting.figure_layout.gid`), which SVG writes as the element's id.
 """
 
 import re
@@ -20,8 +20,11 @@ from bnbench.training import probes
 from bnbench.reporting import model
 from bnbench.training.context import ExecutionContext
 from bnbench.training.outcomes import ActivationPoint, CurvePoint, ProbePoint, RunResult
-from bnbench.results.schema import activation_rows, csv_value, curve_rows, probe_rows, run_row
+from bnbench.experiment.rules import csv_value
+from bnbench.results.schema import activation_rows, curve_rows, probe_rows, run_row
 from bnbench.experiment.spec import load_spec
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "experiments").glob("*.toml"))

@@ -101,6 +101,7 @@ def load(browser: str, page, profile) -> dict:
         tools.close()
 
 
+@pytest.mark.system
 def test_the_html_report_loads_offline_with_every_figure_and_accessible_tables(browser, write_spec, cli, workdir):
     import matplotlib.image
     from tests.conftest import TINY_SPEC
@@ -127,9 +128,9 @@ def test_the_html_report_loads_offline_with_every_figure_and_accessible_tables(b
     assert pixels.shape[0] > 500 and pixels[..., :3].std() > 0.05  # not a blank page
 
 
-def test_report_html_needs_no_network_and_is_written_whole(tiny_spec, cli, workdir):
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
-    folder = workdir / "results" / "tiny"
+@pytest.mark.integration
+def test_report_html_needs_no_network_and_is_written_whole(tiny_results, cli, workdir):
+    folder = tiny_results
     page = folder / "report.html"
     text = page.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 PACKAGE = Path(__file__).resolve().parents[1] / "bnbench"
 
 # Lowest first: a module may import its own layer and those before it, never one after it.

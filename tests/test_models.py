@@ -6,6 +6,8 @@ import pytest
 
 from bnbench.models import Normalization, make_model
 
+pytestmark = pytest.mark.unit
+
 
 def numpy_block(h, placement, act):
     """One hidden block in float64 NumPy, BN in training mode with identity scale/offset, eps 1e-5."""

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
+import pytest
 
 from bnbench import data
 from bnbench.experiment.fields import RunConfig
@@ -20,6 +21,7 @@ def _program(config: RunConfig):
     return make_program(Signature.of(config, dataset)), HParams.of(config), dataset
 
 
+@pytest.mark.unit
 def test_precise_statistics_are_the_pooled_statistics_of_the_next_training_batches():
     config = RunConfig(dataset="synthetic", num_samples=1200, widths=(6,), batch_size=16, precise_batches=5, steps=3, eval_every=3)
     program, hp, dataset = _program(config)
@@ -34,6 +36,7 @@ def test_precise_statistics_are_the_pooled_statistics_of_the_next_training_batch
     np.testing.assert_allclose(precise.var, pre.var(0), rtol=1e-5)
 
 
+@pytest.mark.unit
 def test_batch_statistics_evaluation_normalizes_each_test_batch_with_its_own_statistics():
     # 240 test examples in batches of 50: four full batches and one of 40.
     config = RunConfig(dataset="synthetic", num_samples=1200, widths=(6,), batch_size=50, eval_stats=("batch", "running"), steps=2, eval_every=2)
@@ -55,6 +58,7 @@ def test_batch_statistics_evaluation_normalizes_each_test_batch_with_its_own_sta
     assert losses[0] != losses[1]
 
 
+@pytest.mark.unit
 def test_bn_weight_decay_false_leaves_the_norm_parameters_alone():
     model = make_model("mlp", input_shape=(4,), widths=(3,), num_classes=2, activation="relu", placement="pre")
     params, _ = model.init(jax.random.PRNGKey(0))
@@ -70,6 +74,7 @@ def test_bn_weight_decay_false_leaves_the_norm_parameters_alone():
         np.testing.assert_allclose(new["layers"][0]["w"], 0.95 * np.asarray(params["layers"][0]["w"]), rtol=1e-6)
 
 
+@pytest.mark.integration
 def test_sweep_over_norms_records_one_accuracy_per_evaluation_mode(write_spec, cli, workdir):
     spec = write_spec(
         """

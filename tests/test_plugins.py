@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from bnbench import engine
-from bnbench.experiment import spec
+from bnbench.engine import memory
+from bnbench.sweeping import plan
+from tests.test_engine import ENGINE_LOSS_BOUND
 
 PLUGINS = Path(__file__).parent / "plugins"
 HEAD = 'dataset = "synthetic"\nnum_samples = 400\nbatch_size = 16\nsteps = 12\neval_every = 6\nseeds = 1\n'
@@ -34,7 +36,7 @@ def twins(tmp_path):
         builtin, plugged = tmp_path / f"{family}.toml", tmp_path / f"{family}_plugin.toml"
         builtin.write_text(f'model = "{family}"\nwidths = [8, 6]\n{HEAD}{body}')
         plugged.write_text(f'model = "./reimplemented.py:{family}"\n{HEAD}{body}\n[model_args]\nwidths = [8, 6]\n')
-        return spec.load_spec(builtin).expand(), spec.load_spec(plugged).expand()
+        return plan.load_checked(builtin).expand(), plan.load_checked(plugged).expand()
 
     return make
 
@@ -58,6 +60,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.integration
 def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_placement_and_norm(twins):
     builtin, plugged = twins(GRID)
     assert len(builtin) == len(plugged) == 12
@@ -66,20 +69,22 @@ def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_placement_and_norm(
         assert a.status == "ok" and np.isfinite(a.test_loss)
 
 
+@pytest.mark.integration
 def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_variant(twins):
     pairs = [twins(body) for body in VARIANTS.values()]
     builtin, plugged = [c for b, _ in pairs for c in b], [c for _, p in pairs for c in p]
     vectorized, sequential = results(plugged), results(plugged, engine="sequential")
     for name, a, b, c in zip(VARIANTS, results(builtin), vectorized, sequential):
         assert same(a, b), name
-        # the engines agree on plugins as on built-ins (tests/test_engine.py: within 1e-5)
-        assert abs(b.test_loss - c.test_loss) <= 1e-5 and b.test_acc_by_stats == c.test_acc_by_stats, name
+        # the engines agree on plugins as on built-ins (tests/test_engine.py's ENGINE_LOSS_BOUND says how far)
+        assert abs(b.test_loss - c.test_loss) <= ENGINE_LOSS_BOUND and b.test_acc_by_stats == c.test_acc_by_stats, name
     by_name = dict(zip(VARIANTS, vectorized))
     assert set(by_name["eval_stats"].test_acc_by_stats) == {"running", "batch", "precise"}
     assert len(by_name["probes"].activations) > 0
     assert {"grad_norm", "weight_norm", "mean_gap", "var_gap", "beta_smoothness"} <= {p.probe for p in by_name["probes"].probes}
 
 
+@pytest.mark.integration
 def test_a_plugin_cnn_gives_the_built_in_cnns_runs_and_takes_its_path(twins):
     builtin, plugged = twins('[grid]\nplacement = ["pre", "post"]\nnorm = ["batch", "group"]\ngroups = [2]\n', "cnn")
     for a, b in zip(results(builtin), results(plugged)):
@@ -87,6 +92,7 @@ def test_a_plugin_cnn_gives_the_built_in_cnns_runs_and_takes_its_path(twins):
         assert a.context.execution == b.context.execution == "vmapped" and a.context.runs_per_device == 1
 
 
+@pytest.mark.integration
 def test_a_plugin_mlp_is_vectorized_as_the_built_in_mlp_is(twins):
     builtin, plugged = twins('[grid]\nepsilon = [1e-5, 1e-3]\n')
     for a, b in zip(results(builtin), results(plugged)):
@@ -108,16 +114,16 @@ def net(ctx, *, width=8):
         {body}
         return h @ params["head"]
 
-    return plugin.Model(init, apply)
+    return plugin.Network(init, apply)
 """
 BAD_PLUGINS = {
     # name: (the file, or GOOD_NET's {body}; model_args; what the message says), "# <-" marks the line it names
     "import error": ("import jax\nimport not_a_module_anywhere  # <-\n", "", "ModuleNotFoundError: No module named 'not_a_module_anywhere'"),
     "syntax error": ("def net(ctx:\n", "", "cannot import bad.py (SyntaxError"),
     "missing function": ("def nett(ctx):\n    return None\n", "", "no function 'net' (did you mean 'nett'?)"),
-    "wrong return type": ("def net(ctx, *, width=8):\n    return {'init': None}\n", "", "net returned dict, not a bnbench.models.plugin.Model"),
+    "wrong return type": ("def net(ctx, *, width=8):\n    return {'init': None}\n", "", "net returned dict, not a bnbench.plugin.Network"),
     "init fails": ("from bnbench import plugin\n\ndef net(ctx):\n    def init(key):\n        raise RuntimeError('no weights')  # <-\n"
-                   "    return plugin.Model(init, lambda *a, **k: None)\n", "", "init failed (RuntimeError: no weights)"),
+                   "    return plugin.Network(init, lambda *a, **k: None)\n", "", "init failed (RuntimeError: no weights)"),
     "logits of the wrong shape": ("params = {**params, 'head': jax.numpy.zeros((8, 5))}", "",
                                   "returned (2, 5) float32; expected float logits of shape (2, 4)"),
     "sites depend on train": ("h = norm(h) if train else h  # <-", "", "the norm sites differ between calls"),
@@ -137,6 +143,7 @@ def write_plugin(folder: Path, text: str) -> int | None:
     return marked[0] if marked else None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", sorted(BAD_PLUGINS))
 def test_a_broken_plugin_is_one_line_naming_file_and_line_exit_2_nothing_written(case, workdir, write_spec, cli):
     text, args, expected = BAD_PLUGINS[case]
@@ -154,17 +161,20 @@ def test_a_broken_plugin_is_one_line_naming_file_and_line_exit_2_nothing_written
     assert sorted(p.name for p in workdir.iterdir()) == before
 
 
+@pytest.mark.unit
 def test_ics_is_refused_for_plugins_with_the_reason(workdir, write_spec, cli):
     write_plugin(workdir, "")
     result = cli("sweep", write_spec(f'model = "./bad.py:net"\nprobes = ["ics"]\n{HEAD}'))
     assert result.exit_code == 2 and "probes: 'ics' updates a chain of layers one by one" in result.output
 
 
+@pytest.mark.unit
 def test_unknown_model_args_on_a_built_in_model_are_refused(workdir, write_spec, cli):
     result = cli("sweep", write_spec(f'model = "mlp"\n{HEAD}\n[model_args]\nwidth = 3\n'))
     assert result.exit_code == 2 and "model_args: applies to plugin networks" in result.output
 
 
+@pytest.mark.integration
 def test_a_model_argument_is_a_grid_axis_and_a_column(workdir, write_spec, cli):
     write_plugin(workdir, "h = norm(h)")
     path = write_spec(f'model = "./bad.py:net"\n{HEAD}\n[grid]\n"model_args.width" = [4, 8]\n')
@@ -176,6 +186,7 @@ def test_a_model_argument_is_a_grid_axis_and_a_column(workdir, write_spec, cli):
     assert runs["model_source"].str.endswith("bad.py@" + runs["model_source"][0].rpartition("@")[2]).all()
 
 
+@pytest.mark.integration
 def test_editing_the_plugin_refuses_resume_naming_the_file_and_never_reuses_its_program(workdir, write_spec, cli):
     write_plugin(workdir, "h = norm(h)")
     path = write_spec(f'model = "./bad.py:net"\n{HEAD}')
@@ -205,6 +216,7 @@ def arrays(n_train=120, n_test=40, features=6, classes=3, seed=0):
 OWN_DATA = 'model = "mlp"\nwidths = [8]\nbatch_size = 16\nsteps = 10\neval_every = 5\n'
 
 
+@pytest.mark.integration
 def test_an_npz_data_set_round_trips_and_its_digest_is_recorded(workdir, write_spec, cli):
     from bnbench import data
 
@@ -221,6 +233,7 @@ def test_an_npz_data_set_round_trips_and_its_digest_is_recorded(workdir, write_s
     assert runs["model_source"].isna().all()
 
 
+@pytest.mark.integration
 def test_num_samples_and_the_batch_size_check_apply_to_own_data(workdir, write_spec, cli):
     from bnbench import data
 
@@ -244,6 +257,7 @@ BAD_DATA = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", sorted(BAD_DATA))
 def test_bad_npz_data_is_refused_in_one_line_before_anything_is_written(case, workdir, write_spec, cli):
     change, expected = BAD_DATA[case]
@@ -256,6 +270,7 @@ def test_bad_npz_data_is_refused_in_one_line_before_anything_is_written(case, wo
     assert sorted(p.name for p in workdir.iterdir()) == before
 
 
+@pytest.mark.unit
 def test_a_file_that_is_not_an_npz_or_is_missing_is_refused(workdir, write_spec, cli):
     (workdir / "bad.npz").write_text("not a zip file")
     result = cli("sweep", write_spec(f'dataset = "npz:bad.npz"\n{OWN_DATA}'))
@@ -264,9 +279,10 @@ def test_a_file_that_is_not_an_npz_or_is_missing_is_refused(workdir, write_spec,
     assert result.exit_code == 2 and f"no such file {workdir / 'nowhere.npz'}" in result.output
 
 
+@pytest.mark.unit
 def test_a_data_set_too_big_for_the_device_is_refused_before_training(workdir, write_spec, cli, monkeypatch):
     np.savez(workdir / "mine.npz", **arrays())
-    monkeypatch.setattr(engine, "memory_available", lambda device: 4096)
+    monkeypatch.setattr(memory, "memory_available", lambda device: 4096)
     path = write_spec(f'dataset = "npz:mine.npz"\n{OWN_DATA}')
     result = cli("sweep", path)
     assert result.exit_code == 2 and "more than half the memory" in result.output, result.output
@@ -280,6 +296,7 @@ LOADERS = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("form", sorted(LOADERS))
 def test_a_python_loader_gives_the_same_runs_as_the_npz_of_its_arrays(form, workdir, write_spec, cli):
     np.savez(workdir / "mine.npz", **arrays())
@@ -295,6 +312,7 @@ def test_a_python_loader_gives_the_same_runs_as_the_npz_of_its_arrays(form, work
     assert npz["data_source"][0].rpartition("@")[2] == loader["data_source"][0].rpartition("@")[2]
 
 
+@pytest.mark.unit
 def test_a_failing_loader_is_one_line_naming_its_line(workdir, write_spec, cli):
     (workdir / "load.py").write_text("def load():\n    raise FileNotFoundError('where are my signals')\n")
     result = cli("sweep", write_spec(f'dataset = "./load.py:load"\n{OWN_DATA}'))
@@ -315,7 +333,7 @@ def net(ctx, *, width=4):
     def apply(params, x, norm, *, train, key):
         return norm.act(x @ params["w"], jax.nn.relu) @ params["head"]
 
-    return plugin.Model(init, apply)
+    return plugin.Network(init, apply)
 
 
 def load():
@@ -325,6 +343,7 @@ def load():
 """
 
 
+@pytest.mark.integration
 def test_models_and_data_sets_of_an_installed_distribution_are_found_by_entry_point(workdir, write_spec, cli, monkeypatch):
     site = workdir / "site"
     (site / "labnets").mkdir(parents=True)
@@ -345,21 +364,26 @@ def test_models_and_data_sets_of_an_installed_distribution_are_found_by_entry_po
     assert unknown.exit_code == 2 and "installed: labnet" in unknown.output and "did you mean 'labnet'?" in unknown.output
 
 
+@pytest.mark.integration
 def test_adamw_by_name_is_bnbenchs_adam_and_its_float_arguments_are_traced(workdir, write_spec):
     from bnbench.training.signature import Signature
 
-    base = f'model = "mlp"\nwidths = [8]\n{HEAD}weight_decay = 1e-3\n'
-    adam = spec.load_spec(write_spec(base + 'optimizer = "adam"\n', "adam.toml")).expand()
-    adamw = spec.load_spec(write_spec(base + 'optimizer = "adamw"\n[grid]\n"optimizer_args.b1" = [0.9, 0.0]\n',
-                                      "adamw.toml")).expand()
+    base = f'model = "mlp"\nwidths = [8]\nplacement = "none"\n{HEAD}weight_decay = 1e-3\n'
+    adam = plan.load_checked(write_spec(base + 'optimizer = "adam"\n', "adam.toml")).expand()
+    adamw = plan.load_checked(write_spec(base + 'optimizer = "adamw"\n[grid]\n"optimizer_args.b1" = [0.9, 0.0]\n',
+                                         "adamw.toml")).expand()
     datasets = {c.dataset: __import__("bnbench").load_dataset(c.dataset, c.num_samples) for c in adam}
     assert len({Signature.of(c, datasets[c.dataset]) for c in adamw}) == 1  # b1 traced: one program
     (reference,), (same_b1, other_b1) = results(adam), results(adamw)
-    # b1 = 0.9 is optax's default, which bnbench's adam has as a constant: traced, it rounds otherwise
+    # b1 = 0.9 is optax's default, which bnbench's adam has as a constant: traced, it may round otherwise.
+    # No norm layer (placement none): no gradient is zero in exact arithmetic, so Adam has no rounding noise
+    # to turn into steps of +-lr (the comment above ADAPTED), and rounding moves the loss by a few ulps at
+    # most (not at all where measured); another b1 moves it by orders of magnitude more.
     rounding = abs(same_b1.test_loss - reference.test_loss)
-    assert rounding <= 1e-3 and abs(other_b1.test_loss - reference.test_loss) > 10 * rounding
+    assert rounding <= 1e-5 and abs(other_b1.test_loss - reference.test_loss) > 100 * 1e-5
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["lion", "rmsprop", "lamb", "sgd"])
 def test_optax_optimizers_by_name_train(name, workdir, write_spec, cli):
     body = f'model = "mlp"\nwidths = [8]\n{HEAD}optimizer = "{name}"\nlr = 0.01\n'
@@ -373,6 +397,7 @@ def test_optax_optimizers_by_name_train(name, workdir, write_spec, cli):
         assert runs["optimizer_args.decay"].tolist() == [0.8] and runs["optimizer_args.centered"].tolist() == [True]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("body, expected", [
     ('optimizer = "adamw"\n[optimizer_args]\nbta1 = 0.9\n', "optax.adamw takes no argument 'bta1' (did you mean 'b1'?)"),
     ('optimizer = "adamw"\n[optimizer_args]\nlearning_rate = 0.1\n', "'learning_rate' is set by the run field 'lr'"),
@@ -384,6 +409,7 @@ def test_bad_optimizer_settings_are_refused_in_one_line(body, expected, write_sp
     assert result.exit_code == 2 and expected in result.output and "\n" not in result.output.strip(), result.output
 
 
+@pytest.mark.unit
 def test_the_new_activations_match_their_float64_definitions():
     from scipy.special import erf
 
@@ -402,6 +428,7 @@ def test_the_new_activations_match_their_float64_definitions():
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.integration
 def test_a_built_in_model_trains_with_each_new_activation(workdir, write_spec, cli):
     path = write_spec(f'model = "mlp"\nwidths = [8]\n{HEAD}[grid]\nactivation = ["gelu", "silu", "leaky_relu", "elu", "softplus"]\n')
     result = cli("sweep", path, "--no-plots")
@@ -416,15 +443,17 @@ ADAPTED = ('optimizer = "sgd"\nlr = 0.1\n[grid]\nnorm = ["batch", "layer", "none
            'momentum = [0.8]\n')
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("framework", ["nnx", "eqx"])
 def test_an_adapted_model_trains_as_its_native_twin_with_no_original_norm_layer_left(framework, workdir, write_spec):
     pytest.importorskip("flax.nnx")
     pytest.importorskip("equinox")
     shutil.copy(PLUGINS / "frameworks.py", workdir / "frameworks.py")
-    adapted = spec.load_spec(write_spec(f'model = "./frameworks.py:{framework}_net"\n{HEAD}{ADAPTED}', "a.toml")).expand()
-    native = spec.load_spec(write_spec(f'model = "./frameworks.py:{framework}_native"\n{HEAD}{ADAPTED}', "n.toml")).expand()
+    adapted = plan.load_checked(write_spec(f'model = "./frameworks.py:{framework}_net"\n{HEAD}{ADAPTED}', "a.toml")).expand()
+    native = plan.load_checked(write_spec(f'model = "./frameworks.py:{framework}_native"\n{HEAD}{ADAPTED}', "n.toml")).expand()
     for config, a, b in zip(adapted, results(adapted), results(native)):
         assert a.status == b.status == "ok", config.norm
+        # SGD: rounding stays rounding (the comment above ADAPTED); 1e-5 is over a hundred times what was measured
         assert abs(a.test_loss - b.test_loss) <= 1e-5 and abs(a.final_train_loss - b.final_train_loss) <= 1e-5, config.norm
         assert a.test_acc_by_stats == b.test_acc_by_stats, config.norm
     assert _parameter_paths(workdir / "frameworks.py", framework) == [
@@ -432,6 +461,7 @@ def test_an_adapted_model_trains_as_its_native_twin_with_no_original_norm_layer_
     ]  # no bn1, bn2: the framework's norm layers are gone, bnbench's sites hold the norm parameters
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("framework", ["nnx", "eqx"])
 def test_an_adapted_conv_net_normalizes_over_its_own_channel_axis_as_its_batchnorm_does(framework, tmp_path):
     pytest.importorskip("flax.nnx")
@@ -440,6 +470,7 @@ def test_an_adapted_conv_net_normalizes_over_its_own_channel_axis_as_its_batchno
 
     from bnbench.models import plugin
     from bnbench.models.plugged import plugged
+    from bnbench.norm.settings import BNSettings
 
     module = _load(PLUGINS / "frameworks.py")
     ctx = plugin.Context((20,), 3, np.float32)
@@ -449,7 +480,7 @@ def test_an_adapted_conv_net_normalizes_over_its_own_channel_axis_as_its_batchno
     x = jax.random.normal(jax.random.PRNGKey(4), (16, 20)) * 3 + 1
     params, state = model.init(key)
     assert [p.scale.shape for p in params["norm"]] == [(6,)]  # one site of the conv's 6 channels
-    ours, _ = model.apply(params, state, x, train=True, epsilon=1e-5)
+    ours, _ = model.apply(params, state, x, train=True, bn_settings=BNSettings(epsilon=1e-5))
     np.testing.assert_allclose(ours, module.own_training_forward(framework, ctx, key, x), rtol=1e-5, atol=1e-5)
 
 
@@ -473,6 +504,7 @@ def _parameter_paths(file: Path, framework: str) -> list[str]:
     return sorted(p.removesuffix(".value") for p in paths)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("network, setting, message", [
     ("nnx_net", '[grid]\nplacement = ["pre", "post"]\n',
      "places its own norm layers (an adapted Flax NNX or Equinox model): placement cannot be swept"),
@@ -488,6 +520,7 @@ def test_what_an_adapted_model_cannot_take_is_refused_in_one_line(network, setti
     assert not (workdir / "results" / "spec" / "runs.csv").exists()
 
 
+@pytest.mark.unit
 def test_models_lists_each_network_with_its_source_input_and_parameters(workdir, write_spec, cli):
     write_plugin(workdir, "h = norm(h)")
     np.savez(workdir / "mine.npz", **arrays(features=16))
@@ -503,6 +536,7 @@ def test_models_lists_each_network_with_its_source_input_and_parameters(workdir,
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
+@pytest.mark.system
 def test_the_examples_run_as_the_docs_say(tmp_path):
     """The docs' commands, each in its own process as a user runs them."""
     pytest.importorskip("flax.nnx")

@@ -12,7 +12,7 @@ from bnbench import data, options
 from bnbench.norm import bn
 from bnbench.training import probes
 from bnbench.experiment.fields import RunConfig
-from bnbench.engine.execution import run_all, train_run
+from bnbench.engine import run_all, train_run
 from bnbench.models import add_noise, make_model
 from bnbench.models.layers import layer_weights
 from bnbench.training.signature import HParams, Signature
@@ -51,6 +51,7 @@ def to_float64(params):
     }
 
 
+@pytest.mark.unit
 def test_every_probe_matches_a_float64_computation_by_hand():
     sig, program, hp, state, dataset = program_and_state()
     got = dict(zip(sig.probe_labels, np.asarray(program.probe(state, np.uint32(0), hp, 0, dataset.x_train, dataset.y_train))))
@@ -99,6 +100,7 @@ def test_every_probe_matches_a_float64_computation_by_hand():
     assert got[(1, "ics_distance")] == 0.0 and got[(1, "ics_cosine")] == pytest.approx(1.0)
 
 
+@pytest.mark.unit
 def test_stats_gap_is_zero_at_the_population_and_the_hand_value_elsewhere():
     pop = [bn.BNState(mean=jnp.array([1.0, -2.0]), var=jnp.array([4.0, 9.0]), count=jnp.array(0))]
     running = [bn.BNState(mean=jnp.array([1.5, -2.0]), var=jnp.array([4.0, 6.0]), count=jnp.array(0))]
@@ -112,6 +114,7 @@ def test_stats_gap_is_zero_at_the_population_and_the_hand_value_elsewhere():
     assert probes.labels(("stats_gap",), 3, True, 3) == tuple((i, n) for i in (1, 2, 3) for n in ("mean_gap", "var_gap"))
 
 
+@pytest.mark.integration
 def test_probes_at_step_0_are_those_of_the_initialization():
     sig, program, hp, state, _ = program_and_state()
     result = train_run(CONFIG)
@@ -122,6 +125,7 @@ def test_probes_at_step_0_are_those_of_the_initialization():
     assert len(result.probes) == 3 * len(sig.probe_labels)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("engine", ["vectorized", "sequential"])
 def test_effective_lr_follows_the_schedule(engine):
     """Under warm-up then cosine decay, effective_lr * weight_norm^2 is the rate of the next update, in
@@ -137,6 +141,7 @@ def test_effective_lr_follows_the_schedule(engine):
             assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), (step, layer)
 
 
+@pytest.mark.unit
 def test_zero_noise_is_bit_identical_and_noise_is_redrawn_every_step():
     h = jax.random.normal(jax.random.PRNGKey(0), (8, 3))
     np.testing.assert_array_equal(add_noise(h, jax.random.PRNGKey(1), 0.0), h)
@@ -168,6 +173,7 @@ noisy_bn = [0.0, 0.5]
 """
 
 
+@pytest.mark.integration
 def test_both_engines_give_the_same_probe_values(write_spec, workdir, cli):
     spec = write_spec(NOISY_SPEC)
     for engine in ("vectorized", "sequential"):
@@ -175,6 +181,8 @@ def test_both_engines_give_the_same_probe_values(write_spec, workdir, cli):
     vectorized, sequential = (pd.read_csv(workdir / e / "probes.csv") for e in ("vectorized", "sequential"))
     assert len(vectorized) == len(sequential) > 0
     merged = vectorized.merge(sequential, on=["run_id", "step", "layer", "probe"])
+    # The engines' SGD runs part by rounding only (tests/test_engine.py's ENGINE_LOSS_BOUND says why at
+    # all); the bound is over a hundred times the largest difference measured (AVX-512), an ICS probe's.
     np.testing.assert_allclose(merged["value_x"], merged["value_y"], rtol=1e-4, atol=1e-5)
     runs = pd.read_csv(workdir / "vectorized" / "runs.csv")
     assert set(runs["noisy_bn"]) == {0.0, 0.5} and set(runs["probes"]) == {"grad_norm-weight_norm-ics-smoothness-stats_gap"}
@@ -182,6 +190,7 @@ def test_both_engines_give_the_same_probe_values(write_spec, workdir, cli):
     assert accuracy[("pre", 0.5)] != accuracy[("pre", 0.0)] and accuracy[("none", 0.5)] != accuracy[("none", 0.0)]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "line, message",
     [
@@ -196,6 +205,7 @@ def test_bad_probe_fields_are_refused_in_one_line(line, message, write_spec, cli
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model, norm", [("cnn", "batch"), ("cnn", "group"), ("mlp", "layer")])
 def test_probes_work_on_every_model_and_norm(model, norm):
     config = RunConfig(dataset="synthetic", num_samples=1200, model=model, widths=(8, 8), norm=norm, groups=2,

@@ -11,6 +11,9 @@ import pytest
 from bnbench.norm import bn
 from bnbench.profiling import peers
 from bnbench.profiling import kernels as P
+from bnbench.profiling import table
+
+pytestmark = pytest.mark.unit
 
 
 def test_traffic_and_ratio_arithmetic():
@@ -115,8 +118,8 @@ def test_fold_matches_batch_norm_after_a_dense_layer():
 
 
 def test_missing_peers_are_skipped_cleanly(monkeypatch):
-    monkeypatch.setattr(P, "installed", lambda package: False)
-    rows, notes = P.profile([(4, 32)], ["float32"], ["train"], ["bnbench", "flax_fast", "torch"], repeat=3)
+    monkeypatch.setattr(table, "installed", lambda package: False)
+    rows, notes = table.profile([(4, 32)], ["float32"], ["train"], ["bnbench", "flax_fast", "torch"], repeat=3)
     assert [r.impl for r in rows] == ["bnbench"]
     assert any("flax_fast: skipped" in n for n in notes) and any("torch: skipped" in n for n in notes)
 
@@ -126,7 +129,7 @@ def test_profile_command_writes_the_documented_csv(workdir, cli):
                  "--impl", "bnbench,two_pass,bnbench_folded", "--repeat", "3", "--out", "prof/rows.csv")
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(workdir / "prof" / "rows.csv")
-    assert list(rows.columns) == list(P.Row._fields)
+    assert list(rows.columns) == list(table.Row._fields)
     assert list(zip(rows["mode"], rows["impl"])) == [
         ("train", "bnbench"), ("train", "two_pass"), ("infer", "bnbench"), ("fold", "bnbench"), ("fold", "bnbench_folded")
     ]

@@ -16,6 +16,8 @@ from bnbench.experiment.fields import RunConfig
 from bnbench.data.registry import Dataset
 from bnbench.models import dropout, make_model
 
+pytestmark = pytest.mark.unit
+
 
 def closed_form(kind, t, lr, steps, warmup, milestones=(), decay=0.1):
     """The module docstring's formulas in float64 Python."""
@@ -95,17 +97,17 @@ def test_a_training_step_augments_the_images_and_keeps_their_labels():
     y_train = jnp.asarray(rng.integers(0, 3, 64), jnp.int32)
     dataset = Dataset("images", np.asarray(x_train), np.asarray(y_train), np.asarray(x_train[:8]), np.asarray(y_train[:8]), 3)
     config = RunConfig(model="cnn", widths=(4,), batch_size=16, steps=2, augment="crop_flip", optimizer="sgd")
-    program = program.make_program(signature.Signature.of(config, dataset))
+    run_program = program.make_program(signature.Signature.of(config, dataset))
     hp = signature.HParams.of(config)
-    state = program.init(0, hp)
-    idx = program.batch_indices(0, 0, 1)[0]
-    _, loss = program.step(state, idx, hp, x_train, y_train)
+    state = run_program.init(0, hp)
+    idx = run_program.batch_indices(0, 0, 1)[0]
+    _, loss = run_program.step(state, idx, hp, x_train, y_train)
     key = jax.random.split(state.key)[1]
     augmented = recipe.crop_flip(jax.random.fold_in(key, program._AUGMENT_STREAM), x_train[idx])
     model = make_model("cnn", input_shape=(8, 8, 1), widths=(4,), num_classes=3)
-    logits, _ = model.apply(state.params, state.bn_state, augmented, train=True, **hp.norm_scalars)
+    logits, _ = model.apply(state.params, state.bn_state, augmented, train=True, bn_settings=hp.bn_settings)
     assert float(loss) == pytest.approx(float(program.cross_entropy(logits, y_train[idx])), rel=1e-6)
-    plain_logits, _ = model.apply(state.params, state.bn_state, x_train[idx], train=True, **hp.norm_scalars)
+    plain_logits, _ = model.apply(state.params, state.bn_state, x_train[idx], train=True, bn_settings=hp.bn_settings)
     assert float(loss) != pytest.approx(float(program.cross_entropy(plain_logits, y_train[idx])), rel=1e-3)
 
 

@@ -4,8 +4,6 @@ it agrees with it."""
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_SPEC
-from typer.testing import CliRunner
 
 from bnbench.experiment import fields
 from bnbench.results import frames
@@ -13,26 +11,18 @@ from bnbench.reporting import figures
 from bnbench.results import schema
 from bnbench.experiment import spec
 from bnbench.stats import summary
-from bnbench.cli.app import app
 from bnbench.experiment.fields import FIELDS
 from bnbench.training.signature import COMPOSITE_FIELDS, HParams, Signature
 
 
-@pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("registry")
-    (folder / "tiny.toml").write_text(TINY_SPEC)
-    result = CliRunner().invoke(app, ["sweep", str(folder / "tiny.toml"), "--out", str(folder / "out"), "--no-plots"])
-    assert result.exit_code == 0, result.output
-    return folder / "out"
-
-
+@pytest.mark.unit
 def test_the_spec_parser_checks_exactly_the_run_fields():
     assert tuple(spec.RULES) == fields.RUN_FIELDS
     assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", "base_dir", "compare", "margin", *fields.RUN_FIELDS}
     assert set(fields.LIST_FIELDS) == {"widths", "eval_stats", "probes", "lr_milestones"}
 
 
+@pytest.mark.unit
 def test_runs_csv_has_the_fields_in_registry_order_between_the_ids_and_the_seed():
     columns = list(schema.RUN_COLUMNS)
     in_order = [c for c in columns[columns.index("dataset") : columns.index("seed")] if c in FIELDS]
@@ -40,6 +30,7 @@ def test_runs_csv_has_the_fields_in_registry_order_between_the_ids_and_the_seed(
     assert all(schema.RUN_COLUMNS[name] == FIELDS[name].doc for name in fields.RUN_FIELDS)
 
 
+@pytest.mark.unit
 def test_column_dtypes_follow_each_fields_kind():
     for name, field in FIELDS.items():
         kind = field.rule.kind
@@ -47,6 +38,7 @@ def test_column_dtypes_follow_each_fields_kind():
         assert (name in frames.BOOLEAN) == (kind == "bool"), name
 
 
+@pytest.mark.unit
 def test_every_numeric_field_is_a_plot_axis_and_every_text_field_is_not():
     for name, field in FIELDS.items():
         numeric = field.rule.kind in ("int", "float") and name not in ("seed",)
@@ -54,6 +46,7 @@ def test_every_numeric_field_is_a_plot_axis_and_every_text_field_is_not():
     assert set(figures.LOG_AXES) | set(figures.ONE_MINUS_AXES) <= set(figures.NUMERIC_AXES)
 
 
+@pytest.mark.unit
 def test_the_program_signature_and_traced_arguments_come_from_the_registry():
     compiled = {n for n, f in FIELDS.items() if f.compiled in ("value", "switch")}
     assert set(Signature._fields) == compiled | set(COMPOSITE_FIELDS)
@@ -63,6 +56,7 @@ def test_the_program_signature_and_traced_arguments_come_from_the_registry():
         assert field.compiled or field.traced or name in ("epochs", "lr_scaling_batch_size"), name
 
 
+@pytest.mark.unit
 def test_a_signature_is_built_by_name_not_by_position():
     from bnbench import data
 
@@ -78,6 +72,7 @@ def test_a_signature_is_built_by_name_not_by_position():
     assert hp.optimizer_floats.shape == (0,)
 
 
+@pytest.mark.unit
 def test_the_summary_derives_the_fields_a_spec_may_leave_unset():
     assert set(fields.DERIVED_FIELDS) == {"num_samples", "widths", "depth", "steps", "eval_every"}
     runs = pd.DataFrame({"epochs": [1, 1, 1, 1], "batch_size": [16, 16, 32, 32], "steps": [75, 75, 37, 37],
@@ -85,12 +80,13 @@ def test_the_summary_derives_the_fields_a_spec_may_leave_unset():
     assert summary.swept_axes(runs) == ["batch_size"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("axis", figures.NUMERIC_AXES)
-def test_every_numeric_swept_field_gets_its_metric_against_axis_figure(axis, tiny_results, tmp_path):
-    runs = frames.load_runs(tiny_results)
+def test_every_numeric_swept_field_gets_its_metric_against_axis_figure(axis, tiny_sweep, tmp_path):
+    runs = frames.load_runs(tiny_sweep)
     values = np.where(np.arange(len(runs)) % 2 == 0, 1, 2) * (0.3 if FIELDS[axis].rule.kind == "float" else 4)
     if FIELDS[axis].scale == "one_minus":
         values = np.where(np.arange(len(runs)) % 2 == 0, 0.9, 0.99)
     runs = runs.assign(**{axis: values, "placement": "pre", "epsilon": 1e-5 if axis != "epsilon" else values})
-    paths = figures.write_plots(tmp_path, runs, pd.DataFrame(), pd.DataFrame(), "test_acc")
-    assert tmp_path / f"test_acc_vs_{axis}.png" in paths
+    paths = figures.write_plots(tmp_path, runs, pd.DataFrame(), pd.DataFrame(), "test_acc", plot_format="svg")
+    assert tmp_path / f"test_acc_vs_{axis}.svg" in paths  # SVG: no 300-dpi rasterizing, the same figure

@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bnbench import data, engine
-from bnbench.results import store
+from bnbench import data
+from bnbench.engine import programs
+from bnbench.results import csv_files
 from bnbench.cli.app import app
 from bnbench.experiment.fields import RUN_FIELDS, RunConfig
 from bnbench.experiment.spec import RULES, TOP_LEVEL_KEYS
@@ -41,7 +42,7 @@ METRICS = ["run_id", "status", "diverged_step", "final_train_loss", "test_loss",
 def start_sweep(workdir: Path, out: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     return subprocess.Popen(
-        [sys.executable, "-m", "bnbench", "sweep", "crash.toml", "--out", out],
+        [sys.executable, "-m", "bnbench", "sweep", "crash.toml", "--out", out, "--no-plots"],
         cwd=workdir,
         env=env,
         stdout=subprocess.PIPE,
@@ -85,10 +86,11 @@ def finish_and_compare(workdir: Path, out: str, kept: int) -> None:
     assert f"{kept} already in" in stdout
     resumed = check_intact(workdir / out)
     reference = pd.read_csv(workdir / "reference" / "runs.csv")
-    pd.testing.assert_frame_equal(resumed[METRICS], reference[METRICS])  # bitwise: same spec, seed, machine
+    pd.testing.assert_frame_equal(resumed[METRICS], reference[METRICS], check_exact=True)  # bitwise: same spec, seed, machine
     assert len(pd.read_csv(workdir / out / "curves.csv")) == 12 * 3
 
 
+@pytest.mark.system
 def test_sigkill_mid_sweep_keeps_finished_runs_and_resume_equals_an_uninterrupted_sweep(crash_dir):
     process = start_sweep(crash_dir, "killed")
     wait_for_rows(crash_dir / "killed" / "runs.csv", 2, process)
@@ -100,6 +102,7 @@ def test_sigkill_mid_sweep_keeps_finished_runs_and_resume_equals_an_uninterrupte
     finish_and_compare(crash_dir, "killed", kept)
 
 
+@pytest.mark.system
 def test_ctrl_c_stops_after_saving_and_says_how_to_resume(crash_dir):
     process = start_sweep(crash_dir, "interrupted")
     wait_for_rows(crash_dir / "interrupted" / "runs.csv", 2, process)
@@ -114,6 +117,7 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(crash_dir):
     finish_and_compare(crash_dir, "interrupted", kept)
 
 
+@pytest.mark.system
 def test_meta_json_records_what_reproduces_a_row(crash_dir):
     meta = json.loads((crash_dir / "reference" / "meta.json").read_text())
     runs = pd.read_csv(crash_dir / "reference" / "runs.csv")
@@ -124,6 +128,7 @@ def test_meta_json_records_what_reproduces_a_row(crash_dir):
     assert "git_commit" in meta and meta["finished"] and meta["engine"] == "vectorized"
 
 
+@pytest.mark.integration
 def test_full_disk_fails_cleanly_and_keeps_earlier_runs(tiny_spec, workdir, cli, monkeypatch):
     real_write = os.write
     calls = {"n": 0}
@@ -134,32 +139,35 @@ def test_full_disk_fails_cleanly_and_keeps_earlier_runs(tiny_spec, workdir, cli,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, payload)
 
-    monkeypatch.setattr(store.os, "write", failing_write)
-    result = cli("sweep", tiny_spec)
+    monkeypatch.setattr(csv_files.os, "write", failing_write)
+    result = cli("sweep", tiny_spec, "--no-plots")
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0] and "kept" in lines[0]
     runs = check_intact(workdir / "results" / "tiny")
     assert len(runs) == 2
-    assert cli("sweep", tiny_spec).exit_code == 0
+    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
     assert len(check_intact(workdir / "results" / "tiny")) == 8
 
 
+@pytest.mark.unit
 def test_a_short_write_is_rolled_back_to_whole_rows(tmp_path, monkeypatch):
     path = tmp_path / "runs.csv"
     path.write_text("a,b\n1,2\n")
-    monkeypatch.setattr(store.os, "write", lambda fd, payload: os.pwrite(fd, payload[:3], 8) and 3)
-    with pytest.raises(store.ResultsError, match="cannot write"):
-        store._append(path, "3,4\n5,6\n")
+    monkeypatch.setattr(csv_files.os, "write", lambda fd, payload: os.pwrite(fd, payload[:3], 8) and 3)
+    with pytest.raises(csv_files.ResultsError, match="cannot write"):
+        csv_files.append_whole(path, "3,4\n5,6\n")
     assert path.read_text() == "a,b\n1,2\n"
 
 
+@pytest.mark.unit
 def test_unwritable_output_location_is_refused_before_anything_runs(tiny_spec, workdir, cli):
     result = cli("sweep", tiny_spec, "--out", "/sys/bnbench-test")
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: /sys/bnbench-test: output location is not writable")
 
 
+@pytest.mark.integration
 def test_rows_of_another_spec_in_the_folder_are_refused(tiny_spec, workdir, cli):
     """Even without spec.toml: rows whose runs are not runs of this spec (their run_id hashes every
     field) are refused; this spec's own rows resume whatever their spec_hash says."""
@@ -176,6 +184,7 @@ def test_rows_of_another_spec_in_the_folder_are_refused(tiny_spec, workdir, cli)
     assert result.exit_code == 0 and "8 already in" in result.stdout
 
 
+@pytest.mark.unit
 def test_grid_larger_than_the_limit_needs_yes(tiny_spec, workdir, cli):
     result = cli("sweep", tiny_spec, "--max-runs", "4")
     assert result.exit_code == 2 and "8 runs exceed the limit of 4; pass --yes" in result.stderr
@@ -183,10 +192,11 @@ def test_grid_larger_than_the_limit_needs_yes(tiny_spec, workdir, cli):
     assert cli("sweep", tiny_spec, "--max-runs", "4", "--yes", "--dry-run").exit_code == 0
 
 
+@pytest.mark.integration
 def test_a_block_out_of_device_memory_stops_the_sweep_with_the_block_size_to_try(monkeypatch, tiny_spec, workdir, cli):
     """A smaller block would change the runs' numbers (bnbench.training.context), so the engine does not retry one
     silently: it says which size to pass, and the blocks that finished stay saved."""
-    real, calls = engine.compiled, []
+    real, calls = programs.compiled, []
 
     def failing_after_one(fn, device, *args, **static):
         program = real(fn, device, *args, **static)
@@ -199,7 +209,7 @@ def test_a_block_out_of_device_memory_stops_the_sweep_with_the_block_size_to_try
 
         return run
 
-    monkeypatch.setattr(engine, "compiled", failing_after_one)
+    monkeypatch.setattr(programs, "compiled", failing_after_one)
     result = cli("sweep", tiny_spec, "--devices", "1", "--no-compile-cache", "--no-plots")
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: out of device memory training 2 mlp runs per device; pass "
@@ -214,6 +224,7 @@ def jax_oom():
     return jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB")
 
 
+@pytest.mark.unit
 def test_data_with_nan_is_rejected_with_its_name_and_count(monkeypatch, write_spec, workdir, cli):
     def load_bad(num_samples, folder):
         clean = data.REGISTRY["synthetic"].build(num_samples, folder)
@@ -266,6 +277,7 @@ def to_toml(spec: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.unit
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(malformed_specs)
 def test_any_malformed_spec_exits_2_with_one_line_and_writes_nothing(spec):
@@ -279,6 +291,7 @@ def test_any_malformed_spec_exits_2_with_one_line_and_writes_nothing(spec):
         assert sorted(p.name for p in Path(folder).iterdir()) == ["bad.toml"]
 
 
+@pytest.mark.unit
 @settings(max_examples=40, deadline=None)
 @given(st.text(min_size=1, max_size=30).filter(lambda t: "=" not in t or not t.partition("=")[2].strip()))
 def test_any_malformed_set_expression_exits_2(expression):

@@ -9,9 +9,9 @@ import pytest
 
 from bnbench import data
 from bnbench.results import frames
-from bnbench.stats import summary
+from bnbench.stats import comparisons, summary
 from bnbench.experiment.fields import RunConfig
-from bnbench.engine.execution import train_run
+from bnbench.engine import train_run
 from bnbench.models import make_model
 from bnbench.training.signature import HParams, Signature
 from bnbench.training.program import ACTIVATION_EXAMPLES, make_program
@@ -26,6 +26,7 @@ RUNS = pd.DataFrame(
 )
 
 
+@pytest.mark.unit
 def test_summary_matches_a_hand_computation():
     table = summary.summarize(RUNS, ["placement"]).set_index("placement")
     pre, none = table.loc["pre"], table.loc["none"]
@@ -53,20 +54,21 @@ def synthetic_pairs(difference: float, pairs: int = 40) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.unit
 def test_paired_comparison_recovers_a_known_difference():
-    table = summary.compare(synthetic_pairs(0.03), "placement", "pre", "post").set_index("lr")
+    table = comparisons.compare(synthetic_pairs(0.03), "placement", "pre", "post").set_index("lr")
     assert list(table["pairs"]) == [40, 40]
     for lr in (0.1, 0.01):
         row = table.loc[lr]
         assert abs(row["mean_diff"] - 0.03) < 0.005
         assert row["ci_low"] <= 0.03 <= row["ci_high"] and not row["ci_includes_zero"]
-    null = summary.compare(synthetic_pairs(0.0), "placement", "pre", "post")
+    null = comparisons.compare(synthetic_pairs(0.0), "placement", "pre", "post")
     assert null["ci_includes_zero"].all()
 
 
-def test_report_on_an_interrupted_sweep_with_markdown_and_comparison(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
-    out = workdir / "results" / "tiny"
+@pytest.mark.integration
+def test_report_on_an_interrupted_sweep_with_markdown_and_comparison(tiny_results, cli):
+    out = tiny_results
     lines = (out / "runs.csv").read_text().splitlines(keepends=True)
     (out / "runs.csv").write_text("".join(lines[:6]))  # 5 of 8 runs, as a killed sweep leaves it
     result = cli("report", out, "--format", "markdown", "--compare", "placement=pre,none", "--no-plots")
@@ -83,6 +85,7 @@ def test_report_on_an_interrupted_sweep_with_markdown_and_comparison(tiny_spec, 
     assert parsed["n"].sum() == 5
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -92,17 +95,18 @@ def test_report_on_an_interrupted_sweep_with_markdown_and_comparison(tiny_spec, 
         (["--by", "colour"], "no column 'colour'"),
     ],
 )
-def test_report_errors_are_one_line(args, message, tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
-    result = cli("report", workdir / "results" / "tiny", *args)
+def test_report_errors_are_one_line(args, message, tiny_results, cli):
+    result = cli("report", tiny_results, *args)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 
 
+@pytest.mark.unit
 def test_report_on_a_folder_without_results(workdir, cli):
     result = cli("report", workdir)
     assert result.exit_code == 2 and "runs.csv: no such file" in result.stderr
 
 
+@pytest.mark.integration
 def test_plots_are_valid_pngs_of_reasonable_size(write_spec, workdir, cli):
     spec = write_spec(
         """
@@ -131,6 +135,7 @@ def test_plots_are_valid_pngs_of_reasonable_size(write_spec, workdir, cli):
         assert f"plot: results/plots/{path.name}" in result.stderr
 
 
+@pytest.mark.integration
 def test_loaders_give_documented_dtypes(write_spec, workdir, cli):
     spec = write_spec('name = "typed"\ndataset = "synthetic"\nwidths = [8]\nsteps = 10\ntrack_activations = true\n[grid]\nplacement = ["pre", "none"]\n')
     assert cli("sweep", spec, "--no-plots").exit_code == 0
@@ -151,6 +156,7 @@ def test_loaders_give_documented_dtypes(write_spec, workdir, cli):
     assert pd.read_csv(out / "runs.csv").shape == runs.shape  # the raw file reads as it is
 
 
+@pytest.mark.integration
 def test_activation_statistics_match_numpy_on_the_fixed_batch():
     config = RunConfig(
         dataset="synthetic",
@@ -181,8 +187,9 @@ def test_activation_statistics_match_numpy_on_the_fixed_batch():
     assert [(p.step, p.layer) for p in result.activations] == [(2, 1), (2, 2), (4, 1), (4, 2)]
 
 
+@pytest.mark.unit
 def test_counts_stay_integers_when_every_grouping_column_is_numeric():
-    from bnbench.cli.terminal import summary_cells
+    from bnbench.reporting.cells import summary_cells
 
     table = pd.DataFrame(
         {"epsilon": [1e-5], "momentum": [0.9], "n": [2], "diverged": [0], "mean": [0.5], "std": [0.1], "ci_low": [0.4], "ci_high": [0.6]}

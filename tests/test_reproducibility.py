@@ -2,8 +2,9 @@
 same whatever else is in the grid; folders never mix contexts or hide conflicts; one writer at a time;
 readers never count a run twice."""
 
+import contextlib
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def assert_same_records(a, b):
         pd.testing.assert_frame_equal(got, expected)
 
 
+@pytest.mark.integration
 def test_a_run_is_bitwise_the_same_whatever_else_the_grid_holds(write_spec, workdir, cli):
     three = write_spec(spec_text(3), "three.toml")
     two = write_spec(spec_text(2), "repro.toml")
@@ -94,6 +96,7 @@ def results_of(pairs):
     return {c.run_id: (r.curve, r.probes, r.context) for c, r in pairs}
 
 
+@pytest.mark.integration
 def test_a_run_in_any_block_position_on_any_device_gives_the_same_numbers():
     base = dict(dataset="synthetic", num_samples=1200, widths=(12,), batch_size=16, steps=30, eval_every=10,
                 probes=("grad_norm",))
@@ -106,9 +109,9 @@ def test_a_run_in_any_block_position_on_any_device_gives_the_same_numbers():
     assert {ctx.runs_per_device for _, _, ctx in together.values()} == {block}
 
 
-def test_each_run_records_its_execution_context(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
-    runs = pd.read_csv(workdir / "results" / "tiny" / "runs.csv")
+@pytest.mark.integration
+def test_each_run_records_its_execution_context(tiny_sweep, tiny_spec, workdir, cli):
+    runs = pd.read_csv(tiny_sweep / "runs.csv")
     device = jax.devices()[0]
     assert set(runs["execution"]) == {"vmapped"} and set(runs["runs_per_device"]) == {2}
     assert set(runs["backend"]) == {device.platform} and runs["device_kind"].str.startswith("cpu (").all()
@@ -118,6 +121,7 @@ def test_each_run_records_its_execution_context(tiny_spec, workdir, cli):
     assert set(sequential["execution"]) == {"stepwise"} and set(sequential["runs_per_device"]) == {1}
 
 
+@pytest.mark.integration
 def test_resume_refuses_runs_of_another_execution_context(tiny_spec, workdir, cli):
     assert cli("sweep", tiny_spec, "--set", "epsilon=1e-5", "--no-plots").exit_code == 0
     result = cli("sweep", tiny_spec, "--runs-per-device", "1", "--no-plots")
@@ -137,9 +141,10 @@ def edit_cell(folder, row: int, column: str, value) -> None:
     runs.to_csv(path, index=False)
 
 
-def test_merge_names_a_conflict_and_keeps_the_preferred_folder(tiny_spec, workdir, cli):
+@pytest.mark.integration
+def test_merge_names_a_conflict_and_keeps_the_preferred_folder(tiny_sweep, workdir, cli):
     for name in ("a", "b"):
-        assert cli("sweep", tiny_spec, "--out", name, "--no-plots").exit_code == 0
+        shutil.copytree(tiny_sweep, workdir / name)
     run_id = pd.read_csv(workdir / "b" / "runs.csv")["run_id"][3]
     edit_cell(workdir / "b", 3, "test_acc", 0.123)
     result = cli("merge", "a", "b", "--out", "m")
@@ -151,6 +156,7 @@ def test_merge_names_a_conflict_and_keeps_the_preferred_folder(tiny_spec, workdi
     assert merged.loc[run_id, "test_acc"] == 0.123 and len(merged) == 8
 
 
+@pytest.mark.integration
 def test_merge_with_missing_runs_exits_1_unless_partial(tiny_spec, workdir, cli):
     assert cli("sweep", tiny_spec, "--shard", "0/2", "--no-plots").exit_code == 0
     result = cli("merge", "results/tiny-shard0of2", "--out", "m")
@@ -162,6 +168,7 @@ def test_merge_with_missing_runs_exits_1_unless_partial(tiny_spec, workdir, cli)
     assert json.loads((workdir / "m" / "meta.json").read_text())["partial"] is True
 
 
+@pytest.mark.integration
 def test_runs_from_another_machine_merge_only_when_asked_and_report_shows_them_apart(tiny_spec, workdir, cli):
     for index in (0, 1):
         assert cli("sweep", tiny_spec, "--shard", f"{index}/2", "--no-plots").exit_code == 0
@@ -181,12 +188,13 @@ name = "slow"
 dataset = "synthetic"
 widths = [64, 64]
 batch_size = 16
-steps = 4000
-eval_every = 400
+steps = 800
+eval_every = 200
 seeds = 2
 [grid]
 epsilon = [1e-5, 1e-4, 1e-3, 1e-2]
 """
+SLOW_RUNS = 8
 
 
 def start_sweep(workdir, *args) -> subprocess.Popen:
@@ -201,39 +209,56 @@ def wait_for(predicate, timeout=120.0):
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def paused(process: subprocess.Popen):
+    """``process`` stopped (SIGSTOP) where it is, so that it is provably mid-sweep, holding what it
+    holds, for as long as the block runs; it goes on afterwards."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        assert process.poll() is None, "the sweep had finished before it could be paused"
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.system
 def test_a_second_sweep_into_a_folder_in_use_is_refused_at_once(write_spec, workdir, cli):
     write_spec(SLOW_SPEC, "slow.toml")
     lock = workdir / "results" / "slow" / ".bnbench-lock"
     first = start_sweep(workdir, "--engine", "sequential")
     wait_for(lambda: lock.exists() and lock.read_text())
-    begin = time.monotonic()
-    second = cli("sweep", workdir / "slow.toml", "--no-plots")
-    assert time.monotonic() - begin < 10
+    with paused(first):
+        begin = time.monotonic()
+        second = cli("sweep", workdir / "slow.toml", "--no-plots")
+        assert time.monotonic() - begin < 10
     assert second.exit_code == 2 and second.stderr.count("\n") == 1
     assert f"results/slow: in use by `bnbench sweep` (process {first.pid} on host " in second.stderr
     assert "wait for it to finish, or pass --out to write elsewhere" in second.stderr
     assert first.wait(timeout=600) == 0, first.stderr.read()
     runs = pd.read_csv(workdir / "results" / "slow" / "runs.csv")
-    assert len(runs) == 8 and runs["run_id"].is_unique
+    assert len(runs) == SLOW_RUNS and runs["run_id"].is_unique
 
 
+@pytest.mark.system
 def test_a_killed_sweep_leaves_no_lock_behind_and_resumes_at_once(write_spec, workdir, cli):
     write_spec(SLOW_SPEC, "slow.toml")
     runs_csv = workdir / "results" / "slow" / "runs.csv"
     first = start_sweep(workdir, "--engine", "sequential")
     wait_for(lambda: runs_csv.exists() and len(runs_csv.read_text().splitlines()) >= 2)
-    os.kill(first.pid, signal.SIGKILL)
+    with paused(first):
+        first.kill()
     first.wait()
     done = len(pd.read_csv(runs_csv))
+    assert 1 <= done < SLOW_RUNS  # killed mid-sweep
     result = cli("sweep", workdir / "slow.toml", "--engine", "sequential", "--no-plots")
     assert result.exit_code == 0 and f"{done} already in" in result.stdout
     runs = pd.read_csv(runs_csv)
-    assert len(runs) == 8 and runs["run_id"].is_unique
+    assert len(runs) == SLOW_RUNS and runs["run_id"].is_unique
 
 
-def test_report_never_counts_a_run_twice(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
-    path = workdir / "results" / "tiny" / "runs.csv"
+@pytest.mark.integration
+def test_report_never_counts_a_run_twice(tiny_results, cli):
+    path = tiny_results / "runs.csv"
     text = path.read_text()
     lines = text.splitlines(keepends=True)
     path.write_text(text + lines[1])  # the first run recorded twice, as two sweeps into one folder left it
@@ -250,23 +275,24 @@ def test_report_never_counts_a_run_twice(tiny_spec, workdir, cli):
     assert list(summary["n"]) == [2, 2, 2, 2] and list(summary["diverged"]) == [0, 0, 0, 0]
 
 
-def test_resuming_onto_a_runs_csv_with_a_renamed_header_is_a_one_line_error(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
-    path = workdir / "results" / "tiny" / "runs.csv"
+@pytest.mark.integration
+def test_resuming_onto_a_runs_csv_with_a_renamed_header_is_a_one_line_error(tiny_results, tiny_spec, cli):
+    path = tiny_results / "runs.csv"
     path.write_text(path.read_text().replace("test_acc,", "accuracy,", 1))
     result = cli("sweep", tiny_spec, "--no-plots")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.output
     assert "runs.csv: its header is not one bnbench writes (unknown column 'accuracy')" in result.stderr
 
 
-def test_a_changed_spec_suggests_another_folder_before_deleting(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
+@pytest.mark.integration
+def test_a_changed_spec_suggests_another_folder_before_deleting(tiny_results, tiny_spec, cli):
     result = cli("sweep", tiny_spec, "--set", "lr=0.1")
     assert result.exit_code == 2
     assert ("pass --out DIR to write elsewhere (or --no-resume to delete the 8 runs there: CSV files, plots and "
             "meta.json)") in result.stderr
 
 
+@pytest.mark.unit
 def test_an_override_of_steps_says_to_set_eval_every_too(tiny_spec, cli):
     result = cli("sweep", tiny_spec, "--set", "steps=5", "--dry-run")
     assert result.exit_code == 2
@@ -274,6 +300,7 @@ def test_an_override_of_steps_says_to_set_eval_every_too(tiny_spec, cli):
                                      "eval_every=N with the new steps)")
 
 
+@pytest.mark.unit
 def test_a_profile_shape_too_big_for_the_device_is_refused_before_measuring(workdir, cli):
     result = cli("profile", "--shape", "100000,100000", "--mode", "train", "--dtype", "float32", "--impl", "bnbench")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.output
@@ -281,21 +308,22 @@ def test_a_profile_shape_too_big_for_the_device_is_refused_before_measuring(work
     assert not (workdir / "results").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("plot_dir", [None, "figures"])
-def test_report_on_a_read_only_folder_prints_its_tables_then_says_the_plots_failed(tiny_spec, workdir, cli, monkeypatch,
+def test_report_on_a_read_only_folder_prints_its_tables_then_says_the_plots_failed(tiny_results, workdir, cli, monkeypatch,
                                                                                     plot_dir):
-    from bnbench.results import store
+    from bnbench.results.csv_files import ResultsError
+    from bnbench.results.folder import ResultsStore
 
-    assert cli("sweep", tiny_spec, "--no-plots").exit_code == 0
-    folder = workdir / "results" / "tiny"
-    real = store.ResultsStore.check_writable
+    folder = tiny_results
+    real = ResultsStore.check_writable
 
     def read_only(self):
         if self.out_dir == folder:
-            raise store.ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
+            raise ResultsError(f"{self.out_dir}: output location is not writable (Read-only file system)")
         return real(self)
 
-    monkeypatch.setattr(store.ResultsStore, "check_writable", read_only)
+    monkeypatch.setattr(ResultsStore, "check_writable", read_only)
     extra = ["--plot-dir", plot_dir] if plot_dir else []
     result = cli("report", folder, *extra)
     assert "tiny: test_acc over seeds (8 runs" in result.stdout

@@ -9,6 +9,8 @@ import pytest
 from bnbench.models import Normalization, make_model, num_params
 from bnbench.options import RESIDUAL_UNITS
 
+pytestmark = pytest.mark.unit
+
 
 def hand_count(depth, widths=(16, 32, 64), channels_in=3, classes=10):
     """Learned parameters of the option-A ResNet with BN, counted from the paper's description: the 3x3

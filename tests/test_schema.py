@@ -2,10 +2,14 @@
 
 import dataclasses
 
+import pytest
+
 from bnbench.cli import doc_pages
 from bnbench.experiment.fields import RunConfig
-from bnbench.profiling.kernels import PROFILE_COLUMNS, Row
+from bnbench.profiling.table import PROFILE_COLUMNS, Row
 from bnbench.results.schema import RUN_COLUMNS
+
+pytestmark = pytest.mark.unit
 
 
 def test_every_run_field_is_a_column():

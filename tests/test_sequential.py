@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 
 from bnbench.stats import group_sequential
-from bnbench.stats import summary
+from bnbench.stats import comparisons
 
 REPLICATES = 1500
 TEST_SIZE = 1000  # accuracies are multiples of 1/1000, as on MNIST-1D's test split
 
 
+@pytest.mark.unit
 def test_the_design_spends_its_alpha_over_looks_fixed_in_advance():
     design = group_sequential.design(3, 9)
     assert design.looks == (3, 5, 7, 9)
@@ -55,6 +56,7 @@ def stopped_decisions(runs: pd.DataFrame, design: group_sequential.Design) -> pd
     return outcome
 
 
+@pytest.mark.unit
 def test_optional_stopping_keeps_false_directions_at_or_below_five_percent():
     rng = np.random.default_rng(0)
     runs = simulated_runs(0.0, 20, rng)
@@ -69,6 +71,7 @@ def test_optional_stopping_keeps_false_directions_at_or_below_five_percent():
     assert naive_rate > 0.10, naive_rate
 
 
+@pytest.mark.unit
 def test_a_real_difference_is_found_in_the_right_direction():
     rng = np.random.default_rng(1)
     # 1.4 standard deviations of a paired difference (two binomial accuracies on 1000 test examples)
@@ -79,6 +82,7 @@ def test_a_real_difference_is_found_in_the_right_direction():
     assert outcome["stopped"].median() < 20  # and it stops before the maximum
 
 
+@pytest.mark.unit
 def test_a_margin_decides_a_null_comparison_as_no_difference_that_matters():
     rng = np.random.default_rng(2)
     runs = simulated_runs(0.0, 20, rng)
@@ -91,6 +95,7 @@ def test_a_margin_decides_a_null_comparison_as_no_difference_that_matters():
     assert (beyond["decision"] == "within_margin").mean() <= 0.025
 
 
+@pytest.mark.integration
 def test_sweep_seeds_auto_stops_when_decided_and_report_reads_its_level(workdir, cli):
     spec = workdir / "auto.toml"
     spec.write_text(
@@ -109,13 +114,14 @@ def test_sweep_seeds_auto_stops_when_decided_and_report_reads_its_level(workdir,
     assert lines[-1].endswith("stopping") or seeds == 7
     # The report reads the last look's level from meta.json and gives the interval at it.
     alpha = design.alpha_at(seeds)
-    table = summary.compare(runs.assign(status="ok"), "placement", "pre", "none", alpha=alpha)
+    table = comparisons.compare(runs.assign(status="ok"), "placement", "pre", "none", alpha=alpha)
     shown = cli("report", workdir / "auto", "--format", "csv", "--no-plots")
     reported = pd.read_csv(pd.io.common.StringIO(shown.stdout))
     assert reported["ci_low"].iloc[0] == pytest.approx(table["ci_low"].iloc[0], abs=1e-12)
     assert f"{100 * (1 - alpha):.4g}% CI" in cli("report", workdir / "auto", "--no-plots").stdout
 
 
+@pytest.mark.unit
 def test_seeds_auto_needs_a_stated_comparison_and_the_whole_grid(workdir, cli, tiny_spec):
     result = cli("sweep", tiny_spec, "--seeds", "auto", "--out", workdir / "x")
     assert result.exit_code == 2 and "states no comparison to decide" in result.stderr

@@ -7,6 +7,8 @@ import pytest
 from bnbench.experiment.fields import RunConfig
 from bnbench.experiment.spec import load_spec, parse_spec, with_overrides
 
+pytestmark = pytest.mark.unit
+
 
 def test_expansion_is_the_grid_product_times_seeds(tiny_spec):
     spec = load_spec(tiny_spec)

@@ -1,13 +1,16 @@
 """Start-up: importing bnbench or its command line loads no heavy module; the public API is unchanged."""
 
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import bnbench
 
 HEAVY = ("jax", "pandas", "matplotlib", "scipy", "optax")
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def loaded_after(code: str) -> set[str]:
@@ -16,6 +19,7 @@ def loaded_after(code: str) -> set[str]:
     return set(result.stdout.split())
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     "code",
     [
@@ -28,13 +32,31 @@ def test_imports_and_help_load_no_heavy_module(code):
     assert loaded_after(code) == set()
 
 
-def test_dry_run_loads_no_heavy_module(tmp_path):
-    spec = tmp_path / "s.toml"
-    spec.write_text('dataset = "synthetic"\nsteps = 10\n')
-    code = f"from bnbench.cli.app import app\nfrom typer.testing import CliRunner\nCliRunner().invoke(app, ['sweep', {str(spec)!r}, '--dry-run'])"
+@pytest.mark.system
+@pytest.mark.parametrize("spec", [None, EXPERIMENTS / "quickstart.toml"], ids=["synthetic", "quickstart"])
+def test_dry_run_loads_no_heavy_module(tmp_path, spec):
+    """Built-in models and optimizers plan without JAX (an optax optimizer's name would load it)."""
+    if spec is None:
+        spec = tmp_path / "s.toml"
+        spec.write_text('dataset = "synthetic"\nsteps = 10\n')
+    command = ["sweep", str(spec), "--dry-run", "--out", str(tmp_path / "out")]
+    code = ("from bnbench.cli.app import app\nfrom typer.testing import CliRunner\n"
+            f"result = CliRunner().invoke(app, {command!r})\nassert result.exit_code == 0, result.output")
     assert loaded_after(code) == set()
 
 
+@pytest.mark.system
+def test_the_experiment_layer_imports_no_heavy_module():
+    """A spec is read, checked and expanded without JAX: each module of bnbench.experiment, in a fresh process."""
+    from bnbench import experiment
+
+    names = [m.name for m in pkgutil.iter_modules(experiment.__path__, "bnbench.experiment.")]
+    assert {"bnbench.experiment.fields", "bnbench.experiment.spec", "bnbench.experiment.runs"} <= set(names)
+    for name in names:
+        assert loaded_after(f"import {name}") == set(), name
+
+
+@pytest.mark.unit
 def test_public_api_is_unchanged():
     expected = {
         "BNParams", "BNState", "BnbenchError", "CURVE_COLUMNS", "Dataset", "Model", "Normalization", "RUN_COLUMNS",
@@ -58,6 +80,7 @@ def bnbench_process(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
+@pytest.mark.system
 def test_the_command_skips_teardown_yet_keeps_its_output_and_exit_status(tmp_path):
     """The console script ends with ``os._exit``: what it printed into a pipe is all there, and errors
     keep their exit status and one-line message."""
@@ -68,6 +91,7 @@ def test_the_command_skips_teardown_yet_keeps_its_output_and_exit_status(tmp_pat
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == ["error: missing.toml: file: no such spec file"]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("processes, teardown", [(1, False), (2, True)])
 def test_multi_process_jax_runs_exit_normally(tmp_path, processes, teardown):
     """One JAX process skips the teardown (no atexit handler runs); one of several shuts down normally."""
@@ -84,18 +108,23 @@ def test_multi_process_jax_runs_exit_normally(tmp_path, processes, teardown):
     assert finished.stdout.rstrip().endswith("teardown") == teardown
 
 
+@pytest.mark.system
 def test_under_a_profiler_the_command_exits_normally(tmp_path):
     """cProfile (as coverage) writes what it gathered at the interpreter's normal exit."""
     profiled = bnbench_process("-m", "cProfile", "-o", "profile.out", "-m", "bnbench", "columns", cwd=tmp_path)
     assert profiled.returncode == 0 and (tmp_path / "profile.out").stat().st_size > 0
 
 
+@pytest.mark.unit
 def test_every_subpackage_is_in_the_wheel():
-    """pyproject lists packages by name: one left out is missing from a non-editable install."""
+    """pyproject has setuptools find the packages: a folder of modules without an ``__init__.py`` would be
+    missing from a non-editable install."""
     import tomllib
-    from pathlib import Path
+
+    import setuptools
 
     root = Path(bnbench.__file__).resolve().parent.parent
-    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "bnbench").rglob("__init__.py")}
+    find = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    listed = set(setuptools.find_packages(str(root), include=find["include"]))
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "bnbench").rglob("*.py")}
     assert listed == found

@@ -2,18 +2,21 @@
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bnbench.experiment.fields import RunConfig
-from bnbench.engine.execution import train_run
+from bnbench.engine import train_run
 from bnbench.results.schema import CURVE_COLUMNS, RUN_COLUMNS
 from bnbench.experiment.spec import load_spec
 
 
+@pytest.mark.integration
 def test_sweep_writes_csvs_matching_the_expanded_grid(tiny_spec, workdir, cli):
-    result = cli("sweep", tiny_spec)
+    result = cli("sweep", tiny_spec, "--no-plots")
     assert result.exit_code == 0, result.output
     out = workdir / "results" / "tiny"
     runs = pd.read_csv(out / "runs.csv")
@@ -41,43 +44,44 @@ def test_sweep_writes_csvs_matching_the_expanded_grid(tiny_spec, workdir, cli):
     assert summary_table in result.stdout  # sweep ends with the same summary as report
 
 
-def test_rerun_skips_every_finished_run(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec).exit_code == 0
-    runs_csv = workdir / "results" / "tiny" / "runs.csv"
+@pytest.mark.integration
+def test_rerun_skips_every_finished_run(tiny_results, tiny_spec, cli):
+    runs_csv = tiny_results / "runs.csv"
     before = runs_csv.read_bytes()
-    result = cli("sweep", tiny_spec)
+    result = cli("sweep", tiny_spec, "--no-plots")
     assert result.exit_code == 0 and "8 already in" in result.stdout and "0 to run" in result.stdout
     assert runs_csv.read_bytes() == before
 
 
-def test_interrupted_sweep_resumes_to_the_same_results(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec, "--out", "full").exit_code == 0
-    full = pd.read_csv(workdir / "full" / "runs.csv")
+@pytest.mark.integration
+def test_interrupted_sweep_resumes_to_the_same_results(tiny_sweep, tiny_spec, workdir, cli):
+    full = pd.read_csv(tiny_sweep / "runs.csv")
     # Simulate a sweep killed after 3 runs, between writing a 4th run's curves and its row.
-    assert cli("sweep", tiny_spec, "--out", "cut").exit_code == 0
     cut = workdir / "cut"
+    shutil.copytree(tiny_sweep, cut)
     runs_lines = (cut / "runs.csv").read_text().splitlines(keepends=True)
     (cut / "runs.csv").write_text("".join(runs_lines[:4]))
     curve_lines = (cut / "curves.csv").read_text().splitlines(keepends=True)
     (cut / "curves.csv").write_text("".join(curve_lines[: 1 + 4 * 3]))
-    result = cli("sweep", tiny_spec, "--out", "cut")
+    result = cli("sweep", tiny_spec, "--out", "cut", "--no-plots")
     assert result.exit_code == 0 and "3 already in" in result.stdout and "5 to run" in result.stdout
     resumed = pd.read_csv(cut / "runs.csv")
     metrics = ["run_id", "status", "final_train_loss", "test_loss", "test_acc"]
-    pd.testing.assert_frame_equal(resumed[metrics], full[metrics])
+    pd.testing.assert_frame_equal(resumed[metrics], full[metrics], check_exact=True)  # bitwise: the same runs
     curves = pd.read_csv(cut / "curves.csv")
     assert len(curves) == 8 * 3 and not curves.duplicated(["run_id", "step"]).any()
 
 
-def test_changed_spec_in_the_same_folder_is_refused(tiny_spec, workdir, cli):
-    assert cli("sweep", tiny_spec).exit_code == 0
+@pytest.mark.integration
+def test_changed_spec_in_the_same_folder_is_refused(tiny_results, tiny_spec, cli):
     result = cli("sweep", tiny_spec, "--set", "lr=0.01")
     assert result.exit_code == 2 and "different spec" in result.stderr
-    assert len(pd.read_csv(workdir / "results" / "tiny" / "runs.csv")) == 8
-    assert cli("sweep", tiny_spec, "--set", "lr=0.01", "--no-resume").exit_code == 0
-    assert set(pd.read_csv(workdir / "results" / "tiny" / "runs.csv")["lr"]) == {0.01}
+    assert len(pd.read_csv(tiny_results / "runs.csv")) == 8
+    assert cli("sweep", tiny_spec, "--set", "lr=0.01", "--no-resume", "--no-plots").exit_code == 0
+    assert set(pd.read_csv(tiny_results / "runs.csv")["lr"]) == {0.01}
 
 
+@pytest.mark.unit
 def test_dry_run_prints_the_grid_and_writes_nothing(tiny_spec, workdir, cli):
     result = cli("sweep", tiny_spec, "--dry-run")
     assert result.exit_code == 0 and "8 runs" in result.stdout
@@ -90,6 +94,7 @@ def synthetic_run(**overrides) -> RunConfig:
     return RunConfig(**{**fields, **overrides})
 
 
+@pytest.mark.integration
 def test_training_learns_and_is_deterministic():
     first = train_run(synthetic_run())
     again = train_run(synthetic_run())
@@ -100,6 +105,7 @@ def test_training_learns_and_is_deterministic():
     assert other_seed.curve != first.curve
 
 
+@pytest.mark.integration
 def test_diverging_run_is_marked_and_the_sweep_goes_on(write_spec, workdir, cli):
     spec = write_spec(
         """
@@ -114,7 +120,7 @@ def test_diverging_run_is_marked_and_the_sweep_goes_on(write_spec, workdir, cli)
         lr = [1e9, 0.01]
         """
     )
-    result = cli("sweep", spec)
+    result = cli("sweep", spec, "--no-plots")
     assert result.exit_code == 0, result.output
     runs = pd.read_csv(workdir / "results" / "blowup" / "runs.csv")
     blown, fine = runs.iloc[0], runs.iloc[1]

@@ -10,6 +10,8 @@ from bnbench.norm import bn
 from bnbench.norm import per_example
 from test_bn import random_inputs, reference_bn
 
+pytestmark = pytest.mark.unit
+
 
 def test_ghost_batches_are_normalized_separately_and_the_ema_averages_their_statistics():
     x, params, state = random_inputs((12, 3, 4), seed=10)

@@ -55,11 +55,11 @@ def _make_eqx(ctx, width):
     return lambda key: eqx.nn.make_with_state(EqxNet)(math.prod(ctx.input_shape), width, ctx.num_classes, key)
 
 
-def nnx_net(ctx: plugin.Context, *, width: int = 8) -> plugin.Model:
+def nnx_net(ctx: plugin.Context, *, width: int = 8) -> plugin.Network:
     return adapters.nnx(_make_nnx(ctx, width))
 
 
-def eqx_net(ctx: plugin.Context, *, width: int = 8) -> plugin.Model:
+def eqx_net(ctx: plugin.Context, *, width: int = 8) -> plugin.Network:
     return adapters.equinox(_make_eqx(ctx, width))
 
 
@@ -72,10 +72,10 @@ def _native(init):
             h = norm.act(h @ params[name]["w"] + params[name]["b"], jax.nn.relu)
         return h @ params["head"]["w"] + params["head"]["b"]
 
-    return plugin.Model(init, apply)
+    return plugin.Network(init, apply)
 
 
-def nnx_native(ctx: plugin.Context, *, width: int = 8) -> plugin.Model:
+def nnx_native(ctx: plugin.Context, *, width: int = 8) -> plugin.Network:
     def init(key):
         net = _make_nnx(ctx, width)(nnx.Rngs(key))
         return {name: {"w": getattr(net, name).kernel[...], "b": getattr(net, name).bias[...]} for name in ("l1", "l2", "head")}
@@ -83,7 +83,7 @@ def nnx_native(ctx: plugin.Context, *, width: int = 8) -> plugin.Model:
     return _native(init)
 
 
-def eqx_native(ctx: plugin.Context, *, width: int = 8) -> plugin.Model:
+def eqx_native(ctx: plugin.Context, *, width: int = 8) -> plugin.Network:
     def init(key):
         net, _ = _make_eqx(ctx, width)(key)
         return {name: {"w": getattr(net, name).weight.T, "b": getattr(net, name).bias} for name in ("l1", "l2", "head")}
@@ -130,11 +130,11 @@ def _make_eqx_conv(ctx, channels):
     return lambda key: eqx.nn.make_with_state(EqxConv)(ctx.input_shape[0], channels, ctx.num_classes, key)
 
 
-def nnx_conv(ctx: plugin.Context, *, channels: int = 6) -> plugin.Model:
+def nnx_conv(ctx: plugin.Context, *, channels: int = 6) -> plugin.Network:
     return adapters.nnx(_make_nnx_conv(ctx, channels))
 
 
-def eqx_conv(ctx: plugin.Context, *, channels: int = 6) -> plugin.Model:
+def eqx_conv(ctx: plugin.Context, *, channels: int = 6) -> plugin.Network:
     return adapters.equinox(_make_eqx_conv(ctx, channels))
 
 

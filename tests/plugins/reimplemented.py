@@ -32,17 +32,17 @@ def _chain(shapes, hidden, apply_layer, prepare, flatten):
         head = params["head"]
         return flatten(h) @ head["w"].astype(h.dtype) + head["b"].astype(h.dtype)
 
-    return plugin.Model(init, apply, weights=lambda p: [layer["w"] for layer in p["layers"]] + [p["head"]["w"]])
+    return plugin.Network(init, apply, weights=lambda p: [layer["w"] for layer in p["layers"]] + [p["head"]["w"]])
 
 
-def mlp(ctx: plugin.Context, *, widths=(100, 100, 100)) -> plugin.Model:
+def mlp(ctx: plugin.Context, *, widths=(100, 100, 100)) -> plugin.Network:
     sizes = [math.prod(ctx.input_shape), *widths, ctx.num_classes]
     return _chain(list(zip(sizes[:-1], sizes[1:])), len(widths),
                   lambda p, h: h @ p["w"].astype(h.dtype) + p["b"].astype(h.dtype),
                   lambda x: x.reshape(x.shape[0], -1).astype(ctx.dtype), lambda h: h)
 
 
-def cnn(ctx: plugin.Context, *, widths=(16, 32)) -> plugin.Model:
+def cnn(ctx: plugin.Context, *, widths=(16, 32)) -> plugin.Network:
     """1-D signals only: kernel 5, stride 2, 'SAME', one convolution per width."""
     length, channels = ctx.input_shape if len(ctx.input_shape) == 2 else (*ctx.input_shape, 1)
     out_length, shapes, c = length, [], channels
