@@ -113,14 +113,12 @@ def _dry_run(plan: SweepPlan) -> None:
 
 def _sweep_plan(plan: SweepPlan, *, engine_options: dict, program_cache: Optional[Path],
                 design: Optional[Design] = None) -> None:
-    """Trains one plan (:func:`bnbench.sweeping.session.sweep`): downloads its data sets with progress once
-    its output folder is known to take it, then trains with progress."""
+    """Trains one plan (:func:`bnbench.sweeping.session.sweep`), downloading its data sets and training
+    with progress."""
     from bnbench.sweeping import session  # here: it imports JAX, which a dry run does without
 
-    plan.check_output()
-    fetch(plan.spec.datasets, plan.data_dir)
     train = functools.partial(progress.train, program_cache=program_cache)
-    session.sweep(plan, train, design=design, **engine_options)
+    session.sweep(plan, train, design=design, download=fetch, **engine_options)
 
 
 def _until_decided(plan: SweepPlan, max_seeds: int, margin: Optional[float], max_runs: Optional[int],

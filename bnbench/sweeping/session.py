@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 import jax
 
 from bnbench.engine import Assignment, assign_runs, compiler_options, conv_form, train_blocks
-from bnbench.results import provenance
-from bnbench.results import schema
 from bnbench.experiment.fields import RunConfig
+from bnbench.results import provenance, schema
 from bnbench.sweeping.plan import SweepPlan
 
 if TYPE_CHECKING:
@@ -130,12 +129,15 @@ def train_all(session: Session) -> None:
 
 def sweep(
     plan: SweepPlan, train: Callable[[Session], object] = train_all, *, design: group_sequential.Design | None = None,
-    **engine_options,
+    download: Callable[[list[str], Path | None], object] | None = None, **engine_options,
 ) -> None:
-    """Trains ``plan``: checks its output folder, loads its data, opens the sweep (:func:`open_sweep` with
+    """Trains ``plan``: checks its output folder, then (the folder known to take it) downloads its data
+    sets with ``download(names, data_dir)`` if given, loads them, opens the sweep (:func:`open_sweep` with
     ``engine_options`` and ``design``) and hands the session to ``train``, which trains it through
     :func:`execute` (the command line with progress; by default :func:`train_all`)."""
     plan.check_output()
+    if download is not None:
+        download(plan.spec.datasets, plan.data_dir)
     plan.load_data()
     with open_sweep(plan, **engine_options, design=design) as session:
         train(session)
