@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test test-fast test-system test-cluster mutants bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-conv-policy bench-conv-layers bench-sequential clean
+.PHONY: sweep test test-fast test-system test-cluster mutants bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-conv-policy bench-conv-layers bench-sequential bench-keras clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ bench-conv-layers: $(VENV)/.installed
 
 bench-sequential: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.bench_sequential
+
+# A Keras tutorial CNN: bnbench's placement sweep vs model.fit. Needs MNIST's IDX .gz files in
+# ../shared/data/mnist (another folder: python benchmarks/bench_keras.py --data-dir DIR); says so and stops without them.
+bench-keras: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_keras.py
 
 bench-profile: $(VENV)/.installed
 	$(BIN)/bnbench profile --shape 128,56,56,64 --dtype float32 --mode train,grad,infer --out results/bench-profile.csv

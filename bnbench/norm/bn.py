@@ -26,7 +26,9 @@ Conventions
 * Training-mode derivatives are written out (``jax.custom_jvp``): reverse mode, forward mode and
   higher orders all work, and the gradient reads ``x`` and the cotangent twice each and writes ``dx``
   once. Derivatives reach ``x``, ``scale``, ``offset``, ``epsilon`` and, through the updated
-  state, the batch statistics.
+  state, the batch statistics. With ``axis_name`` JAX differentiates the forward pass instead: a
+  written-out rule's collectives fail where the rule is traced outside the ``vmap`` that names the
+  axis (:func:`_normalize`).
 
 Variants (keyword arguments of :func:`batch_norm`, all float64-tested):
 
@@ -156,7 +158,7 @@ def _renorm_correction(mean, var, epsilon, renorm):
     inv_running = jax.lax.rsqrt(running_var + epsilon)
     r = jnp.clip(jnp.sqrt(var + epsilon) * inv_running, 1 / rmax, rmax)
     d = jnp.clip((mean - running_mean) * inv_running, -dmax, dmax)
-    return r, d
+    return jax.lax.stop_gradient((r, d))  # constants of the derivative (Ioffe 2017)
 
 
 def _forward(x, scale, offset, epsilon, renorm, axis_name):
@@ -195,7 +197,6 @@ def _normalize_batch_jvp(axis_name, primals, tangents):
     x, scale, offset, epsilon, renorm = primals
     dx, dscale, doffset, depsilon, _ = tangents
     (y, mean, var), (shift, mean_offset, inv, r, d) = _forward(x, scale, offset, epsilon, renorm, axis_name)
-    r, d = jax.lax.stop_gradient((r, d))
     stat_dtype = mean.dtype
     reduce_axes = tuple(range(x.ndim - 1))
     xf, dxf = x.astype(stat_dtype), dx.astype(stat_dtype)
@@ -213,6 +214,24 @@ def _normalize_batch_jvp(axis_name, primals, tangents):
         doffset + dscale * d
     )
     return (y, mean, var), (dy.astype(x.dtype), dmean, dvar)
+
+
+def _normalize(x, scale, offset, epsilon, renorm, axis_name):
+    """Training-mode BN of one batch, ``(y, batch mean, batch variance)``: :func:`_normalize_batch`'s
+    written-out derivative without ``axis_name``, JAX's derivative of :func:`_forward` with it.
+
+    Why two: JAX traces a ``custom_jvp`` rule lazily, when a derivative is first taken, and a
+    collective (the rule's ``pmean``) binds only while the ``vmap`` naming its axis is being traced.
+    A program recorded inside that vmap (``jax.jit``, ``jax.make_jaxpr``, ``jax.checkpoint``, the
+    engine's convolution rewrite :func:`bnbench.models.convolution.with_patches`) and differentiated
+    outside it traces the rule with no axis bound: ``NameError: unbound axis name``. The forward
+    pass's collectives are batched as it is traced, and JAX differentiates what they became. Only the
+    per-example path (an adapted Equinox model) names an axis, so every other model keeps the
+    written-out derivative and its numbers.
+    """
+    if axis_name is None:
+        return _normalize_batch(x, scale, offset, epsilon, renorm, axis_name)
+    return _forward(x, scale, offset, epsilon, renorm, axis_name)[0]
 
 
 def _normalize_with_running(x: jax.Array, params: BNParams, state: BNState, epsilon) -> jax.Array:
@@ -307,7 +326,7 @@ def batch_norm(
     bounds = _renorm_bounds(state, settings) if renorm else None
 
     def normalize(batch):
-        return _normalize_batch(batch, params.scale, params.offset, eps, bounds, axis_name)
+        return _normalize(batch, params.scale, params.offset, eps, bounds, axis_name)
 
     if ghost_batch_size is None:
         y, batch_mean, batch_var = normalize(x)

@@ -1,6 +1,6 @@
-"""One network three ways: a Flax NNX model and an Equinox model, each with its own BatchNorm layers
-(run through bnbench.adapters), and native plugins (bnbench.plugin) of the same network from the same
-initial weights. The adapted models must train as their native twins do."""
+"""Flax NNX and Equinox networks with their own norm layers, run through bnbench.adapters: an MLP whose
+norm layers must be gone, and a 1-D conv net whose norm layer must normalize as the framework's does.
+(Their 2-D conv nets against native twins: tests/plugins/conv_frameworks.py.)"""
 
 import math
 
@@ -61,34 +61,6 @@ def nnx_net(ctx: plugin.Context, *, width: int = 8) -> plugin.Network:
 
 def eqx_net(ctx: plugin.Context, *, width: int = 8) -> plugin.Network:
     return adapters.equinox(_make_eqx(ctx, width))
-
-
-def _native(init):
-    """The network as a plugin: dense layers ``x @ w + b``, a norm site before each ReLU, a head."""
-
-    def apply(params, x, norm, *, train, key):
-        h = x.reshape(x.shape[0], -1)
-        for name in ("l1", "l2"):
-            h = norm.act(h @ params[name]["w"] + params[name]["b"], jax.nn.relu)
-        return h @ params["head"]["w"] + params["head"]["b"]
-
-    return plugin.Network(init, apply)
-
-
-def nnx_native(ctx: plugin.Context, *, width: int = 8) -> plugin.Network:
-    def init(key):
-        net = _make_nnx(ctx, width)(nnx.Rngs(key))
-        return {name: {"w": getattr(net, name).kernel[...], "b": getattr(net, name).bias[...]} for name in ("l1", "l2", "head")}
-
-    return _native(init)
-
-
-def eqx_native(ctx: plugin.Context, *, width: int = 8) -> plugin.Network:
-    def init(key):
-        net, _ = _make_eqx(ctx, width)(key)
-        return {name: {"w": getattr(net, name).weight.T, "b": getattr(net, name).bias} for name in ("l1", "l2", "head")}
-
-    return _native(init)
 
 
 class NnxConv(nnx.Module):
