@@ -5,9 +5,12 @@ The public surface is this module's names, each imported on first use:
 * BN and its alternatives: ``batch_norm``, ``init``, ``BNParams``, ``BNState`` (:mod:`bnbench.norm.bn`);
   ``group_norm``, ``layer_norm`` (:mod:`bnbench.norm.per_example`).
 * Models: ``make_model``, ``Model``, ``Normalization`` (:mod:`bnbench.models`); your own network's
-  contract and the Flax NNX and Equinox adapters: ``bnbench.plugin``, ``bnbench.adapters``.
+  contract and the adapters of Keras, Flax NNX, Flax Linen and Equinox models: ``bnbench.plugin``,
+  ``bnbench.adapters``.
 * Data and specs: ``load_dataset``, ``Dataset`` (:mod:`bnbench.data`); ``load_spec`` (every check done,
   plugins registered: :mod:`bnbench.sweeping.plan`), ``Spec``, ``RunConfig`` (:mod:`bnbench.experiment`).
+* Sweeps from Python: ``sweep`` (a spec into its results folder as ``bnbench sweep`` does, the results
+  returned: :mod:`bnbench.reporting.sweep`).
 * Training: ``run_all``, ``train_run`` (:mod:`bnbench.engine`), ``RunResult``.
 * Results: ``load_runs``, ``load_curves``, ``load_activations``, ``load_probes``, ``RUN_COLUMNS``,
   ``CURVE_COLUMNS`` (:mod:`bnbench.results`); ``summarize``, ``compare``, ``compare_folders``
@@ -51,6 +54,7 @@ _EXPORTS = {
     "report_folders": ("bnbench.reporting.model", "report_folders"),
     "run_all": ("bnbench.engine", "run_all"),
     "summarize": ("bnbench.stats.summary", "summarize"),
+    "sweep": ("bnbench.reporting.sweep", "sweep"),
     "train_run": ("bnbench.engine", "train_run"),
 }
 # The modules a plugin's author writes against: ``from bnbench import adapters, plugin``.

@@ -60,7 +60,7 @@ def test_a_margin_turns_a_tight_null_interval_into_no_difference_that_matters():
     runs = paired_runs([0.001, -0.001, 0.0005, 0.0, -0.0005])
     table = comparisons.compare(runs, "placement", "pre", "post", margin=0.01)
     assert table["decision"].tolist() == ["within_margin"]
-    assert table["verdict"].iloc[0].startswith("no difference beyond ±0.01 over 5 pairs")
+    assert table["verdict"].iloc[0] == "pre ≈ post (within ±0.01)"
     assert comparisons.compare(runs, "placement", "pre", "post", margin=0.0005)["decision"].tolist() == ["undecided"]
 
 

@@ -50,7 +50,7 @@ def test_compare_at_two_pairs_gives_the_paired_t_interval_and_names_no_direction
     half = T_975_1DF * diffs.std(ddof=1) / math.sqrt(2)
     assert row["pairs"] == 2 and math.isclose(row["mean_diff"], 0.0375)
     assert math.isclose(row["ci_low"], 0.0375 - half, rel_tol=1e-6) and math.isclose(row["ci_high"], 0.0375 + half, rel_tol=1e-6)
-    assert row["verdict"].startswith("too few pairs for a direction (2")
+    assert row["verdict"] == "undecided (2 pairs; needs 3)"
 
 
 @pytest.mark.unit
@@ -58,11 +58,11 @@ def test_compare_names_a_direction_only_when_the_t_interval_excludes_zero():
     strong = comparisons.compare(paired_runs([0.03, 0.031, 0.032]), "placement", "pre", "post").iloc[0]
     half = T_975_2DF * 0.001 / math.sqrt(3)
     assert math.isclose(strong["ci_low"], 0.031 - half, rel_tol=1e-6)
-    assert strong["verdict"] == "placement=pre higher over 3 pairs"
+    assert strong["verdict"] == "pre higher"
     weak = comparisons.compare(paired_runs([0.05, -0.04, 0.01]), "placement", "pre", "post").iloc[0]
-    assert weak["ci_includes_zero"] and weak["verdict"].startswith("no evidence of a difference over 3 pairs")
+    assert weak["ci_includes_zero"] and weak["verdict"] == "undecided"
     flat = comparisons.compare(paired_runs([0.01, 0.01, 0.01]), "placement", "pre", "post").iloc[0]
-    assert math.isnan(flat["ci_low"]) and "no spread" in flat["verdict"]
+    assert math.isnan(flat["ci_low"]) and flat["verdict"] == "undecided (all 3 differences equal +0.01: no spread)"
 
 
 @pytest.mark.unit
@@ -253,7 +253,7 @@ def test_csv_and_markdown_reports_put_only_the_table_on_stdout(tiny_results, cli
 def test_report_arguments_that_select_nothing_are_errors(args, message, tiny_results, cli):
     result = cli("report", tiny_results, "--no-plots", *args)
     if message is None:
-        assert result.exit_code == 0 and "over 2 pairs" not in result.stdout and "too few pairs" in result.stdout
+        assert result.exit_code == 0 and "over 2 pairs" not in result.stdout and "undecided (2 pairs; needs 3)" in result.stdout
         return
     assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1 and message in result.stderr
 

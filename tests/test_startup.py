@@ -62,7 +62,7 @@ def test_public_api_is_unchanged():
         "BNParams", "BNState", "BnbenchError", "CURVE_COLUMNS", "Dataset", "Model", "Normalization", "RUN_COLUMNS",
         "RunConfig", "RunResult", "Spec", "batch_norm", "compare", "compare_folders", "group_norm", "init", "layer_norm",
         "load_activations", "load_curves", "load_dataset", "load_probes", "load_runs", "load_spec", "make_model", "report",
-        "report_folders", "run_all", "summarize", "train_run",
+        "report_folders", "run_all", "summarize", "sweep", "train_run",
     }
     assert set(bnbench.__all__) == expected and expected <= set(dir(bnbench))
     from bnbench import data

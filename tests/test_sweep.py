@@ -12,6 +12,7 @@ from bnbench.experiment.fields import RunConfig
 from bnbench.engine import train_run
 from bnbench.results.schema import CURVE_COLUMNS, RUN_COLUMNS
 from bnbench.experiment.spec import load_spec
+from tests.test_engine import in_grid_order
 
 
 @pytest.mark.integration
@@ -24,7 +25,8 @@ def test_sweep_writes_csvs_matching_the_expanded_grid(tiny_spec, workdir, cli):
     assert list(runs.columns) == list(RUN_COLUMNS)
     assert list(curves.columns) == list(CURVE_COLUMNS)
     expected = load_spec(tiny_spec).expand()
-    assert list(runs["run_id"]) == [r.run_id for r in expected]
+    assert sorted(runs["run_id"]) == sorted(r.run_id for r in expected)
+    runs = in_grid_order(runs, tiny_spec)
     assert list(runs["placement"]) == [r.placement for r in expected]
     assert list(runs["epsilon"]) == [r.epsilon for r in expected]
     assert list(runs["seed"]) == [r.seed for r in expected]
@@ -103,6 +105,9 @@ def test_training_learns_and_is_deterministic():
     assert first.curve == again.curve
     other_seed = train_run(synthetic_run(seed=1))
     assert other_seed.curve != first.curve
+    # a config built by hand leaves eval_every to be derived, as a spec does: a tenth of the steps
+    derived = train_run(synthetic_run(eval_every=None, steps=500))
+    assert [point.step for point in derived.curve][:2] == [50, 100] and len(derived.curve) == 10
 
 
 @pytest.mark.integration

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bnbench.reporting.cells import (
-    CLIPPED_NOTE, best_row, compare_cells, number, plural, summary_cells, summary_title, verdicts,
+    CLIPPED_NOTE, best_row, compare_cells, plural, summary_cells, summary_title, verdicts,
 )
 from bnbench.experiment.rules import csv_value
 
@@ -99,21 +99,6 @@ def dry_run_table(spec, runs) -> Table:
         values = [str(csv_value(getattr(run, a))) for a in axes]
         table.add_row(str(i + 1), run.run_id, *map(escape, values), str(run.seed))
     return table
-
-
-def run_label(config, axes) -> str:
-    """What sets a run apart in its grid: the swept fields ``axes`` and the seed."""
-
-    def value(axis: str):
-        field, _, argument = axis.partition(".")  # "model_args.NAME": one keyword argument
-        return dict(getattr(config, field)).get(argument) if argument else getattr(config, axis)
-
-    return " ".join([*(f"{a}={csv_value(value(a))}" for a in axes), f"seed={config.seed}"])
-
-
-def run_line(index: int, total: int, label: str, run_id: str, status: str, metric: float, wall_s: float) -> str:
-    """One line per finished run, for output that is piped or logged."""
-    return f"run {index}/{total} {label} {status} test_acc={number(metric)} wall={wall_s:.2f}s (id {run_id})"
 
 
 def columns_table(title: str, columns: dict[str, str]) -> Table:

@@ -9,6 +9,7 @@ from typing import Iterator
 from bnbench.engine.blocks import assign_runs
 from bnbench.engine.workers import train_blocks
 from bnbench.experiment.fields import RunConfig
+from bnbench.experiment.runs import completed
 from bnbench.training.outcomes import RunResult
 
 
@@ -25,7 +26,10 @@ def run_all(
 ) -> Iterator[tuple[RunConfig, RunResult]]:
     """Trains every run of ``configs`` whose id is not in ``done``
     (:func:`bnbench.engine.blocks.assign_runs`, then :func:`bnbench.engine.workers.train_blocks`);
-    yields ``(config, result)`` as blocks finish."""
+    yields ``(config, result)`` as blocks finish. A config built by hand is completed first
+    (:func:`bnbench.experiment.runs.completed`: ``eval_every`` and ``num_samples`` as a spec derives
+    them), and yielded so."""
+    configs = [completed(c) for c in configs]
     assignment = assign_runs(configs, engine=engine, runs_per_device=runs_per_device, devices=devices, data_dir=data_dir)
     yield from train_blocks(assignment, done=done, stop=stop, program_cache=program_cache)
 

@@ -6,6 +6,7 @@ JAX (a plugin network that builds for the run, an optax optimizer's arguments) a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from bnbench import data
@@ -64,6 +65,16 @@ def resolve(fields: dict[str, Any], seed: int, source: str) -> RunConfig:
         "eval_stats": tuple(fields["eval_stats"]), "probes": tuple(fields["probes"]),
         "lr_milestones": tuple(fields["lr_milestones"]), "seed": seed,
     })
+
+
+def completed(run: RunConfig) -> RunConfig:
+    """``run`` with the fields a spec derives (``num_samples``, ``eval_every``, the depth) resolved as a
+    spec resolves them, for a :class:`RunConfig` built by hand (``RunConfig(dataset="synthetic")``);
+    raises :class:`SpecError` on an invalid combination."""
+    if run.num_samples is not None and run.eval_every is not None:
+        return run
+    fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+    return resolve({**fields, "eval_stats": list(run.eval_stats), "probes": list(run.probes)}, run.seed, "RunConfig")
 
 
 def _check_steps(fields: dict[str, Any], steps: int, source: str) -> int:

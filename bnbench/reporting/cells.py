@@ -70,20 +70,11 @@ def compare_cells(table: pd.DataFrame, by: list[str], a: str, b: str, alpha: flo
             number(row["mean_diff"]),
             _interval(row["ci_low"], row["ci_high"], row["ci_clipped"]),
             "—" if math.isnan(row["resolvable_diff"]) else f"±{number(row['resolvable_diff'])}",
-            _short_verdict(row, a, b),
+            row["verdict"],  # the one wording (bnbench.stats.comparisons.verdict), as in the API's tables
         ]
         for row in table.to_dict("records")
     ]
     return header, rows
-
-
-def _short_verdict(row: dict, a: str, b: str) -> str:
-    decision = row["decision"]
-    if decision in ("higher", "lower"):
-        return f"{a} {decision}"
-    if decision == "within_margin":
-        return f"{a} ≈ {b}"
-    return "undecided" if row["pairs"] >= 3 else f"undecided ({row['pairs']} pairs; needs 3)"
 
 
 def _needed(row: dict) -> str:
@@ -119,9 +110,8 @@ def _sentence(c, row: dict, result: Report) -> str:
         return f"{c.axis}={c.a} gives {row['decision']} {result.metric} than {c.b}: {numbers}"
     if row["decision"] == "within_margin":
         return f"{c.axis}={c.a} and {c.b} differ by less than ±{result.margin:g} in {result.metric}: {numbers}"
-    if math.isnan(row["ci_low"]):
-        return f"{c.axis}={c.a} vs {c.b} undecided: {row['verdict']}"
-    return f"{c.axis}={c.a} vs {c.b} undecided: {numbers}{_needed(row)}"
+    undecided = f"{c.axis}={c.a} vs {c.b} {row['verdict']}"
+    return undecided if math.isnan(row["ci_low"]) else f"{undecided}: {numbers}{_needed(row)}"
 
 
 def best_row(table: pd.DataFrame, metric: str) -> int | None:

@@ -181,7 +181,7 @@ def plan(
 
 
 def plan_file(
-    path: str | Path,
+    spec: str | Path | Spec,
     *,
     sets: list[str] = (),
     seeds: int | None = None,
@@ -192,12 +192,13 @@ def plan_file(
     max_runs: int | None = DEFAULT_MAX_RUNS,
     data_dir: Path | None = None,
 ) -> SweepPlan:
-    """The :func:`plan` of the spec file ``path`` with the command line's overrides (``--set``,
-    ``--seeds``) and ``--shard`` (``I/N`` or ``auto``); the output folder defaults to
-    ``results/<spec name>`` (``-shard<I>of<N>`` for a shard). ``engine`` is checked by name."""
+    """The :func:`plan` of the spec file ``spec`` (or of a :class:`Spec`, ``bnbench.sweep``'s) with the
+    command line's overrides (``--set``, ``--seeds``) and ``--shard`` (``I/N`` or ``auto``); the output
+    folder defaults to ``results/<spec name>`` (``-shard<I>of<N>`` for a shard). ``engine`` is checked by
+    name."""
     if engine not in ENGINES:
         raise BnbenchError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
-    spec = load_checked(path, sets=sets, seeds=seeds)
+    spec = (checked if isinstance(spec, Spec) else load_checked)(spec, sets=sets, seeds=seeds)
     part = Shard.parse(shard) if shard else None
     default = Path("results") / (spec.name + (f"-shard{part.index}of{part.count}" if part else ""))
     return plan(spec, out or default, resume=resume, shard=part, max_runs=max_runs, data_dir=data_dir)
@@ -218,7 +219,13 @@ def load_checked(path: str | Path, *, sets: list[str] = (), seeds: int | None = 
     """The spec file ``path`` with the command line's overrides (``--set``, ``--seeds``), every check
     done (:func:`check_spec`) and its plugin networks registered: ``bnbench.load_spec``. Errors name the
     spec file, or ``--set`` (``--seeds``) where only the overrides cause them."""
-    spec = load_spec(path, validate=False)
+    return checked(load_spec(path, validate=False), sets=sets, seeds=seeds)
+
+
+def checked(spec: Spec, *, sets: list[str] = (), seeds: int | None = None) -> Spec:
+    """``spec`` as :func:`load_checked` gives a spec file's: with the overrides, every check done
+    (:func:`check_spec`, again for a spec already checked: it is cheap and idempotent), its plugin
+    networks registered."""
     check_spec(spec, spec.source)
     if not sets and seeds is None:
         return spec
