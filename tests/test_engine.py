@@ -201,6 +201,12 @@ def test_each_run_records_the_thread_pool_that_the_cpus_and_host_devices_give_xl
     pd.testing.assert_frame_equal(four[METRICS], one_cpu[METRICS], check_exact=False, atol=1e-6, rtol=0)
 
 
+def in_grid_order(runs: pd.DataFrame, spec) -> pd.DataFrame:
+    """``runs.csv``'s rows in the order of the spec's grid: a sweep records a run trained as another
+    (bnbench.experiment.identity) right after that one, ``merge`` writes grid order."""
+    return runs.set_index("run_id").loc[[r.run_id for r in load_spec(spec).expand()]].reset_index()
+
+
 @pytest.mark.integration
 def test_shards_merged_equal_the_unsharded_sweep(tiny_sweep, tiny_spec, workdir, cli):
     shutil.copytree(tiny_sweep, workdir / "whole")
@@ -209,7 +215,7 @@ def test_shards_merged_equal_the_unsharded_sweep(tiny_sweep, tiny_spec, workdir,
     assert len(pd.read_csv(workdir / "results" / "tiny-shard0of2" / "runs.csv")) == 4
     result = cli("merge", "results/tiny-shard0of2", "results/tiny-shard1of2", "whole", "--out", "merged")
     assert result.exit_code == 0 and "8 duplicate records with the same results left out" in result.stdout
-    whole = pd.read_csv(workdir / "whole" / "runs.csv")
+    whole = in_grid_order(pd.read_csv(workdir / "whole" / "runs.csv"), tiny_spec)
     merged = pd.read_csv(workdir / "merged" / "runs.csv")
     assert list(merged["run_id"]) == [r.run_id for r in load_spec(tiny_spec).expand()]
     # bitwise: a run's numbers depend on its configuration and execution context only (tests/test_reproducibility.py)
@@ -313,5 +319,5 @@ def test_slurm_array_shards_merged_equal_the_unsharded_sweep(tiny_spec, workdir,
         assert result.exit_code == 0 and f"tiny: {len(range(task, 8, 3))} runs" in result.stdout
     parts = [f"results/tiny-shard{i}of3" for i in range(3)]
     assert cli("merge", *parts, "--out", "merged").exit_code == 0
-    whole, merged = (pd.read_csv(workdir / name / "runs.csv") for name in ("whole", "merged"))
+    whole, merged = (in_grid_order(pd.read_csv(workdir / name / "runs.csv"), tiny_spec) for name in ("whole", "merged"))
     pd.testing.assert_frame_equal(merged[METRICS], whole[METRICS], check_exact=True)  # bitwise, as any sharding

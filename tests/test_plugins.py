@@ -132,6 +132,11 @@ BAD_PLUGINS = {
     "fails at another batch size": ("h = h.reshape(2, 8)  # <-", "", "apply (train=True, a batch of 3) failed"),
     "unknown model_args key": ("", "widht = 4", "net takes no argument 'widht' (did you mean 'width'?)"),
     "missing model_args": ("def net(ctx, *, depth):\n    pass\n", "", "net needs model_args.depth (it has no default)"),
+    "no norm site": (GOOD_NET.replace("norm.act(x @ params[\"w\"], jax.nn.relu)", "jax.nn.relu(x @ params[\"w\"])")
+                     .replace("{body}", "pass"), "", "net's network calls no norm site, so every batch norm setting"),
+    "apply without key": (GOOD_NET.replace("def apply(params, x, norm, *, train, key):",
+                                           "def apply(params, x, norm, *, train):  # <-").replace("{body}", "pass"), "",
+                          "apply(params, x, norm, *, train) cannot be called as apply(params, x, norm, *, train, key)"),
 }
 
 
@@ -254,6 +259,8 @@ BAD_DATA = {
     "float labels": (lambda a: {**a, "y_test": a["y_test"].astype(np.float32)}, "y_test must be a 1-D array of integer labels"),
     "a missing array": (lambda a: {k: v for k, v in a.items() if k != "y_test"}, "holds no array 'y_test'"),
     "other example shapes": (lambda a: {**a, "x_test": a["x_test"][:, :5]}, "x_train's examples are (6,), x_test's (5,)"),
+    "channels first": (lambda a: {**a, **{k: np.zeros((len(a[k]), 1, 4, 4), np.float32) for k in ("x_train", "x_test")}},
+                       "x_train is (120, 1, 4, 4), which looks channels first (N, C, H, W)"),
 }
 
 
@@ -268,6 +275,23 @@ def test_bad_npz_data_is_refused_in_one_line_before_anything_is_written(case, wo
     assert result.exit_code == 2 and "\n" not in result.output.strip(), result.output
     assert f"{workdir / 'bad.npz'}: {expected}" in result.output, result.output
     assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+@pytest.mark.unit
+def test_images_that_only_look_channels_first_are_taken_as_they_are_on_request(workdir, write_spec):
+    from bnbench import data
+
+    np.savez(workdir / "square.npz", **{**arrays(), **{k: np.ones((n, 3, 5, 5), np.float32) for k, n in
+                                                       (("x_train", 120), ("x_test", 40))}})
+    spec = plan.load_checked(write_spec(f'dataset = "npz:square.npz"\ndata_layout = "as_is"\n{OWN_DATA}'))
+    assert data.info("npz:square.npz").input_shape == (3, 5, 5) and 'data_layout = "as_is"' in spec.to_toml()
+
+
+@pytest.mark.integration
+def test_a_network_with_no_norm_site_runs_where_every_run_has_no_norm(workdir, write_spec):
+    write_plugin(workdir, BAD_PLUGINS["no norm site"][0])
+    runs = plan.load_checked(write_spec(f'model = "./bad.py:net"\n{HEAD}[grid]\nnorm = ["none"]\n')).expand()
+    assert [r.status for r in results(runs)] == ["ok"]
 
 
 @pytest.mark.unit
@@ -437,28 +461,23 @@ def test_a_built_in_model_trains_with_each_new_activation(workdir, write_spec, c
     assert runs["status"].eq("ok").all() and runs["test_loss"].nunique() == 5
 
 
-# SGD: Adam turns the rounding noise of gradients that are zero in exact arithmetic (the biases before
-# a BN layer) into steps of +-lr, and an Equinox model, called per example, rounds otherwise.
+# The settings of an adapted network's runs against its native twin's (tests/test_adapter_*.py). SGD: Adam
+# turns the rounding noise of gradients that are zero in exact arithmetic (the biases before a BN layer)
+# into steps of +-lr, and an Equinox model, called per example, rounds otherwise.
 ADAPTED = ('optimizer = "sgd"\nlr = 0.1\n[grid]\nnorm = ["batch", "layer", "none"]\neval_stats = [["running", "batch"]]\n'
            'momentum = [0.8]\n')
 
 
-@pytest.mark.integration
+@pytest.mark.unit
 @pytest.mark.parametrize("framework", ["nnx", "eqx"])
-def test_an_adapted_model_trains_as_its_native_twin_with_no_original_norm_layer_left(framework, workdir, write_spec):
+def test_an_adapted_model_keeps_no_norm_layer_of_its_own(framework):
+    """The framework's norm layers are gone, bnbench's sites hold the norm parameters (that the adapted
+    networks train as their native twins: tests/test_adapter_equinox.py)."""
     pytest.importorskip("flax.nnx")
     pytest.importorskip("equinox")
-    shutil.copy(PLUGINS / "frameworks.py", workdir / "frameworks.py")
-    adapted = plan.load_checked(write_spec(f'model = "./frameworks.py:{framework}_net"\n{HEAD}{ADAPTED}', "a.toml")).expand()
-    native = plan.load_checked(write_spec(f'model = "./frameworks.py:{framework}_native"\n{HEAD}{ADAPTED}', "n.toml")).expand()
-    for config, a, b in zip(adapted, results(adapted), results(native)):
-        assert a.status == b.status == "ok", config.norm
-        # SGD: rounding stays rounding (the comment above ADAPTED); 1e-5 is over a hundred times what was measured
-        assert abs(a.test_loss - b.test_loss) <= 1e-5 and abs(a.final_train_loss - b.final_train_loss) <= 1e-5, config.norm
-        assert a.test_acc_by_stats == b.test_acc_by_stats, config.norm
-    assert _parameter_paths(workdir / "frameworks.py", framework) == [
+    assert _parameter_paths(PLUGINS / "frameworks.py", framework) == [
         f"{layer}.{name}" for layer in ("head", "l1", "l2") for name in ("bias", "kernel" if framework == "nnx" else "weight")
-    ]  # no bn1, bn2: the framework's norm layers are gone, bnbench's sites hold the norm parameters
+    ]
 
 
 @pytest.mark.unit
@@ -507,7 +526,8 @@ def _parameter_paths(file: Path, framework: str) -> list[str]:
 @pytest.mark.unit
 @pytest.mark.parametrize("network, setting, message", [
     ("nnx_net", '[grid]\nplacement = ["pre", "post"]\n',
-     "places its own norm layers (an adapted Flax NNX or Equinox model): placement cannot be swept"),
+     "places its own norm layers (an adapted model whose code calls them: Flax NNX, Linen, Equinox, a subclassed "
+     "Keras model): placement cannot be swept"),
     ("eqx_net", "ghost_batch_size = 4\n", "frameworks.py: ghost_batch_size needs a batch axis, and this network runs per example"),
 ])
 def test_what_an_adapted_model_cannot_take_is_refused_in_one_line(network, setting, message, workdir, write_spec, cli):
@@ -540,11 +560,13 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 def test_the_examples_run_as_the_docs_say(tmp_path):
     """The docs' commands, each in its own process as a user runs them."""
     pytest.importorskip("flax.nnx")
+    from bnbench.models import adapters  # noqa: F401 - selects Keras's JAX backend before keras is first imported
+    pytest.importorskip("keras")
     folder = tmp_path / "examples"
     shutil.copytree(EXAMPLES, folder, ignore=shutil.ignore_patterns("data"))
     subprocess.run([sys.executable, folder / "make_data.py"], check=True, capture_output=True)
     assert (folder / "data" / "signals.npz").exists()
-    for name in ("sweep", "conv", "nnx"):
+    for name in ("sweep", "conv", "nnx", "linen", "keras"):
         done = subprocess.run([sys.executable, "-m", "bnbench", "sweep", f"examples/{name}.toml", "--no-plots",
                                "--out", name], cwd=tmp_path, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr

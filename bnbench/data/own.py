@@ -64,9 +64,10 @@ def _from_loader(result, where: str) -> dict:
                     "a mapping of them, or a bnbench.data.registry.Dataset")
 
 
-def check(arrays: dict, where: str) -> tuple[dict[str, np.ndarray], int]:
+def check(arrays: dict, where: str, *, as_is: bool = False) -> tuple[dict[str, np.ndarray], int]:
     """The four arrays as float32 inputs and int32 labels, and the number of classes; raises
-    :class:`bnbench.data.registry.DataError` naming the array and what is wrong with it."""
+    :class:`bnbench.data.registry.DataError` naming the array and what is wrong with it. Images that look
+    channels first (:func:`looks_channels_first`) are refused unless ``as_is``."""
     out = {}
     for name in ARRAYS:
         if name not in arrays:
@@ -86,6 +87,10 @@ def check(arrays: dict, where: str) -> tuple[dict[str, np.ndarray], int]:
             raise DataError(f"{where}: {name} holds {bad} NaN/inf values")
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
         raise DataError(f"{where}: x_train's examples are {out['x_train'].shape[1:]}, x_test's {out['x_test'].shape[1:]}")
+    if not as_is and looks_channels_first(out["x_train"].shape):
+        raise DataError(f"{where}: x_train is {out['x_train'].shape}, which looks channels first (N, C, H, W); bnbench "
+                        "reads images channels last (N, H, W, C): save np.moveaxis(x, 1, -1), or set data_layout = "
+                        '"as_is" in the spec to take the arrays as they are')
     for x_name, y_name in (("x_train", "y_train"), ("x_test", "y_test")):
         y = out[y_name]
         if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
@@ -99,6 +104,12 @@ def check(arrays: dict, where: str) -> tuple[dict[str, np.ndarray], int]:
                         f"{labels.min()} .. {labels.max()}")
     cast = {name: out[name].astype(np.float32 if name.startswith("x") else np.int32) for name in ARRAYS}
     return cast, num_classes
+
+
+def looks_channels_first(shape: tuple[int, ...]) -> bool:
+    """Whether a batch of images looks channels first: ``(N, C, H, W)`` with one or three channels and
+    square images, which read channels last would train as images of height ``C``, silently."""
+    return len(shape) == 4 and shape[1] in (1, 3) and shape[2] == shape[3] and shape[3] not in (1, 3)
 
 
 def digest(arrays: dict[str, np.ndarray]) -> str:
@@ -119,9 +130,10 @@ def _builder(name: str, arrays: dict[str, np.ndarray], num_classes: int, split: 
     return build
 
 
-def register_reference(text: str, base_dir: Path) -> DatasetInfo:
+def register_reference(text: str, base_dir: Path, *, as_is: bool = False) -> DatasetInfo:
     """Loads, checks and registers the data set ``text`` names (see the module docstring), relative to
-    ``base_dir``; raises a :class:`bnbench.errors.BnbenchError` naming the file."""
+    ``base_dir``; raises a :class:`bnbench.errors.BnbenchError` naming the file. ``as_is``: take image
+    arrays that look channels first as they are (:func:`check`)."""
     if text.startswith("npz:"):
         path = (base_dir / text[len("npz:"):]).resolve()
         if not path.is_file():
@@ -136,7 +148,7 @@ def register_reference(text: str, base_dir: Path) -> DatasetInfo:
         except Exception as err:  # noqa: BLE001 - the user's loader failing is reported with where it failed
             raise DataError(f"{references.user_frame(err, where)}: the data loader failed ({references.root_cause(err)})") from None
         raw = _from_loader(result, where)
-    arrays, num_classes = check(raw, where)
+    arrays, num_classes = check(raw, where, as_is=as_is)
     split = (len(arrays["y_train"]), len(arrays["y_test"]))
     info = DatasetInfo(text, f"your data set ({Path(where).name})", split, arrays["x_train"].shape[1:],
                        _builder(text, arrays, num_classes, split), None, num_classes, where, digest(arrays))

@@ -33,6 +33,8 @@ COMPILED_AS = ("value", "switch", "norm", "schedule", "data", "optimizer", None)
 SCALES = ("linear", "log", "one_minus", "categorical")
 # BN's traced settings are run fields of their names, with BNSettings' defaults.
 _BN = BNSettings()
+# The norm kinds with a layer of parameters and an epsilon.
+_NORMED = ("batch", "group", "layer")
 
 
 class FieldSpec(NamedTuple):
@@ -48,7 +50,9 @@ class FieldSpec(NamedTuple):
     run id only when it differs from its default. ``derived``: a spec may leave it unset and have it
     derived from other fields. ``combination``: its valid values depend on other fields
     (:func:`bnbench.experiment.spec.Spec.validate` crosses these). ``default_text``: the default as the docs state
-    it where the value alone does not say it.
+    it where the value alone does not say it. ``norms``: the norm kinds the field acts through (None: every
+    run), so that a run without such a norm layer trains as it would with the default
+    (:func:`bnbench.experiment.identity.trains_as`).
     """
 
     rule: rules.Rule
@@ -61,6 +65,7 @@ class FieldSpec(NamedTuple):
     combination: bool = False
     label: str | None = None
     default_text: str | None = None
+    norms: tuple[str, ...] | None = None
 
 
 def _field(default: Any, rule: rules.Rule, doc: str, **spec) -> Any:
@@ -108,30 +113,30 @@ class RunConfig:
     norm: str = _field("batch", rules.choice(lambda: NORMS),
                        "batch (BN), group (GroupNorm), layer (LayerNorm) or none", compiled="norm", combination=True)
     groups: int = _field(4, rules.integer(1), "GroupNorm's groups; must divide every width (norm = group only)",
-                         compiled="norm", scale="linear", combination=True)
+                         compiled="norm", scale="linear", combination=True, norms=("group",))
     ghost_batch_size: int = _field(
         0, rules.integer(0),
         "BN statistics over consecutive sub-batches of this size (ghost BN); must divide batch_size; 0: the whole "
         "batch (norm = batch only)", compiled="norm", scale="log", combination=True,
-        label="ghost batch size (whole batch at the batch size)")
+        label="ghost batch size (whole batch at the batch size)", norms=("batch",))
     renorm: bool = _field(False, rules.boolean(), "Batch Renormalization, Ioffe 2017 (norm = batch only)",
-                          compiled="norm", combination=True)
+                          compiled="norm", combination=True, norms=("batch",))
     renorm_rmax: float = _field(_BN.renorm_rmax, rules.real(1.0, lo_open=False),
-                                "renorm's bound on r (fixed, no ramp-up)", traced=True, scale="linear")
+                                "renorm's bound on r (fixed, no ramp-up)", traced=True, scale="linear", norms=("batch",))
     renorm_dmax: float = _field(_BN.renorm_dmax, rules.real(0.0, lo_open=False),
-                                "renorm's bound on d (fixed, no ramp-up)", traced=True, scale="linear")
+                                "renorm's bound on d (fixed, no ramp-up)", traced=True, scale="linear", norms=("batch",))
     running_var: str = _field(
         "biased", rules.choice(lambda: RUNNING_VARIANCES),
-        "the batch variance averaged into BN's running variance: biased, or unbiased (PyTorch's)", compiled="norm")
+        "the batch variance averaged into BN's running variance: biased, or unbiased (PyTorch's)", compiled="norm", norms=("batch",))
     batch_size: int = _field(64, rules.integer(1), "examples per training step, at most the training split",
                              compiled="value", scale="log", combination=True, label="batch size")
     epsilon: float = _field(_BN.epsilon, rules.real(0.0, lo_open=True), "epsilon of the norm layer", traced=True,
-                            scale="log", label="BN epsilon")
+                            scale="log", label="BN epsilon", norms=_NORMED)
     momentum: float = _field(
         _BN.momentum, rules.real(0.0, 1.0, lo_open=False),
         "BN's running-statistics EMA decay: running = momentum*running + (1-momentum)*batch (flax/keras; "
         "PyTorch's momentum=0.1 is 0.9 here)", traced=True, scale="one_minus",
-        label="BN momentum (running = m·running + (1−m)·batch)")
+        label="BN momentum (running = m·running + (1−m)·batch)", norms=("batch",))
     eval_stats: tuple[str, ...] = _field(
         ("running",), rules.choices_list(EVAL_STATS, what="a mode", empty=False),
         "statistics BN evaluates with, one test accuracy each (the first gives test_acc): running (EMA), batch "
@@ -160,7 +165,7 @@ class RunConfig:
     weight_decay: float = _field(0.0, rules.real(0.0, lo_open=False), "weight decay (L2 for sgd, decoupled for adam)",
                                  traced=True, scale="log", label="weight decay")
     bn_weight_decay: bool = _field(True, rules.boolean(), "whether the norm layers' scale and offset get weight decay",
-                                   compiled="value")
+                                   compiled="value", norms=_NORMED)
     steps: int = _field(1000, rules.integer(1), "training steps", compiled="value", scale="log", derived=True,
                         combination=True)
     epochs: int = _field(0, rules.integer(0), "0: train for steps; E > 0: steps = E * (training split // batch_size)",

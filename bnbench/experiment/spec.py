@@ -39,7 +39,10 @@ from bnbench.options import DEFAULT_WIDTHS, MODELS
 
 
 RULES: dict[str, Rule] = {name: spec.rule for name, spec in FIELDS.items()}
-TOP_LEVEL_KEYS = ("name", "seeds", "grid", "base_dir", "compare", "margin", *RUN_FIELDS)
+TOP_LEVEL_KEYS = ("name", "seeds", "grid", "base_dir", "compare", "margin", "data_layout", *RUN_FIELDS)
+# How a researcher's image arrays are read: channels last, and arrays that look channels first refused
+# (:func:`bnbench.data.own.check`); or as they are, for data whose shape only looks so.
+DATA_LAYOUTS = ("channels_last", "as_is")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +50,8 @@ class Spec:
     """A parsed, validated spec: fixed field values, grid axes (in order), seeds, the folder its
     references are relative to, and its question: the paired ``comparisons`` ``(axis, a, b)`` that
     ``sweep`` ends with and ``report`` shows, and the ``margin``, the smallest difference of the
-    compared metric that matters (``--seeds auto`` stops once a comparison rules out a larger one)."""
+    compared metric that matters (``--seeds auto`` stops once a comparison rules out a larger one).
+    ``data_layout`` (:data:`DATA_LAYOUTS`) says how its own data sets' image arrays are read."""
 
     name: str
     values: dict[str, Any]
@@ -57,6 +61,7 @@ class Spec:
     base_dir: Path = Path(".")
     comparisons: tuple[tuple[str, str, str], ...] = ()
     margin: float | None = None
+    data_layout: str = DATA_LAYOUTS[0]
 
     @property
     def num_runs(self) -> int:
@@ -131,13 +136,16 @@ class Spec:
         if self.values["model"] not in MODELS and "widths" not in self.grid:
             skip.add("widths")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None and k not in skip]
-        for field in ARGUMENT_FIELDS:
-            if self.values[field]:
-                lines += ["", f"[{field}]"] + [f"{k} = {_toml_value(v)}" for k, v in self.values[field]]
+        # Top-level keys before the first table header: after one, TOML files a key under that table.
         if self.comparisons:
             lines.append(f"compare = {_toml_value([f'{axis}={a},{b}' for axis, a, b in self.comparisons])}")
         if self.margin is not None:
             lines.append(f"margin = {self.margin!r}")
+        if self.data_layout != DATA_LAYOUTS[0]:
+            lines.append(f"data_layout = {_toml_value(self.data_layout)}")
+        for field in ARGUMENT_FIELDS:
+            if self.values[field]:
+                lines += ["", f"[{field}]"] + [f"{k} = {_toml_value(v)}" for k, v in self.values[field]]
         if self.grid:
             lines += ["", "[grid]"] + [f"{json.dumps(k) if '.' in k else k} = {_toml_value(v)}" for k, v in self.grid.items()]
         return "\n".join(lines) + "\n"
@@ -245,7 +253,8 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str, validate:
     seeds = _check_seeds(source, raw.get("seeds", 1))
     _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
     spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source, base_dir=_base_dir(raw, source),
-                comparisons=check_comparisons(source, raw.get("compare", []), grid), margin=check_margin(source, raw))
+                comparisons=check_comparisons(source, raw.get("compare", []), grid), margin=check_margin(source, raw),
+                data_layout=_check_data_layout(source, raw.get("data_layout", DATA_LAYOUTS[0])))
     _register_datasets(spec, source)
     if validate:
         spec.validate()
@@ -277,13 +286,19 @@ def _parse_grid(grid_raw: Any, source: str) -> dict[str, list[Any]]:
     return grid
 
 
+def _check_data_layout(source: str, layout: Any) -> str:
+    if layout not in DATA_LAYOUTS:
+        raise SpecError(source, "data_layout", f"must be one of {', '.join(map(repr, DATA_LAYOUTS))}, got {layout!r}")
+    return layout
+
+
 def _register_datasets(spec: Spec, source: str) -> None:
     """Loads and registers the researcher's own data sets the spec's grid names (:mod:`bnbench.data.own`),
     relative to its ``base_dir``; raises :class:`SpecError` naming the field and the file."""
     for text in spec.axis("dataset"):
         if own.is_reference(text):
             try:
-                own.register_reference(text, spec.base_dir)
+                own.register_reference(text, spec.base_dir, as_is=spec.data_layout == "as_is")
             except BnbenchError as err:
                 raise SpecError(source, "dataset", str(err)) from None
 

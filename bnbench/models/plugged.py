@@ -11,6 +11,7 @@ numbers.
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -110,6 +111,24 @@ def _user_call(where: str, what: str, fn: Callable, *args, **kwargs):
         raise ReferenceLoadError(f"{user_frame(err, where)}: {what} failed ({root_cause(err)})") from None
 
 
+def _check_call(fn: Callable, contract: str, where: str, *args, **kwargs) -> None:
+    """Refuses ``fn`` if it cannot be called as the plugin contract calls it, at the line that defines
+    it: a call that does not fit raises in bnbench's frame, which names no line of the plugin's."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C function: its call reports itself
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as err:
+        try:
+            line = f"{inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]}"
+        except (OSError, TypeError):
+            line = where
+        raise ReferenceLoadError(f"{line}: {getattr(fn, '__name__', contract)}{signature} cannot be called as "
+                                 f"{contract} ({err})") from None
+
+
 def build(function: Callable, ctx: plugin.Context, model_args: dict, where: str) -> plugin.Network:
     """The plugin's :class:`bnbench.models.plugin.Network` for ``ctx``; raises :class:`ReferenceLoadError`."""
     net = _user_call(where, f"{function.__name__}(ctx, ...)", function, ctx, **model_args)
@@ -123,6 +142,8 @@ def discover(net: plugin.Network, ctx: plugin.Context, where: str) -> tuple[list
     """The channels of each norm site, in call order, and whether the network calls them per example
     (:meth:`_Sites.per_example`); checks the logits' shape and that the sites are the same in training
     and evaluation and at two batch sizes."""
+    _check_call(net.init, "init(key)", where, None)
+    _check_call(net.apply, "apply(params, x, norm, *, train, key)", where, None, None, None, train=True, key=None)
     params = _user_call(where, "init", jax.eval_shape, net.init, jax.random.PRNGKey(0))
     found, lines = None, []
     for train in (True, False):
@@ -174,9 +195,14 @@ def plugged(
     ctx = plugin.Context(tuple(input_shape), num_classes, COMPUTE_DTYPES[dtype])
     net = build(function, ctx, model_args, where)
     if net.placement_fixed and placement != "pre":
-        raise ReferenceLoadError(f"{where}: this network places its own norm layers (an adapted Flax NNX or "
-                                 "Equinox model): placement cannot be swept; norm and its options can")
+        raise ReferenceLoadError(f"{where}: this network places its own norm layers (an adapted model whose "
+                                 "code calls them: Flax NNX, Linen, Equinox, a subclassed Keras model): placement "
+                                 "cannot be swept; norm and its options can")
     channels, per_example = discover(net, ctx, where)
+    if not channels and norm.kind != "none" and placement != "none":
+        raise ReferenceLoadError(f"{where}: {function.__name__}'s network calls no norm site, so every {norm.kind} norm "
+                                 "setting would train the same network: call norm(h) or norm.act(h, fn) where it "
+                                 'normalizes (adapters.* do it for a framework\'s norm layers), or sweep norm = "none" only')
     if per_example and norm.ghost_batch_size:
         raise ReferenceLoadError(f"{where}: ghost_batch_size needs a batch axis, and this network runs per "
                                  "example (an adapted Equinox model); BN's other options apply")

@@ -40,7 +40,7 @@ PLOT_FILES = tuple(f"{stem}{part}.{fmt}" for stem in ("*_vs_*", "learning_curves
                    for part in ("", "_[0-9]*") for fmt in ("png", "pdf", "svg")) + ("report.html",)
 LOCK_FILE = ".bnbench-lock"
 # Columns a runs.csv may lack because it was written before they existed (filled in on resume).
-LATER_COLUMNS = (*LATER_FIELDS, "num_params", *(c for c in context.COLUMNS if c != "backend"))
+LATER_COLUMNS = (*LATER_FIELDS, "num_params", "trains_as", *(c for c in context.COLUMNS if c != "backend"))
 
 # How to resume onto runs whose context differs from this sweep's, by the field that differs.
 _CONTEXT_HINTS = {

@@ -5,7 +5,7 @@ off mid-way, by a full disk or a sweep still writing, is left out), count every 
 recorded twice with the same results keeps one row; with different results it is an error), and say
 what they left out in the frame's ``attrs["notes"]``. They add the documented dtypes:
 the configuration's text and list fields (data set, model, widths, activation, placement, norm,
-optimizer, ...), ``status`` and the execution context as ``category``, ``run_id`` as ``string``,
+optimizer, ...), ``status`` and the execution context as ``category``, ``run_id`` and ``trains_as`` as ``string``,
 numbers as numbers (``diverged_step`` as the nullable ``Int64``), the true/false fields as ``bool``.
 Columns: :mod:`bnbench.results.schema`.
 """
@@ -66,8 +66,8 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
     before the execution context was recorded reads it as missing (``<NA>``).
     """
     path = Path(results_dir) / "runs.csv"
-    dtypes = {c: "category" for c in CATEGORICAL} | {"run_id": "string"}
-    frame = _read(path, RUN_COLUMNS, dtypes, later=tuple(c for c in context.COLUMNS if c != "backend"))
+    dtypes = {c: "category" for c in CATEGORICAL} | {"run_id": "string", "trains_as": "string"}
+    frame = _read(path, RUN_COLUMNS, dtypes, later=("trains_as", *(c for c in context.COLUMNS if c != "backend")))
     try:
         _, notes = unique_runs(read_rows(path)[0], path)
     except ResultsError as err:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from bnbench.training import context
 from bnbench.experiment.fields import FIELDS
+from bnbench.experiment.identity import trains_as
 from bnbench.experiment.rules import csv_value
 from bnbench.results.metrics import METRICS, PROBE_VALUES, RUN_METRICS
 from bnbench.options import EVAL_STATS
@@ -42,6 +43,9 @@ def _config_columns() -> dict[str, str]:
 
 RUN_COLUMNS: dict[str, str] = {
     "run_id": "stable hash of the run's full configuration (every field below up to seed)",
+    "trains_as": "runs with the same trains_as train the same network on the same numbers (placement none under "
+    "every norm kind; a norm setting without its norm), trained once (bnbench.experiment.identity); empty for runs "
+    "recorded before the column existed",
     "spec": "name of the spec the run came from",
     "spec_hash": "hash of the resolved spec (spec.toml) the run came from",
     **_config_columns(),
@@ -98,7 +102,7 @@ def argument_columns(config: RunConfig, columns: tuple[str, ...]) -> dict:
 def run_row(config: RunConfig, result: RunResult, *, spec: str, spec_hash: str, arguments: tuple[str, ...] = ()) -> dict:
     """The ``runs.csv`` row of one finished run, keyed by :data:`RUN_COLUMNS` and then ``arguments``
     (:func:`argument_columns`); ``result.context`` gives its execution context."""
-    row = {"run_id": config.run_id, "spec": spec, "spec_hash": spec_hash}
+    row = {"run_id": config.run_id, "trains_as": trains_as(config), "spec": spec, "spec_hash": spec_hash}
     row.update({k: csv_value(v) for k, v in dataclasses.asdict(config).items()})
     row.update(argument_columns(config, arguments))
     row.update(

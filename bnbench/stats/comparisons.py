@@ -62,18 +62,19 @@ def compare(
     metric can take (``ci_clipped``); ``ci_includes_zero``; the power columns ``resolvable_diff`` (the
     interval's half-width: the smallest mean difference it would tell from 0 at this spread) and
     ``pairs_needed`` (where the interval includes 0: an estimate, from the observed mean and spread, of
-    the pairs whose interval would exclude 0, :func:`pairs_needed`); and ``verdict``, which names a
+    the pairs whose interval would exclude 0, :func:`pairs_needed`); ``decision``, which names a
     direction only when the interval excludes 0 over at least :data:`MIN_PAIRS_FOR_DIRECTION` pairs (a
     t interval from 2 pairs rests on one degree of freedom), or, given a ``margin``, says that the
-    data rule out a difference larger than it when the interval lies within ``±margin``; ``decision``
-    says the same in one word: ``higher``, ``lower`` (``a`` than ``b``), ``within_margin`` or
-    ``undecided``.
+    data rule out a difference larger than it when the interval lies within ``±margin``, in one word:
+    ``higher``, ``lower`` (``a`` than ``b``), ``within_margin`` or ``undecided``; and ``verdict``, the
+    same in the words the command line and the page show (:func:`verdict`: ``pre higher``,
+    ``undecided``, ...).
 
     Raises :class:`SummaryError` if ``axis`` is not a swept axis of ``runs`` or ``a`` or ``b`` is not
     one of its values.
     """
     by = [c for c in swept_axes(runs) if c != axis] if by is None else list(by)
-    return compare_pairs(paired(runs, axis, a, b, metric), by, f"{axis}={a}", metric, alpha=alpha, margin=margin)
+    return compare_pairs(paired(runs, axis, a, b, metric), by, (a, b), metric, alpha=alpha, margin=margin)
 
 
 class FolderComparison(NamedTuple):
@@ -118,7 +119,7 @@ def compare_folders(first: pd.DataFrame, second: pd.DataFrame, names: tuple[str,
                            + (f"; {unmatched[0]}" if unmatched else ""))
     pairs = pairs.assign(_diff=pairs[f"{metric}_a"] - pairs[f"{metric}_b"])
     by = [c for c in swept_axes(runs) if c in keys and c != "seed"]
-    return FolderComparison(runs, differing, by, compare_pairs(pairs, by, names[0], metric, alpha=alpha), unmatched)
+    return FolderComparison(runs, differing, by, compare_pairs(pairs, by, names, metric, alpha=alpha), unmatched)
 
 
 def _texts(column: pd.Series) -> list[str]:
@@ -136,10 +137,10 @@ def _unmatched(values: dict[str, tuple[list[str], list[str]]], keys: list[str], 
     return notes
 
 
-def compare_pairs(pairs: pd.DataFrame, by: list[str], label: str, metric: str, *, alpha: float = 0.05,
+def compare_pairs(pairs: pd.DataFrame, by: list[str], sides: tuple, metric: str, *, alpha: float = 0.05,
                   margin: float | None = None) -> pd.DataFrame:
     """:func:`compare`'s table of ``pairs`` (a ``_diff`` column, one row per pair), per group of ``by``;
-    ``label`` names the side the differences are of in the verdicts (``placement=pre``)."""
+    ``sides`` names the two sides ``(a, b)`` the differences are of, as the verdicts say them."""
     low_bound, high_bound = metrics.bounds(metric)
     bounds = (low_bound - high_bound, high_bound - low_bound)
     rows = []
@@ -147,7 +148,7 @@ def compare_pairs(pairs: pd.DataFrame, by: list[str], label: str, metric: str, *
         labels = dict(zip(by, key if isinstance(key, tuple) else (key,))) if by else {}
         rows.append({**labels, **_paired_row(group["_diff"].to_numpy(), bounds, alpha)})
         rows[-1]["decision"] = _decision(rows[-1], margin)
-        rows[-1]["verdict"] = _verdict(label, rows[-1], margin)
+        rows[-1]["verdict"] = verdict(rows[-1], *sides, margin)
     return pd.DataFrame(rows, columns=[*by, *COMPARE_COLUMNS])
 
 
@@ -167,6 +168,8 @@ def paired(runs: pd.DataFrame, axis: str, a, b, metric: str = "test_acc") -> pd.
     keys = [c for c in (*configuration_columns(runs), *context_axes(runs, [])) if c != axis]
     ok = runs[runs["status"] == "ok"]
     pairs = ok[_matching(ok, axis, str(a))].merge(ok[_matching(ok, axis, str(b))], on=keys, suffixes=("_a", "_b"))
+    if "trains_as_a" in pairs:  # one training recorded under both sides is no evidence of a difference
+        pairs = pairs[pairs["trains_as_a"].isna() | (pairs["trains_as_a"] != pairs["trains_as_b"])]
     return pairs.assign(_diff=pairs[f"{metric}_a"] - pairs[f"{metric}_b"])
 
 
@@ -225,16 +228,21 @@ def _decision(row: dict, margin: float | None) -> str:
     return "undecided"
 
 
-def _verdict(label: str, row: dict, margin: float | None) -> str:
-    count, mean, decision = row["pairs"], row["mean_diff"], row["decision"]
-    if count == 0:
-        return "no pairs"
-    if count < MIN_PAIRS_FOR_DIRECTION:
-        return f"too few pairs for a direction ({count}; needs {MIN_PAIRS_FOR_DIRECTION})"
-    if not row["std_diff"] > 0:
-        return f"all {count} differences equal {mean:+.4g}: no spread to estimate an interval from"
+def verdict(row: dict, a, b, margin: float | None = None) -> str:
+    """A comparison row's verdict in words, the one wording of a verdict: the ``verdict`` column, the
+    terminal's tables and the HTML page all show this text. ``A higher`` or ``A lower`` (than ``b``)
+    where the row names a direction; ``A ≈ B (within ±D)`` where its interval lies within the margin;
+    else ``undecided``, with what keeps the interval from counting in parentheses (no pairs, fewer
+    than :data:`MIN_PAIRS_FOR_DIRECTION`, or no spread to estimate it from)."""
+    count, decision = row["pairs"], row["decision"]
     if decision in ("higher", "lower"):
-        return f"{label} {decision} over {count} pairs"
+        return f"{a} {decision}"
     if decision == "within_margin":
-        return f"no difference beyond ±{margin:g} over {count} pairs (CI within it)"
-    return f"no evidence of a difference over {count} pairs (CI includes 0)"
+        return f"{a} ≈ {b} (within ±{margin:g})"
+    if count == 0:
+        return "undecided (no pairs)"
+    if count < MIN_PAIRS_FOR_DIRECTION:
+        return f"undecided ({count} pairs; needs {MIN_PAIRS_FOR_DIRECTION})"
+    if not row["std_diff"] > 0:
+        return f"undecided (all {count} differences equal {row['mean_diff']:+.4g}: no spread)"
+    return "undecided"

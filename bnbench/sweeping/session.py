@@ -12,6 +12,7 @@ import jax
 
 from bnbench.engine import Assignment, assign_runs, compiler_options, conv_form, train_blocks
 from bnbench.experiment.fields import RunConfig
+from bnbench.experiment.identity import shared_trainings
 from bnbench.results import provenance, schema
 from bnbench.sweeping.plan import SweepPlan
 
@@ -49,6 +50,12 @@ class Session(NamedTuple):
     done: frozenset[str]
     notes: list[str]
     options: dict
+    copies: dict[str, list[RunConfig]] = {}  # runs recorded from another's training, by its run id
+
+    @property
+    def todo(self) -> int:
+        """The runs of the plan not yet in the folder: those :func:`execute` trains."""
+        return len(self.plan.runs) - len(self.done)
 
 
 @contextlib.contextmanager
@@ -74,7 +81,13 @@ def open_sweep(
         options = dict(engine=engine, runs_per_device=runs_per_device, devices=devices)
         if design is not None:
             options["sequential"] = design.to_meta()
-        yield Session(plan, assignment, frozenset(r.run_id for r in plan.runs if r.run_id in done), notes, options)
+        copies = shared_trainings([r for r in plan.runs if r.run_id not in done])
+        if copies:
+            notes.append(f"{sum(map(len, copies.values()))} runs train as another run of the grid (placement none "
+                         "under every norm kind, or a norm setting without its norm): each trains once, recorded under "
+                         "every configuration, with the same trains_as")
+        yield Session(plan, assignment, frozenset(r.run_id for r in plan.runs if r.run_id in done), notes, options,
+                      copies)
 
 
 def execute(
@@ -105,20 +118,29 @@ def execute(
                        ((group.signature.model, ctx.model_source), (group.configs[0].dataset, ctx.data_source)) if source}
     plan.store.write_meta(meta)
     finished = len(session.done)
-    for config, result in train_blocks(session.assignment, done=session.done, stop=stop, program_cache=program_cache):
-        row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash,
-                             arguments=plan.spec.argument_columns)
-        details = {
-            plan.store.curves_path: schema.curve_rows(config, result),
-            plan.store.activations_path: schema.activation_rows(config, result),
-            plan.store.probes_path: schema.probe_rows(config, result),
-        }
-        plan.store.append(row, details)
-        finished += 1
-        yield RunRecord(config, result, row)
+    copied = frozenset(c.run_id for runs in session.copies.values() for c in runs)
+    for trained, result in train_blocks(session.assignment, done=session.done | copied, stop=stop,
+                                        program_cache=program_cache):
+        for config in (trained, *session.copies.get(trained.run_id, ())):
+            record = _record(plan, config, result)
+            finished += 1
+            yield record
     if finished == len(plan.runs):
         meta["finished"] = provenance.now()
         plan.store.write_meta(meta)
+
+
+def _record(plan: SweepPlan, config: RunConfig, result: RunResult) -> RunRecord:
+    """Appends ``config``'s rows, its ``result``, to the results."""
+    row = schema.run_row(config, result, spec=plan.spec.name, spec_hash=plan.spec.spec_hash,
+                         arguments=plan.spec.argument_columns)
+    details = {
+        plan.store.curves_path: schema.curve_rows(config, result),
+        plan.store.activations_path: schema.activation_rows(config, result),
+        plan.store.probes_path: schema.probe_rows(config, result),
+    }
+    plan.store.append(row, details)
+    return RunRecord(config, result, row)
 
 
 def train_all(session: Session) -> None:
