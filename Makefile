@@ -19,14 +19,15 @@ sweep: $(VENV)/.installed
 
 # Every test is in one lane (pyproject.toml's markers): unit (pure functions), integration (trains or
 # sweeps in the test's process), system (other processes: subprocess sweeps killed or locked, a compilation
-# cache across processes, Chromium). `make test` runs unit and integration on two workers (pytest-xdist),
+# cache across processes, Chromium). `make test` runs unit and integration on two workers (pytest-xdist;
+# worksteal: a worker that runs out takes tests queued for the other, so neither idles at the end),
 # `make test-system` the system lane, a file per worker (its module fixtures, such as a reference sweep,
 # built once); CI runs both, then test-cluster.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n 2 -m "unit or integration"
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "unit or integration"
 
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n 2 -m unit
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m unit
 
 test-system: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m system

@@ -24,7 +24,7 @@ from bnbench.models.plugged import plugged  # noqa: E402
 from bnbench.norm.settings import BNSettings  # noqa: E402
 from bnbench.sweeping import plan  # noqa: E402
 from tests.plugins import keras_nets  # noqa: E402
-from tests.test_plugins import PLUGINS, results  # noqa: E402
+from tests.test_plugins import ADAPTED, PLUGINS, results  # noqa: E402
 
 CTX = plugin.Context((16,), 4, np.float32)
 KERAS_BN = BNSettings(epsilon=1e-3)  # Keras's default epsilon, so that its own layers compute the same
@@ -44,8 +44,7 @@ def _batch(seed: int = 4, n: int = 16):
 @pytest.mark.integration
 def test_an_adapted_keras_conv_net_trains_as_its_native_twin(workdir, write_spec):
     shutil.copy(PLUGINS / "keras_nets.py", workdir / "keras_nets.py")
-    body = ('optimizer = "sgd"\nlr = 0.1\nplacement = "post"\n[grid]\nnorm = ["batch", "layer", "none"]\n'
-            'eval_stats = [["running", "batch"]]\nmomentum = [0.8]\n')
+    body = 'placement = "post"\n' + ADAPTED
     adapted = plan.load_checked(write_spec(f'model = "./keras_nets.py:conv_net"\n{HEAD}{body}', "a.toml")).expand()
     native = plan.load_checked(write_spec(f'model = "./keras_nets.py:conv_native"\n{HEAD}{body}', "n.toml")).expand()
     assert [c.norm for c in adapted] == ["batch", "layer", "none"] and all(c.steps == 20 for c in adapted)

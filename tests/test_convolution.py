@@ -158,8 +158,9 @@ def test_a_resnet_rewritten_trains_as_the_original_to_float32_rounding():
         return jnp.sum(logits ** 2), new_state
 
     rewritten = convolution.with_patches(model.apply)
-    (value, new), grads = jax.value_and_grad(lambda p: loss(model.apply, p), has_aux=True)(params)
-    (value_p, new_p), grads_p = jax.value_and_grad(lambda p: loss(rewritten, p), has_aux=True)(params)
+    # jitted, as the engine runs them (and one compilation each, not one per operation)
+    (value, new), grads = jax.jit(jax.value_and_grad(lambda p: loss(model.apply, p), has_aux=True))(params)
+    (value_p, new_p), grads_p = jax.jit(jax.value_and_grad(lambda p: loss(rewritten, p), has_aux=True))(params)
     assert float(value_p) == pytest.approx(float(value), rel=1e-5)
     for a, b in zip(jax.tree.leaves((grads, new)), jax.tree.leaves((grads_p, new_p))):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-5 * max(1.0, float(jnp.abs(a).max())))

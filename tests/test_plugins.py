@@ -61,27 +61,29 @@ VARIANTS = {
 
 
 @pytest.mark.integration
-def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_placement_and_norm(twins):
-    builtin, plugged = twins(GRID)
-    assert len(builtin) == len(plugged) == 12
+@pytest.mark.parametrize("placement", ["pre", "post", "none"])  # a test each, spread over the workers
+def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_placement_and_norm(placement, twins):
+    builtin, plugged = twins(GRID.replace('["pre", "post", "none"]', f'["{placement}"]'))
+    assert len(builtin) == len(plugged) == 4
     for config, a, b in zip(builtin, results(builtin), results(plugged)):
         assert same(a, b), (config.placement, config.norm)
         assert a.status == "ok" and np.isfinite(a.test_loss)
 
 
 @pytest.mark.integration
-def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_variant(twins):
-    pairs = [twins(body) for body in VARIANTS.values()]
-    builtin, plugged = [c for b, _ in pairs for c in b], [c for _, p in pairs for c in p]
-    vectorized, sequential = results(plugged), results(plugged, engine="sequential")
-    for name, a, b, c in zip(VARIANTS, results(builtin), vectorized, sequential):
-        assert same(a, b), name
-        # the engines agree on plugins as on built-ins (tests/test_engine.py's ENGINE_LOSS_BOUND says how far)
-        assert abs(b.test_loss - c.test_loss) <= ENGINE_LOSS_BOUND and b.test_acc_by_stats == c.test_acc_by_stats, name
-    by_name = dict(zip(VARIANTS, vectorized))
-    assert set(by_name["eval_stats"].test_acc_by_stats) == {"running", "batch", "precise"}
-    assert len(by_name["probes"].activations) > 0
-    assert {"grad_norm", "weight_norm", "mean_gap", "var_gap", "beta_smoothness"} <= {p.probe for p in by_name["probes"].probes}
+@pytest.mark.parametrize("name", list(VARIANTS))  # one test each: the heaviest compilations, spread over the workers
+def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_variant(name, twins):
+    (builtin,), (plugged,) = twins(VARIANTS[name])
+    ((_, a),), ((_, b),) = engine.run_all([builtin]), engine.run_all([plugged])
+    ((_, c),) = engine.run_all([plugged], engine="sequential")
+    assert same(a, b)
+    # the engines agree on plugins as on built-ins (tests/test_engine.py's ENGINE_LOSS_BOUND says how far)
+    assert abs(b.test_loss - c.test_loss) <= ENGINE_LOSS_BOUND and b.test_acc_by_stats == c.test_acc_by_stats
+    if name == "eval_stats":
+        assert set(b.test_acc_by_stats) == {"running", "batch", "precise"}
+    if name == "probes":
+        assert len(b.activations) > 0
+        assert {"grad_norm", "weight_norm", "mean_gap", "var_gap", "beta_smoothness"} <= {p.probe for p in b.probes}
 
 
 @pytest.mark.integration
@@ -482,7 +484,7 @@ def test_an_adapted_model_keeps_no_norm_layer_of_its_own(framework):
 
 @pytest.mark.unit
 @pytest.mark.parametrize("framework", ["nnx", "eqx"])
-def test_an_adapted_conv_net_normalizes_over_its_own_channel_axis_as_its_batchnorm_does(framework, tmp_path):
+def test_an_adapted_conv_net_normalizes_over_its_own_channel_axis_as_its_batchnorm_does(framework):
     pytest.importorskip("flax.nnx")
     pytest.importorskip("equinox")
     import jax
@@ -491,14 +493,14 @@ def test_an_adapted_conv_net_normalizes_over_its_own_channel_axis_as_its_batchno
     from bnbench.models.plugged import plugged
     from bnbench.norm.settings import BNSettings
 
-    module = _load(PLUGINS / "frameworks.py")
-    ctx = plugin.Context((20,), 3, np.float32)
-    model = plugged(getattr(module, f"{framework}_conv"), {}, where=str(PLUGINS / "frameworks.py"),
-                            input_shape=(20,), num_classes=3)
+    module = _load(PLUGINS / "conv_frameworks.py")
+    ctx = plugin.Context((8, 8, 1), 3, np.float32)
+    model = plugged(getattr(module, f"{framework}_conv2d"), {}, where=str(PLUGINS / "conv_frameworks.py"),
+                    input_shape=ctx.input_shape, num_classes=ctx.num_classes)
     key = jax.random.PRNGKey(3)
-    x = jax.random.normal(jax.random.PRNGKey(4), (16, 20)) * 3 + 1
+    x = jax.random.normal(jax.random.PRNGKey(4), (16, *ctx.input_shape)) * 3 + 1
     params, state = model.init(key)
-    assert [p.scale.shape for p in params["norm"]] == [(6,)]  # one site of the conv's 6 channels
+    assert [p.scale.shape for p in params["norm"]] == [(4,)]  # one site of the conv's 4 channels
     ours, _ = model.apply(params, state, x, train=True, bn_settings=BNSettings(epsilon=1e-5))
     np.testing.assert_allclose(ours, module.own_training_forward(framework, ctx, key, x), rtol=1e-5, atol=1e-5)
 

@@ -59,10 +59,10 @@ def test_every_probe_matches_a_float64_computation_by_hand():
         x, y = jnp.asarray(dataset.x_train[:BATCH], jnp.float64), jnp.asarray(dataset.y_train[:BATCH])
         params = to_float64(state.params)
 
-        def loss(p):
-            return reference_loss(p, x, y)
-
-        grads = jax.grad(loss)(params)
+        # jitted: one compilation each, where op by op every operation compiled for every shape
+        loss = jax.jit(lambda p: reference_loss(p, x, y))
+        grad = jax.jit(jax.grad(loss))
+        grads = grad(params)
         weights = [layer["w"] for layer in params["layers"]] + [params["head"]["w"]]
         gradients = [layer["w"] for layer in grads["layers"]] + [grads["head"]["w"]]
         expected = {}
@@ -79,7 +79,7 @@ def test_every_probe_matches_a_float64_computation_by_hand():
                          for j, (n, dn) in enumerate(zip(params["norm"], grads["norm"]))],
                 "head": params["head"],
             }
-            moved_grads = jax.grad(loss)(moved)
+            moved_grads = grad(moved)
             shifted = ([layer["w"] for layer in moved_grads["layers"]] + [moved_grads["head"]["w"]])[i - 1]
             expected[(i, "ics_distance")] = np.linalg.norm(g - shifted)
             expected[(i, "ics_cosine")] = np.sum(g * shifted) / (np.linalg.norm(g) * np.linalg.norm(shifted))
@@ -88,7 +88,7 @@ def test_every_probe_matches_a_float64_computation_by_hand():
         for factor in probes.STEP_FACTORS:
             eta = LR * factor
             moved = jax.tree_util.tree_map(lambda p, d: p - eta * d, params, grads)
-            moved_flat = jnp.concatenate([leaf.ravel() for leaf in jax.tree_util.tree_leaves(jax.grad(loss)(moved))])
+            moved_flat = jnp.concatenate([leaf.ravel() for leaf in jax.tree_util.tree_leaves(grad(moved))])
             losses.append(loss(moved))
             distances.append(np.linalg.norm(flat - moved_flat))
             ratios.append(distances[-1] / (eta * np.linalg.norm(flat)))

@@ -1,7 +1,8 @@
 """One 2-D conv net three ways, on images of ``ctx.input_shape == (H, W, 1)``: a Flax NNX model (channels
 last) and an Equinox model (channels first, one example at a time), each with its own BatchNorm (run
 through bnbench.adapters), and native plugins (bnbench.plugin) of the same network from the same initial
-weights, written with ``jax.lax.conv_general_dilated``. The adapted models must train as their twins do.
+weights, written with ``jax.lax.conv_general_dilated``. The adapted models must train as their twins do,
+and their norm sites normalize as the frameworks' own BatchNorm does.
 
 The net: a 3x3 convolution of stride 2 and padding 1, its bias, a norm site, ReLU, a linear head.
 """
@@ -65,6 +66,21 @@ def nnx_conv2d(ctx: plugin.Context, *, channels: int = 4) -> plugin.Network:
 
 def eqx_conv2d(ctx: plugin.Context, *, channels: int = 4) -> plugin.Network:
     return adapters.equinox(_make_eqx(ctx, channels))
+
+
+def own_training_forward(framework: str, ctx: plugin.Context, key, x, *, channels: int = 4):
+    """The conv net's logits on the batch ``x`` (channels last) in training mode with the framework's
+    own BatchNorm (batch statistics); Equinox's model gets each example channels first by hand."""
+    if framework == "nnx":
+        return _make_nnx(ctx, channels)(nnx.Rngs(key))(x)
+    return _own_per_example(_make_eqx(ctx, channels)(key), x)
+
+
+def _own_per_example(made, x):
+    """An Equinox ``(model, state)``'s training-mode logits of the batch ``x`` (channels last), each
+    example handed channels first by hand, its BN's statistics across ``"batch"``."""
+    model, state = made
+    return jax.vmap(lambda e: model(e, state)[0], axis_name="batch")(jax.numpy.moveaxis(x, -1, 1))
 
 
 def _native(init, flatten_channels_first: bool):
@@ -132,5 +148,4 @@ def eqx_first_layer(ctx: plugin.Context) -> plugin.Network:
 def eqx_first_layer_own(ctx: plugin.Context, key, x):
     """Equinox's own training-mode logits of the batch ``x`` (channels last), each example handed
     channels first by hand."""
-    model, state = _make_first_layer(ctx)(key)
-    return jax.vmap(lambda e: model(e, state)[0], axis_name="batch")(jax.numpy.moveaxis(x, -1, 1))
+    return _own_per_example(_make_first_layer(ctx)(key), x)
