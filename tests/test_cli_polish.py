@@ -35,15 +35,16 @@ def test_version_completion_and_choices_are_offered(cli):
 
 @pytest.mark.integration
 def test_summary_cells_stay_on_one_line_at_80_columns(write_spec, workdir, cli):
-    spec = write_spec('name = "wide"\ndataset = "synthetic"\nwidths = [8]\nsteps = 20\nseeds = 2\n'
-                      '[grid]\nactivation = ["relu", "sigmoid"]\nplacement = ["pre", "post", "none"]\n'
-                      'ghost_batch_size = [0, 8]\nbatch_size = [16]\nrenorm = [false]\n')
+    # long names, twelve combinations, one compiled program (the swept fields are traced)
+    spec = write_spec('name = "wide"\ndataset = "synthetic"\nwidths = [8]\nsteps = 20\nseeds = 2\noptimizer = "sgd"\n'
+                      '[grid]\noptimizer_momentum = [0.9, 0.95]\nweight_decay = [0.0, 0.0001, 0.001]\n'
+                      'epsilon = [1e-5, 1e-3]\nbatch_size = [16]\nrenorm = [false]\n')
     result = cli("sweep", spec, "--no-plots", "--out", "a-rather-long-results-folder-name/for-this-wide-sweep")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     rows = [line for line in lines if "±" in line and "[" in line]
     assert len(rows) == 12 and all(len(line) <= 80 for line in rows)
-    assert "…" not in result.stdout and "activation" in result.stdout.replace("│", "").replace(" ", "")
+    assert "…" not in result.stdout and "optimizer_momentum" in result.stdout.replace("│", "").replace(" ", "")
     assert all(re.search(r"0\.\d{4} ± 0\.\d{4}.*\[[-0-9.]+, [-0-9.]+\]", line) for line in rows)
     assert "a-rather-long-results-folder-name/for-this-wide-sweep/" in result.stdout
 

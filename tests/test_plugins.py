@@ -88,7 +88,9 @@ def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_variant(name, twins
 
 @pytest.mark.integration
 def test_a_plugin_cnn_gives_the_built_in_cnns_runs_and_takes_its_path(twins):
-    builtin, plugged = twins('[grid]\nplacement = ["pre", "post"]\nnorm = ["batch", "group"]\ngroups = [2]\n', "cnn")
+    # each placement and norm kind once: their crossings are the MLP's tests above, the convolution is this one's
+    pairs = [twins(body, "cnn") for body in ('placement = "pre"\nnorm = "batch"\n', 'placement = "post"\nnorm = "group"\ngroups = 2\n')]
+    builtin, plugged = [c for b, _ in pairs for c in b], [c for _, p in pairs for c in p]
     for a, b in zip(results(builtin), results(plugged)):
         assert same(a, b)  # on the CPU both vmapped, one run per block, convolutions rewritten as patches
         assert a.context.execution == b.context.execution == "vmapped" and a.context.runs_per_device == 1
