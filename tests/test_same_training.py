@@ -71,3 +71,16 @@ def test_a_sweep_trains_each_training_once_and_records_it_under_every_configurat
     # under placement none both sides are one training: no pair, no row; under pre, 2 seeds x 2 epsilon x 2 momentum
     # (GroupNorm's two momenta are one training, paired with two of BN's)
     assert set(table["placement"]) == {"pre"} and table["pairs"].sum() == 8
+
+
+@pytest.mark.unit
+def test_runs_train_as_one_only_within_one_execution_context():
+    """A run's numbers depend on its execution context too (runs per device, ...): a run recorded from
+    another's training must have run in that context, or a resumed sweep would find it in another."""
+    from bnbench.experiment.fields import RunConfig
+    from bnbench.experiment.identity import shared_trainings
+
+    first, second = (RunConfig(dataset="synthetic", placement="none", norm=norm) for norm in ("batch", "group"))
+    assert trains_as(first) == trains_as(second)
+    assert shared_trainings([first, second], lambda run: "one context") == {first.run_id: [second]}
+    assert shared_trainings([first, second], lambda run: run.norm) == {}

@@ -6,14 +6,15 @@ A grid crosses every axis, so it holds configurations that differ only in settin
 norm (``epsilon`` without a norm layer; ``momentum``, ``ghost_batch_size`` and BN's other options under
 GroupNorm or LayerNorm; ``groups`` outside GroupNorm; each field's ``norms``,
 :class:`bnbench.experiment.fields.FieldSpec`). Such runs give bitwise the same numbers (a test trains
-them and compares), so a sweep trains each once and records it under every configuration
-(:mod:`bnbench.sweeping.session`), each row's ``trains_as`` naming the training it shares; the paired
+them and compares), so a sweep trains each once per execution context and records it under every
+configuration (:mod:`bnbench.sweeping.session`), each row's ``trains_as`` naming the training it shares; the paired
 comparisons never pair a run with itself (:mod:`bnbench.stats.comparisons`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Hashable
 
 from bnbench.experiment.fields import FIELD_DEFAULTS, FIELDS, RunConfig
 
@@ -34,13 +35,14 @@ def trains_as(run: RunConfig) -> str:
     return canonical(run).run_id
 
 
-def shared_trainings(runs: list[RunConfig]) -> dict[str, list[RunConfig]]:
-    """The runs of ``runs`` that train as an earlier one, by the run id of the first run of their
+def shared_trainings(runs: list[RunConfig], context: Callable[[RunConfig], Hashable]) -> dict[str, list[RunConfig]]:
+    """The runs of ``runs`` that train as an earlier one in the same execution ``context`` (a run's
+    numbers depend on it too: :mod:`bnbench.training.context`), by the run id of the first run of their
     training (which alone needs training)."""
-    first: dict[str, RunConfig] = {}
+    first: dict[tuple, RunConfig] = {}
     copies: dict[str, list[RunConfig]] = {}
     for run in runs:
-        trained = first.setdefault(trains_as(run), run)
+        trained = first.setdefault((trains_as(run), context(run)), run)
         if trained is not run:
             copies.setdefault(trained.run_id, []).append(run)
     return copies

@@ -81,7 +81,8 @@ def open_sweep(
         options = dict(engine=engine, runs_per_device=runs_per_device, devices=devices)
         if design is not None:
             options["sequential"] = design.to_meta()
-        copies = shared_trainings([r for r in plan.runs if r.run_id not in done])
+        contexts = assignment.contexts_by_run()
+        copies = shared_trainings([r for r in plan.runs if r.run_id not in done], lambda run: contexts[run.run_id])
         if copies:
             notes.append(f"{sum(map(len, copies.values()))} runs train as another run of the grid (placement none "
                          "under every norm kind, or a norm setting without its norm): each trains once, recorded under "
