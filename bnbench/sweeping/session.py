@@ -75,13 +75,13 @@ def open_sweep(
         assignment = assign_runs(
             plan.runs, engine=engine, runs_per_device=runs_per_device, devices=devices, data_dir=plan.data_dir
         )
+        contexts = assignment.contexts_by_run()
         if plan.resume:
-            plan.store.check_contexts(assignment.contexts_by_run())
+            plan.store.check_contexts(contexts)
         done, notes = plan.store.open(plan.spec, resume=plan.resume)
         options = dict(engine=engine, runs_per_device=runs_per_device, devices=devices)
         if design is not None:
             options["sequential"] = design.to_meta()
-        contexts = assignment.contexts_by_run()
         copies = shared_trainings([r for r in plan.runs if r.run_id not in done], lambda run: contexts[run.run_id])
         if copies:
             notes.append(f"{sum(map(len, copies.values()))} runs train as another run of the grid (placement none "
