@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: sweep test test-fast test-system test-cluster mutants bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-conv-policy bench-conv-layers bench-sequential bench-keras clean
+.PHONY: sweep test test-fast test-system test-slow test-cluster mutants bench-sweep bench-blocks bench-profile bench-cli bench-probes bench-resnet bench-conv-policy bench-conv-layers bench-sequential bench-keras bench-numerics clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-fast: $(VENV)/.installed-test
 
 test-system: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m system
+
+# The published numbers made again from scratch (the quickstart, about a minute) and compared with the docs.
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m slow
 
 mutants: $(VENV)/.installed-test
 	$(BIN)/python tests/mutants.py
@@ -67,6 +71,10 @@ bench-sequential: $(VENV)/.installed-test
 # ../shared/data/mnist (another folder: python benchmarks/bench_keras.py --data-dir DIR); says so and stops without them.
 bench-keras: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_keras.py
+
+# Portable against native numerics (docs/reproducibility.md): whole sweep processes, the main job and conv nets.
+bench-numerics: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_numerics.py
 
 bench-profile: $(VENV)/.installed
 	$(BIN)/bnbench profile --shape 128,56,56,64 --dtype float32 --mode train,grad,infer --out results/bench-profile.csv

@@ -11,7 +11,8 @@ The public surface is this module's names, each imported on first use:
   plugins registered: :mod:`bnbench.sweeping.plan`), ``Spec``, ``RunConfig`` (:mod:`bnbench.experiment`).
 * Sweeps from Python: ``sweep`` (a spec into its results folder as ``bnbench sweep`` does, the results
   returned: :mod:`bnbench.reporting.sweep`).
-* Training: ``run_all``, ``train_run`` (:mod:`bnbench.engine`), ``RunResult``.
+* Training: ``run_all``, ``train_run`` (:mod:`bnbench.engine`), ``RunResult``; ``prepare_numerics``
+  (portable or native CPU numerics, set up before JAX starts: :mod:`bnbench.training.numerics`).
 * Results: ``load_runs``, ``load_curves``, ``load_activations``, ``load_probes``, ``RUN_COLUMNS``,
   ``CURVE_COLUMNS`` (:mod:`bnbench.results`); ``summarize``, ``compare``, ``compare_folders``
   (:mod:`bnbench.stats`); ``report``, ``report_folders`` (:mod:`bnbench.reporting`).
@@ -50,6 +51,7 @@ _EXPORTS = {
     "load_runs": ("bnbench.results.frames", "load_runs"),
     "load_spec": ("bnbench.sweeping.plan", "load_checked"),
     "make_model": ("bnbench.models", "make_model"),
+    "prepare_numerics": ("bnbench.training.numerics", "prepare"),
     "report": ("bnbench.reporting.model", "report"),
     "report_folders": ("bnbench.reporting.model", "report_folders"),
     "run_all": ("bnbench.engine", "run_all"),

@@ -35,6 +35,7 @@ PROBES = ("grad_norm", "weight_norm", "ics", "smoothness", "stats_gap")
 # Command line
 ENGINES = ("vectorized", "sequential")
 EXECUTIONS = ("vmapped", "stepwise")  # how the engine executed a run (bnbench.training.context)
+NUMERICS = ("portable", "native")  # the bits a CPU run gets (bnbench.training.numerics); the default is portable where possible
 REPORT_FORMATS = ("table", "markdown", "csv")
 PLOT_FORMATS = ("png", "pdf", "svg")  # figures (bnbench.reporting.figures); png at print resolution
 DEFAULT_MAX_RUNS = 1000

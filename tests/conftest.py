@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from bnbench.cli.app import app
 from bnbench.engine import release_programs
 from bnbench.engine.compile_cache import enable_compilation_cache
+from bnbench.training.numerics import prepare
 
 TINY_SPEC = """
 name = "tiny"
@@ -27,8 +28,16 @@ epsilon = [1e-5, 1e-3]
 """
 
 # Every test belongs to one lane, by what it does (pyproject.toml registers them): `make test-fast` runs
-# the unit lane, `make test` unit and integration, `make test-system` the system lane.
-LANES = ("unit", "integration", "system")
+# the unit lane, `make test` unit and integration, `make test-system` the system lane, `make test-slow`
+# the slow one.
+LANES = ("unit", "integration", "system", "slow")
+
+
+def pytest_configure(config):
+    """Each test process computes with portable numerics, the default of a sweep, set up before a test
+    starts JAX, so that what a test sees does not depend on the CPU or the core count of the machine
+    testing (bnbench.training.numerics)."""
+    prepare("portable")
 
 
 def pytest_collection_modifyitems(items):

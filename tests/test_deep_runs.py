@@ -108,15 +108,19 @@ def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_f
 
 
 @pytest.mark.unit
-def test_resnets_on_images_compile_with_ynnpack_elementwise_fusions_on_cpu_only():
+def test_resnets_on_images_compile_with_ynnpack_elementwise_fusions_natively_on_cpu_only():
     signals, pictures = data.load("mnist1d", 600), images()
 
-    def options(model, dataset, platform):
-        return engine.compiler_options(Signature.of(tiny(model, steps=2, eval_every=2), dataset), platform)
+    def options(model, dataset, platform, numerics="native"):
+        return engine.compiler_options(Signature.of(tiny(model, steps=2, eval_every=2), dataset), platform, numerics)
 
     assert options("resnet", pictures, "cpu") == engine.YNN_ELEMENTWISE
     assert options("resnet", pictures, "gpu") == options("resnet", signals, "cpu") == {}
     assert options("cnn", pictures, "cpu") == options("vgg", pictures, "cpu") == {}
+    # Portable numerics compile every CPU program without YNNPACK's fusions, ResNets included.
+    no_ynn = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert options("resnet", pictures, "cpu", "portable") == options("mlp", signals, "cpu", "portable") == no_ynn
+    assert options("resnet", pictures, "gpu", "portable") == {}
 
 
 @pytest.mark.integration
@@ -157,8 +161,11 @@ def test_a_sweep_of_a_resnet_on_images_records_its_compiler_options(workdir, wri
     result = cli("sweep", path, "--no-plots")
     assert result.exit_code == 0, result.output
     meta = json.loads((workdir / "results" / "pictures" / "meta.json").read_text())
-    assert meta["compiler_options"] == {"resnet": engine.YNN_ELEMENTWISE}
+    assert meta["compiler_options"] == {"resnet": {"xla_cpu_experimental_ynn_fusion_type": ""}}
     assert meta["execution"] == {"resnet": "stepwise"}
+    assert cli("sweep", path, "--no-plots", "--native", "--out", workdir / "native").exit_code == 0
+    meta = json.loads((workdir / "native" / "meta.json").read_text())
+    assert meta["compiler_options"] == {"resnet": engine.YNN_ELEMENTWISE}
 
 
 @pytest.mark.integration
@@ -187,7 +194,8 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
     meta = json.loads((workdir / "results" / "mixed" / "meta.json").read_text())
     assert meta["execution"] == {"mlp": "vmapped", "resnet": "stepwise"}
     assert meta["convolution"] == {"mlp": "xla", "resnet": "xla"}
-    assert meta["compiler_options"] == {"mlp": {}, "resnet": {}}
+    portable = {"xla_cpu_experimental_ynn_fusion_type": ""}  # the default numerics, on this x86-64 CPU
+    assert meta["compiler_options"] == {"mlp": portable, "resnet": portable}
     assert list(runs["execution"]) == ["vmapped"] * 2 + ["stepwise"] * 2
     assert list(runs["runs_per_device"]) == [engine.MAX_RUNS_PER_DEVICE["cpu"]] * 2 + [1] * 2
     # widths and depth follow from the model: the swept axes are the two the spec swept.

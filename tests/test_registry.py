@@ -18,7 +18,7 @@ from bnbench.training.signature import COMPOSITE_FIELDS, HParams, Signature
 @pytest.mark.unit
 def test_the_spec_parser_checks_exactly_the_run_fields():
     assert tuple(spec.RULES) == fields.RUN_FIELDS
-    assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", "base_dir", "compare", "margin", "data_layout",
+    assert set(spec.TOP_LEVEL_KEYS) == {"name", "seeds", "grid", "base_dir", "compare", "margin", "data_layout", "numerics",
                                         *fields.RUN_FIELDS}
     assert set(fields.LIST_FIELDS) == {"widths", "eval_stats", "probes", "lr_milestones"}
 

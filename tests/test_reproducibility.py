@@ -14,7 +14,7 @@ import jax
 import pandas as pd
 import pytest
 
-from bnbench import engine
+from bnbench import data, engine
 from bnbench.experiment.fields import RunConfig
 from bnbench.results.schema import RUN_COLUMNS
 
@@ -131,7 +131,23 @@ def test_resume_refuses_runs_of_another_execution_context(tiny_spec, workdir, cl
     path = workdir / "results" / "tiny" / "runs.csv"
     pd.read_csv(path).drop(columns=["execution", "runs_per_device", "device_kind"]).to_csv(path, index=False)
     result = cli("sweep", tiny_spec, "--no-plots")
-    assert result.exit_code == 2 and "execution was not recorded there (results of bnbench before 0.2)" in result.stderr
+    assert result.exit_code == 2 and "execution was not recorded there (results of an older bnbench)" in result.stderr
+
+
+@pytest.mark.integration
+def test_a_folder_is_not_extended_with_the_other_numerics(tiny_spec, workdir, cli):
+    assert cli("sweep", tiny_spec, "--set", "epsilon=1e-5", "--native", "--no-plots", "--out", "native").exit_code == 0
+    runs = pd.read_csv(workdir / "native" / "runs.csv")
+    assert set(runs["numerics"]) == {"native"} and runs["device_kind"].str.contains("family").all()
+    for numerics, other in (("native", "portable"), ("portable", "native")):
+        if numerics == "portable":
+            assert cli("sweep", tiny_spec, "--set", "epsilon=1e-5", "--no-plots", "--out", numerics).exit_code == 0
+        result = cli("sweep", tiny_spec, f"--{other}", "--no-plots", "--out", numerics)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert f"numerics is '{numerics}' there, '{other}' here); pass --{numerics} to match them" in result.stderr
+    portable = pd.read_csv(workdir / "portable" / "runs.csv")
+    assert set(portable["device_kind"]) == {"cpu (x86-64 AVX2)"} and set(portable["cpu_isa"]) == {"AVX2"}
+    assert set(portable["data_source"]) == {f"synthetic@{data.load('synthetic', int(portable['num_samples'][0])).digest()}"}
 
 
 def edit_cell(folder, row: int, column: str, value) -> None:

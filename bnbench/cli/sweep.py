@@ -63,6 +63,13 @@ _NoPlots = Annotated[bool, typer.Option("--no-plots", help="Do not write plots b
 _CompileCache = Annotated[Optional[Path], typer.Option(
     "--compile-cache", metavar="DIR", show_default=f"${options.COMPILE_CACHE_ENV}, else ~/.cache/bnbench/xla",
     help="Folder where compiled programs are kept for later sweeps (never changes a result).")]
+_Portable = Annotated[bool, typer.Option(
+    "--portable", help="CPU runs get the same bits on any x86-64 CPU with AVX2: the instruction set capped at AVX2, "
+    "no YNNPACK fusions, XLA's pool of 2 threads (so at most 2 blocks at a time). The default, unless the spec "
+    "sets numerics = \"native\" or the CPU is not x86-64 with AVX2; runs.csv records it, and a folder is not "
+    "extended with the other.")]
+_Native = Annotated[bool, typer.Option(
+    "--native", help="CPU runs compute as fast as this CPU can: bits that depend on its model and core count.")]
 _NoCompileCache = Annotated[bool, typer.Option(
     "--no-compile-cache", help=f"Compile everything afresh (as {options.COMPILE_CACHE_ENV} set to off does).")]
 
@@ -73,7 +80,7 @@ def sweep(
     runs_per_device: _RunsPerDevice = None, devices: _Devices = None, shard: _ShardOption = None,
     max_runs: _MaxRuns = options.DEFAULT_MAX_RUNS, yes: _Yes = False, no_plots: _NoPlots = False,
     plot_format: PlotFormat = "png", data_dir: DataDir = None, compile_cache: _CompileCache = None,
-    no_compile_cache: _NoCompileCache = False,
+    no_compile_cache: _NoCompileCache = False, portable: _Portable = False, native: _Native = False,
 ) -> None:
     """Train every run of a spec's grid and write runs.csv, curves.csv, spec.toml and meta.json; end with
     the summary and the spec's comparisons."""
@@ -82,6 +89,11 @@ def sweep(
     with one_line_errors():
         check_plot_format(plot_format)
         auto = seeds == "auto"
+        if portable and native:
+            raise BnbenchError("--portable and --native: pass one of them")
+        numerics = options.NUMERICS[0] if portable else options.NUMERICS[1] if native else None
+        if not dry_run:
+            _prepare_numerics(spec, numerics)
         plan = plan_lib.plan_file(spec, sets=set_, seeds=None if auto else plan_lib.parse_seeds(seeds), shard=shard,
                                   out=out, engine=engine, resume=not no_resume, max_runs=None if yes else max_runs,
                                   data_dir=data_dir)
@@ -92,7 +104,7 @@ def sweep(
         program_cache, note = engine_lib.caches(compile_cache, off=no_compile_cache)
         if note:
             terminal.say(err_console, f"note: {note}")
-        engine_options = dict(engine=engine, runs_per_device=runs_per_device, devices=devices)
+        engine_options = dict(engine=engine, runs_per_device=runs_per_device, devices=devices, numerics=numerics)
         sweep_plan = functools.partial(_sweep_plan, engine_options=engine_options, program_cache=program_cache)
         if auto:
             _until_decided(plan, max_seeds, margin, None if yes else max_runs, sweep_plan)
@@ -100,6 +112,15 @@ def sweep(
             sweep_plan(plan)
         show_report(plan.store.out_dir, plots=not no_plots, plot_format=plot_format,
                     html=plan.store.out_dir / "report.html")
+
+
+def _prepare_numerics(spec: Path, numerics: Optional[str]) -> None:
+    """Sets the process up for the numerics asked for (``--portable``/``--native``, else the spec's), before
+    planning starts JAX (:func:`bnbench.training.numerics.prepare`)."""
+    from bnbench.experiment.spec import numerics_of
+    from bnbench.training import numerics as numerics_lib  # here: JAX, which a dry run does without
+
+    numerics_lib.prepare(numerics or numerics_of(spec))
 
 
 def _dry_run(plan: SweepPlan) -> None:

@@ -12,6 +12,7 @@ takes the first examples of each split in the published proportion. New data set
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import functools
 import importlib.metadata
 import os
@@ -39,6 +40,17 @@ class Dataset(NamedTuple):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    def digest(self) -> str:
+        """12 hex digits of the SHA-256 of the arrays' names, shapes, dtypes and bytes, as trained on."""
+        hasher = hashlib.sha256()
+        for name in ARRAYS:
+            a = np.ascontiguousarray(getattr(self, name))
+            hasher.update(f"{name}{a.shape}{a.dtype}".encode() + a.tobytes())
+        return hasher.hexdigest()[:12]
+
+
+ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class DatasetInfo(NamedTuple):

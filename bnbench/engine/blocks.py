@@ -22,8 +22,9 @@ from bnbench.engine.devices import slots
 from bnbench.engine.errors import EngineError
 from bnbench.engine.policy import CONVOLUTIONAL, MAX_CONV_RUNS_PER_DEVICE, MAX_RUNS_PER_DEVICE, choose_path, family
 from bnbench.experiment.fields import RunConfig
-from bnbench.options import ENGINES
+from bnbench.options import ENGINES, usable_cpus
 from bnbench.training import context
+from bnbench.training import numerics as numerics_lib
 from bnbench.training.context import ExecutionContext
 from bnbench.training.signature import Signature
 
@@ -88,21 +89,30 @@ def block_size(sig: Signature, num_test: int, device: jax.Device, requested: int
 
 
 def assign_groups(
-    groups: list[Group], *, engine: str = "vectorized", runs_per_device: int | None = None, devices: int | None = None
+    groups: list[Group], *, engine: str = "vectorized", runs_per_device: int | None = None, devices: int | None = None,
+    numerics: str | None = None,
 ) -> Assignment:
-    """The :class:`Assignment` of ``groups``: each group's execution path and block size, and the slots
-    blocks train in (:func:`bnbench.engine.devices.slots`; the sequential engine uses one). Raises
-    :class:`bnbench.engine.errors.EngineError` on bad options."""
+    """The :class:`Assignment` of ``groups``: each group's execution path, block size and numerics
+    (``numerics``, :func:`bnbench.training.numerics.choose`: None for portable where the process computes
+    portably), and the slots blocks train in (:func:`bnbench.engine.devices.slots`; the sequential engine
+    uses one; portable numerics at most as many as XLA's pool has threads). Raises
+    :class:`bnbench.engine.errors.EngineError` on bad options and
+    :class:`bnbench.training.numerics.NumericsError` where portable numerics cannot be had."""
+    numerics_lib.prepare(numerics)
+    chosen = numerics_lib.choose(numerics, jax.default_backend())
+    threads = numerics_lib.cpu_pool_threads()
+    if chosen == "portable" and devices is None:
+        devices = min(usable_cpus(), threads)
     selected = _slots_for(engine, devices, runs_per_device)
     device = selected[0]
-    cpu_devices = jax.local_device_count("cpu") if device.platform == "cpu" else 0
     contexts = []
     for group in groups:
         sig = group.signature
         _check_fits(group, device)
         path = choose_path(family(sig), engine, device.platform)
         size = block_size(sig, len(group.dataset.y_test), device, runs_per_device) if path == "vmapped" else 1
-        contexts.append(context.of(device, path, size, cpu_devices, sig.model_source, _data_source(group.configs[0].dataset)))
+        data_source = _data_source(group.configs[0].dataset, group.dataset)
+        contexts.append(context.of(device, path, size, chosen, threads, sig.model_source, data_source))
     return Assignment(groups, contexts, selected)
 
 
@@ -113,10 +123,12 @@ def assign_runs(
     runs_per_device: int | None = None,
     devices: int | None = None,
     data_dir: str | Path | None = None,
+    numerics: str | None = None,
 ) -> Assignment:
     """Groups ``configs`` (data sets loaded from ``data_dir``) and assigns them to blocks
     (:func:`assign_groups`)."""
-    return assign_groups(group_runs(configs, data_dir), engine=engine, runs_per_device=runs_per_device, devices=devices)
+    return assign_groups(group_runs(configs, data_dir), engine=engine, runs_per_device=runs_per_device, devices=devices,
+                         numerics=numerics)
 
 
 def pending_blocks(assignment: Assignment, done: frozenset[str] = frozenset()) -> list[Block]:
@@ -148,6 +160,8 @@ def _check_fits(group: Group, device: jax.Device) -> None:
                           f"of {device.device_kind} ({available / 2**30:.1f} GiB); use num_samples to take fewer examples")
 
 
-def _data_source(name: str) -> str:
+def _data_source(name: str, dataset: data.Dataset) -> str:
+    """Your own data set's file@digest, a built-in one's name@digest of its arrays as trained on (a generator
+    or loader that changed, by a NumPy version say, changes it)."""
     info = data.info(name)
-    return f"{info.origin}@{info.digest}" if info.origin else ""
+    return f"{info.origin}@{info.digest}" if info.origin else f"{name}@{dataset.digest()}"

@@ -23,14 +23,16 @@ def run_all(
     stop: threading.Event | None = None,
     data_dir: str | Path | None = None,
     program_cache: Path | None = None,
+    numerics: str | None = None,
 ) -> Iterator[tuple[RunConfig, RunResult]]:
     """Trains every run of ``configs`` whose id is not in ``done``
     (:func:`bnbench.engine.blocks.assign_runs`, then :func:`bnbench.engine.workers.train_blocks`);
     yields ``(config, result)`` as blocks finish. A config built by hand is completed first
     (:func:`bnbench.experiment.runs.completed`: ``eval_every`` and ``num_samples`` as a spec derives
-    them), and yielded so."""
+    them), and yielded so. ``numerics``: :func:`bnbench.engine.blocks.assign_groups`."""
     configs = [completed(c) for c in configs]
-    assignment = assign_runs(configs, engine=engine, runs_per_device=runs_per_device, devices=devices, data_dir=data_dir)
+    assignment = assign_runs(configs, engine=engine, runs_per_device=runs_per_device, devices=devices, data_dir=data_dir,
+                             numerics=numerics)
     yield from train_blocks(assignment, done=done, stop=stop, program_cache=program_cache)
 
 

@@ -9,6 +9,7 @@ import functools
 from bnbench.models import convolution
 from bnbench.models.cnn import channels_last
 from bnbench.models.plugged import convolutional
+from bnbench.training import host
 from bnbench.training.signature import Signature
 
 # The most runs a vmapped block holds, by platform. On CPU, blocks of 2 train a grid about as fast as
@@ -60,12 +61,17 @@ def conv_form(sig: Signature, platform: str, path: str) -> str:
     return convolution.form(platform, path) if family(sig) in CONVOLUTIONAL else "xla"
 
 
-def compiler_options(sig: Signature, platform: str) -> dict[str, str]:
-    """The XLA options, beyond XLA's defaults, that every program of a run compiles with:
+def compiler_options(sig: Signature, platform: str, numerics: str) -> dict[str, str]:
+    """The XLA options, beyond XLA's defaults, that every program of a run compiles with: portable
+    numerics' on CPU (:data:`bnbench.training.host.PORTABLE_OPTIONS`: no YNNPACK fusions), else
     :data:`YNN_ELEMENTWISE` for a built-in ResNet on images (2-D inputs) on CPU, else none. They change
     the program's float32 roundings, so ``meta.json`` records them."""
+    if platform != "cpu":
+        return {}
+    if numerics == "portable":
+        return dict(host.PORTABLE_OPTIONS)
     on_images = not sig.plugin and sig.model == "resnet" and len(channels_last(sig.input_shape)) == 3
-    return dict(YNN_ELEMENTWISE) if platform == "cpu" and on_images else {}
+    return dict(YNN_ELEMENTWISE) if on_images else {}
 
 
 def family(sig: Signature) -> str:

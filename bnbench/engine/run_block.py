@@ -36,8 +36,8 @@ def train_block(
         arrays[id(dataset)] = device_data(dataset, device)
     try:
         if block.context.execution == "stepwise":
-            pairs = [(config, _train_stepwise(block.group.signature, config, arrays[id(dataset)], device))
-                     for config in block.configs]
+            pairs = [(config, _train_stepwise(block.group.signature, config, arrays[id(dataset)], device,
+                                              block.context.numerics)) for config in block.configs]
         else:
             pairs = _train_vmapped(block, arrays[id(dataset)], device, program_cache)
     except Exception as err:
@@ -78,18 +78,18 @@ def _train_vmapped(block: Block, arrays: tuple, device: jax.Device, program_cach
     begin = time.perf_counter()
     args = block_arguments(block.configs, block.context.runs_per_device, arrays, device)
     program = programs.compiled(programs.block_program(sig, device, args, program_cache), device, *args,
-                                options=compiler_options(sig, device.platform))
+                                options=compiler_options(sig, device.platform, block.context.numerics))
     output = jax.device_get(program(*args))
     wall = (time.perf_counter() - begin) / len(block.configs)
     return [(config, summarize_output(sig, ProgramOutput(*(a[i] for a in output)), wall)) for i, config in enumerate(block.configs)]
 
 
-def _train_stepwise(sig: Signature, config: RunConfig, arrays: tuple, device: jax.Device) -> RunResult:
-    """One run, a Python loop over a jitted train step per batch, on ``device``."""
+def _train_stepwise(sig: Signature, config: RunConfig, arrays: tuple, device: jax.Device, numerics: str) -> RunResult:
+    """One run, a Python loop over a jitted train step per batch, on ``device`` with ``numerics``."""
     init, indices, step, evaluate, probe = programs.stepwise_fns(sig)
     x_train, y_train, x_test, y_test = arrays
     begin = time.perf_counter()
-    options = compiler_options(sig, device.platform)
+    options = compiler_options(sig, device.platform, numerics)
     seed, hp = jax.device_put((np.uint32(config.seed), HParams.of(config)), device)
     state = programs.compiled(init, device, seed, hp, options=options)(seed, hp)
     probe_at = programs.compiled(probe, device, state, seed, hp, np.int32(0), x_train, y_train, options=options)

@@ -35,11 +35,11 @@ from bnbench.experiment.fields import (
 from bnbench.experiment.question import check_comparisons, check_margin
 from bnbench.experiment.rules import Rule
 from bnbench.experiment.runs import SpecError, argument_key, resolve
-from bnbench.options import DEFAULT_WIDTHS, MODELS
+from bnbench.options import DEFAULT_WIDTHS, MODELS, NUMERICS
 
 
 RULES: dict[str, Rule] = {name: spec.rule for name, spec in FIELDS.items()}
-TOP_LEVEL_KEYS = ("name", "seeds", "grid", "base_dir", "compare", "margin", "data_layout", *RUN_FIELDS)
+TOP_LEVEL_KEYS = ("name", "seeds", "grid", "base_dir", "compare", "margin", "data_layout", "numerics", *RUN_FIELDS)
 # How a researcher's image arrays are read: channels last, and arrays that look channels first refused
 # (:func:`bnbench.data.own.check`); or as they are, for data whose shape only looks so.
 DATA_LAYOUTS = ("channels_last", "as_is")
@@ -51,7 +51,9 @@ class Spec:
     references are relative to, and its question: the paired ``comparisons`` ``(axis, a, b)`` that
     ``sweep`` ends with and ``report`` shows, and the ``margin``, the smallest difference of the
     compared metric that matters (``--seeds auto`` stops once a comparison rules out a larger one).
-    ``data_layout`` (:data:`DATA_LAYOUTS`) says how its own data sets' image arrays are read."""
+    ``data_layout`` (:data:`DATA_LAYOUTS`) says how its own data sets' image arrays are read; ``numerics``
+    (:data:`bnbench.options.NUMERICS`, None: portable where the machine can) the bits its CPU runs get
+    (:mod:`bnbench.training.numerics`; ``--portable``/``--native`` override it)."""
 
     name: str
     values: dict[str, Any]
@@ -62,6 +64,7 @@ class Spec:
     comparisons: tuple[tuple[str, str, str], ...] = ()
     margin: float | None = None
     data_layout: str = DATA_LAYOUTS[0]
+    numerics: str | None = None
 
     @property
     def num_runs(self) -> int:
@@ -143,6 +146,8 @@ class Spec:
             lines.append(f"margin = {self.margin!r}")
         if self.data_layout != DATA_LAYOUTS[0]:
             lines.append(f"data_layout = {_toml_value(self.data_layout)}")
+        if self.numerics is not None:
+            lines.append(f"numerics = {_toml_value(self.numerics)}")
         for field in ARGUMENT_FIELDS:
             if self.values[field]:
                 lines += ["", f"[{field}]"] + [f"{k} = {_toml_value(v)}" for k, v in self.values[field]]
@@ -156,36 +161,8 @@ class Spec:
         return hashlib.sha256(self.to_toml().encode()).hexdigest()[:12]
 
 
-def first_difference(stored: Spec, new: Spec, *, superset_ok: bool = False) -> str | None:
-    """The first way in which ``new`` is not ``stored`` (with ``superset_ok``: in which ``new`` does not
-    hold every run of ``stored``), as a phrase naming the field; None if there is none.
-
-    A superset keeps every fixed field and may add seeds and axis values, or sweep a field whose fixed
-    value is among the new axis values.
-    """
-    if stored.name != new.name:
-        return f"name is {stored.name!r} there, {new.name!r} here"
-
-    def differs(old: list, now: list) -> list:
-        return [v for v in old if v not in now] if superset_ok else ([] if old == now else old)
-
-    lost = differs(list(stored.seeds), list(new.seeds))
-    if lost or (not superset_ok and len(new.seeds) != len(stored.seeds)):
-        return f"seeds {list(stored.seeds)} there, {list(new.seeds)} here"
-    arguments = sorted({*stored.argument_columns, *new.argument_columns})
-    for field in (*(f for f in RUN_FIELDS if f not in ARGUMENT_FIELDS), *arguments):
-        old_values, new_values = stored.axis(field), new.axis(field)
-        if differs(old_values, new_values) or (not superset_ok and old_values != new_values):
-            return f"{field} is {_listed(old_values)} there, {_listed(new_values)} here"
-    return None
-
-
 def _same(value: Any, default: Any) -> bool:
     return list(value) == list(default) if isinstance(default, tuple) else value == default
-
-
-def _listed(values: list) -> str:
-    return repr(values[0]) if len(values) == 1 else repr(values)
 
 
 def _toml_value(v: Any) -> str:
@@ -254,7 +231,8 @@ def parse_spec(raw: dict[str, Any], *, source: str, default_name: str, validate:
     _check_steps_or_epochs(source, values, grid, steps_written="steps" in raw)
     spec = Spec(name=name, values=values, grid=grid, seeds=seeds, source=source, base_dir=_base_dir(raw, source),
                 comparisons=check_comparisons(source, raw.get("compare", []), grid), margin=check_margin(source, raw),
-                data_layout=_check_data_layout(source, raw.get("data_layout", DATA_LAYOUTS[0])))
+                data_layout=_check_data_layout(source, raw.get("data_layout", DATA_LAYOUTS[0])),
+                numerics=_check_numerics(source, raw.get("numerics")))
     _register_datasets(spec, source)
     if validate:
         spec.validate()
@@ -284,6 +262,23 @@ def _parse_grid(grid_raw: Any, source: str) -> dict[str, list[Any]]:
             raise _unknown_key(source, f"grid.{key}", RUN_FIELDS, "grid")
         grid[key] = _check_axis(source, key, axis)
     return grid
+
+
+def numerics_of(path: str | Path) -> str | None:
+    """The ``numerics`` key of the spec file at ``path``, read alone (None where unset, or where the file
+    cannot be read: loading it says why). Loading a spec that names a plugin starts JAX, and portable
+    numerics must be set up before JAX starts (:func:`bnbench.training.numerics.prepare`)."""
+    try:
+        value = tomllib.loads(Path(path).read_text()).get("numerics")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return _check_numerics(str(path), value)
+
+
+def _check_numerics(source: str, numerics: Any) -> str | None:
+    if numerics is not None and numerics not in NUMERICS:
+        raise SpecError(source, "numerics", f"must be one of {', '.join(map(repr, NUMERICS))}, got {numerics!r}")
+    return numerics
 
 
 def _check_data_layout(source: str, layout: Any) -> str:

@@ -18,12 +18,13 @@ import pandas as pd
 from bnbench import data, engine
 from bnbench.data import files
 from bnbench.errors import BnbenchError
-from bnbench.experiment.spec import Spec
+from bnbench.experiment.spec import Spec, numerics_of
 from bnbench.reporting import cells, model
 from bnbench.reporting.progress import SweepProgress, track
 from bnbench.results import frames
 from bnbench.sweeping import plan as plans
 from bnbench.sweeping import session as sessions
+from bnbench.training import numerics as numerics_lib
 
 # progress=True logs here: a library leaves printing to its caller, and logging is how a caller chooses.
 LOG = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class SweepResult(NamedTuple):
 
 
 def sweep(spec: str | Path | Spec, *, out: str | Path | None = None, seeds: int | None = None,
-          overrides: Sequence[str] | None = None, progress: ProgressOption = True) -> SweepResult:
+          overrides: Sequence[str] | None = None, progress: ProgressOption = True,
+          numerics: str | None = None) -> SweepResult:
     """Trains every run of ``spec`` not yet in ``out`` and returns the folder's results (:class:`SweepResult`).
 
     ``spec``: a spec file's path, or a :class:`bnbench.Spec` (``bnbench.load_spec(path)``). ``out``: the
@@ -59,6 +61,11 @@ def sweep(spec: str | Path | Spec, *, out: str | Path | None = None, seeds: int 
     seeds ``0..N-1`` replacing the spec's, as ``--seeds N``. ``overrides``: ``--set`` pairs as the command
     line writes them, a list of ``"key=v1,v2"`` strings (``["epsilon=1e-5,1e-3", "widths=32-32,64"]``),
     read and checked by the same code, so a pair means here what it means there.
+
+    ``numerics``: ``"portable"`` or ``"native"`` as ``--portable``/``--native`` (:mod:`bnbench.training.numerics`);
+    by default the spec's, else portable where the process can compute portably: where JAX has not started
+    yet, or started set up for it (``bnbench.prepare_numerics("portable")`` first), else native; each run
+    records which.
 
     ``progress``: bnbench never prints. A function is called after each finished run with a
     :class:`bnbench.reporting.progress.SweepProgress` (the run's record, its place, the time spent and the
@@ -81,6 +88,7 @@ def sweep(spec: str | Path | Spec, *, out: str | Path | None = None, seeds: int 
     """
     if isinstance(overrides, str):
         raise BnbenchError(f"overrides: a list of 'key=v1,v2' strings, got one string {overrides!r}")
+    numerics_lib.prepare(numerics or (spec.numerics if isinstance(spec, Spec) else numerics_of(spec)))
     planned = plans.plan_file(spec, sets=list(overrides or ()), seeds=seeds, out=out, max_runs=None)
     program_cache, cache_note = engine.caches()
     notes, trained, report_progress = [cache_note] if cache_note else [], [], _reporter(progress)
@@ -92,7 +100,7 @@ def sweep(spec: str | Path | Spec, *, out: str | Path | None = None, seeds: int 
             trained.append(step.record.config.run_id)
             report_progress(step)
 
-    sessions.sweep(planned, train, download=_download)
+    sessions.sweep(planned, train, download=_download, numerics=numerics)
     folder = planned.store.out_dir
     report = model.report(folder)
     return SweepResult(folder, report.runs, frames.load_curves(folder), report.comparisons, cells.verdicts(report),

@@ -27,7 +27,8 @@ from bnbench.errors import BnbenchError
 from bnbench.experiment.fields import LATER_FIELDS, RunConfig
 from bnbench.experiment.rules import csv_value
 from bnbench.experiment.runs import argument_key
-from bnbench.experiment.spec import Spec, first_difference, load_spec
+from bnbench.experiment.extension import first_difference
+from bnbench.experiment.spec import Spec, load_spec
 from bnbench.training import context
 from bnbench.results import provenance
 from bnbench.results.csv_files import (
@@ -45,6 +46,7 @@ LATER_COLUMNS = (*LATER_FIELDS, "num_params", "trains_as", *(c for c in context.
 # How to resume onto runs whose context differs from this sweep's, by the field that differs.
 _CONTEXT_HINTS = {
     "runs_per_device": "pass --runs-per-device {runs_per_device} to match them, ",
+    "numerics": "pass --{numerics} to match them, ",
     "model_source": "restore the code they ran, ",
     "data_source": "restore the data they ran on, ",
 }

@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 from bnbench.errors import RunFailure
 from bnbench.experiment.rules import csv_value
-from bnbench.experiment.spec import Spec, first_difference, load_spec
+from bnbench.experiment.extension import first_difference
+from bnbench.experiment.spec import Spec, load_spec
 from bnbench.training import context
 from bnbench.results import provenance
 from bnbench.results.csv_files import (

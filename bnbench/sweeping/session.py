@@ -15,6 +15,7 @@ from bnbench.experiment.fields import RunConfig
 from bnbench.experiment.identity import shared_trainings
 from bnbench.results import provenance, schema
 from bnbench.sweeping.plan import SweepPlan
+from bnbench.training import host
 
 if TYPE_CHECKING:
     from bnbench.stats import group_sequential
@@ -36,6 +37,7 @@ def environment() -> dict:
         **provenance.software(),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
+        "host_processor": host.host_processor(),
         "device_count": jax.device_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
@@ -61,20 +63,20 @@ class Session(NamedTuple):
 @contextlib.contextmanager
 def open_sweep(
     plan: SweepPlan, *, engine: str = "vectorized", runs_per_device: int | None = None, devices: int | None = None,
-    design: group_sequential.Design | None = None,
+    numerics: str | None = None, design: group_sequential.Design | None = None,
 ) -> Iterator[Session]:
     """Holds the output folder's lock for the sweep's life (:meth:`bnbench.results.folder.ResultsStore.lock`),
     assigns the runs (:func:`bnbench.engine.blocks.assign_runs`), checks that the runs already in the folder ran in
     the execution context their programs get now, and opens the folder (creating it; see
     :meth:`bnbench.results.folder.ResultsStore.open`). Raises a :class:`bnbench.errors.BnbenchError` before
     writing anything if the folder is in use, holds another spec's runs or another context's.
+    ``numerics`` (``--portable``/``--native``) replaces the spec's (:attr:`bnbench.experiment.spec.Spec.numerics`).
     ``design`` (the ``--seeds auto`` design, :mod:`bnbench.sweeping.until_decided`) goes into ``meta.json``
     (key ``sequential``) for ``report`` to read the intervals at its looks' levels."""
     with plan.store.lock("sweep"):
         plan.store.check_usable(plan.spec, resume=plan.resume)
-        assignment = assign_runs(
-            plan.runs, engine=engine, runs_per_device=runs_per_device, devices=devices, data_dir=plan.data_dir
-        )
+        assignment = assign_runs(plan.runs, engine=engine, runs_per_device=runs_per_device, devices=devices,
+                                 data_dir=plan.data_dir, numerics=numerics or plan.spec.numerics)
         contexts = assignment.contexts_by_run()
         if plan.resume:
             plan.store.check_contexts(contexts)
@@ -112,8 +114,8 @@ def execute(
     platform = session.assignment.devices[0].platform
     meta["convolution"] = {group.signature.model: conv_form(group.signature, platform, ctx.execution)
                            for group, ctx in pairs}
-    meta["compiler_options"] = {group.signature.model: compiler_options(group.signature, platform)
-                                for group, _ in pairs}
+    meta["compiler_options"] = {group.signature.model: compiler_options(group.signature, platform, ctx.numerics)
+                                for group, ctx in pairs}
     # The code and data of plugins and own data sets, by the reference the spec wrote: file@digest.
     meta["sources"] = {name: source for group, ctx in pairs for name, source in
                        ((group.signature.model, ctx.model_source), (group.configs[0].dataset, ctx.data_source)) if source}

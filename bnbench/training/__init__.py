@@ -3,5 +3,6 @@
 and the recipe around the model (:mod:`bnbench.training.optimizers`, :mod:`bnbench.training.recipe`),
 the mechanism probes (:mod:`bnbench.training.probes`), what a run returns
 (:mod:`bnbench.training.outcomes`), the execution context its numbers depend on
-(:mod:`bnbench.training.context`) and what a spec's networks resolve to
+(:mod:`bnbench.training.context`), with the host's part of it (:mod:`bnbench.training.host`) and the
+numerics a process computes with (:mod:`bnbench.training.numerics`), and what a spec's networks resolve to
 (:mod:`bnbench.training.inventory`)."""

@@ -2,24 +2,24 @@
 
 XLA compiles a vmapped program differently for different numbers of runs per device (other fusions,
 other kernels), so a run's float32 numbers depend on how many runs shared its kernels, as they depend
-on the backend, the device (on CPU the host's instruction set and XLA's thread pool), and the
-JAX/jaxlib versions. They do not depend on which runs those were, on their order, or on how many
-blocks trained side by side (:mod:`bnbench.engine.run_block` trains each block of runs on one device). Every run records its context in
-``runs.csv`` (:data:`COLUMNS`), and a results folder never mixes contexts silently: resuming into a
-folder or merging folders whose runs of the same program ran in another context is refused, naming the
-field (:func:`difference`).
+on the numerics (:mod:`bnbench.training.numerics`: portable CPU runs have the same bits on any x86-64
+CPU with AVX2; native ones depend on the processor, its instruction set and XLA's thread pool), the
+backend and device, ``XLA_FLAGS``, the JAX/jaxlib versions and the data as trained on. They do not
+depend on which runs those were, on their order, or on how many blocks trained side by side
+(:mod:`bnbench.engine.run_block` trains each block of runs on one device). Every run records its
+context in ``runs.csv`` (:data:`COLUMNS`), and a results folder never mixes contexts silently: resuming
+into a folder or merging folders whose runs of the same program ran in another context is refused,
+naming the field (:func:`difference`).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import os
-import platform
-from pathlib import Path
 from typing import Mapping, NamedTuple
 
-from bnbench.options import EXECUTIONS
+from bnbench.training import host
+from bnbench.options import EXECUTIONS, NUMERICS
 
 
 class ExecutionContext(NamedTuple):
@@ -27,13 +27,16 @@ class ExecutionContext(NamedTuple):
 
     execution: str  # "vmapped" (runs_per_device runs share one program) or "stepwise" (a jitted step per batch)
     runs_per_device: int  # 1 for stepwise runs
+    numerics: str  # "portable" (the same bits on any x86-64 CPU with AVX2) or "native" (bnbench.engine.numerics)
     backend: str
     device_kind: str
+    cpu_isa: str  # the instruction-set level XLA:CPU compiles for ("" on other backends)
     cpu_threads: int  # XLA:CPU's thread pool (0 on other backends)
+    xla_flags: str
     jax_version: str
     jaxlib_version: str
     model_source: str  # a plugin network's file@digest ("" for a built-in model)
-    data_source: str  # your own data set's file@digest ("" for a built-in one)
+    data_source: str  # the data set as trained on: name (or file)@digest of its arrays
 
     def row(self) -> dict[str, str]:
         """The context as ``runs.csv`` writes and reads it (text)."""
@@ -41,65 +44,52 @@ class ExecutionContext(NamedTuple):
 
 
 # The fields one machine and software stack share; the others differ by program within one sweep.
-MACHINE_FIELDS = ("backend", "device_kind", "cpu_threads", "jax_version", "jaxlib_version")
+MACHINE_FIELDS = ("numerics", "backend", "device_kind", "cpu_isa", "cpu_threads", "xla_flags", "jax_version",
+                  "jaxlib_version")
 
 COLUMNS: dict[str, str] = {
     "execution": f"how the run executed: {EXECUTIONS[0]} (runs_per_device runs in one compiled program on one "
     f"device) or {EXECUTIONS[1]} (a jitted step per batch: the sequential engine, and conv nets where that is faster)",
     "runs_per_device": "runs that shared the run's compiled program (1 if stepwise); its float32 numbers depend on it",
+    "numerics": f"{NUMERICS[0]} (on CPU: the instruction set capped at AVX2, no YNNPACK fusions, XLA's pool of 2 "
+    f"threads, so the same bits on any x86-64 CPU with AVX2) or {NUMERICS[1]} (whatever the device computes fastest)",
     "backend": "JAX backend (cpu, gpu, tpu)",
-    "device_kind": "the device the run executed on (on CPU, the host processor, whose instruction set XLA compiles for)",
-    "cpu_threads": "threads of XLA:CPU's pool, which splits large reductions into as many parts (0 on GPU and TPU)",
+    "device_kind": "the device whose kernels decide the run's bits: portable CPU runs name the portable target, native "
+    "ones the processor (model, family, model number, caches); GPUs their compute capability and CUDA software",
+    "cpu_isa": "the instruction-set level XLA:CPU compiled the run for (empty on GPU and TPU)",
+    "cpu_threads": "threads of XLA:CPU's pool, by which matrix products and reductions split their sums (0 on GPU and TPU)",
+    "xla_flags": "XLA_FLAGS in force (the portable instruction-set cap included)",
     "jax_version": "JAX version the run executed with",
     "jaxlib_version": "jaxlib version the run executed with",
     "model_source": "a plugin network's code, file@digest (empty for a built-in model)",
-    "data_source": "your own data set, file@digest of its arrays (empty for a built-in one)",
+    "data_source": "the data set as trained on, name@digest of its arrays (your own: file@digest)",
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _host_processor() -> str:
-    """The host CPU's model name (Linux: /proc/cpuinfo), else what :func:`platform.processor` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Processor", "cpu model") and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_kind(device) -> str:
-    """The kind of ``device`` as the context records it: JAX's ``device_kind``, and on CPU the host's
-    processor (XLA:CPU compiles for the host's instruction set, so another CPU model can round
-    differently)."""
+def device_kind(device, numerics: str) -> str:
+    """The device as the context records it: on CPU the portable target, or the host processor
+    (:func:`bnbench.training.host.host_processor`); elsewhere JAX's ``device_kind`` with, on GPU,
+    its compute capability and CUDA software (:func:`bnbench.training.host.gpu_software`)."""
     if device.platform == "cpu":
-        return f"cpu ({_host_processor()})"
+        return f"cpu (x86-64 {host.PORTABLE_ISA})" if numerics == "portable" else \
+            f"cpu ({host.host_processor()})"
+    if device.platform == "gpu":
+        return f"{device.device_kind} ({host.gpu_software(device)})"
     return device.device_kind
 
 
-def cpu_threads(cpu_devices: int) -> int:
-    """The threads of XLA:CPU's pool: as many as the CPUs the process may run on (its affinity mask, as
-    XLA counts them), at least one per host device (XLA's rule). XLA splits large reductions into
-    parts by this count, so it changes their rounding: 1, 2, 16 and 64 threads gave three different
-    sums of a 64x100000 array here."""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        affinity = os.cpu_count() or 1
-    return max(affinity, cpu_devices)
-
-
-def of(device, execution: str, runs_per_device: int, cpu_devices: int, model_source: str = "",
+def of(device, execution: str, runs_per_device: int, numerics: str, cpu_threads: int, model_source: str = "",
        data_source: str = "") -> ExecutionContext:
-    """The context of runs executed on ``device`` with ``execution`` and ``runs_per_device``, in a
-    process with ``cpu_devices`` host devices, of the plugin code and own data at ``model_source`` and
-    ``data_source``."""
-    threads = cpu_threads(cpu_devices) if device.platform == "cpu" else 0
+    """The context of runs executed on ``device`` with ``execution``, ``runs_per_device`` and ``numerics``,
+    in a process whose XLA:CPU pool has ``cpu_threads`` threads
+    (:func:`bnbench.training.numerics.cpu_pool_threads`), of the plugin code and data at ``model_source``
+    and ``data_source``."""
+    cpu = device.platform == "cpu"
     return ExecutionContext(
-        execution, runs_per_device, device.platform, device_kind(device), threads,
-        importlib.metadata.version("jax"), importlib.metadata.version("jaxlib"), model_source, data_source,
+        execution, runs_per_device, numerics, device.platform, device_kind(device, numerics),
+        host.compiled_isa(numerics) if cpu else "", cpu_threads if cpu else 0,
+        os.environ.get("XLA_FLAGS", ""), importlib.metadata.version("jax"), importlib.metadata.version("jaxlib"),
+        model_source, data_source,
     )
 
 
@@ -111,7 +101,7 @@ def difference(recorded: Mapping[str, str], context: ExecutionContext) -> tuple[
     for name, value in context.row().items():
         there = recorded.get(name)
         if there is None or (there == "" and name not in _MAY_BE_EMPTY):
-            return name, f"{name} was not recorded there (results of bnbench before 0.2)"
+            return name, f"{name} was not recorded there (results of an older bnbench)"
         if there != value:
             return name, _phrase(name, there, value)
     return None

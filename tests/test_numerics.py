@@ -1,0 +1,75 @@
+"""Portable and native numerics: what a process is set up with, what runs record, and the refusals."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bnbench import data
+from bnbench.training import host, numerics
+from bnbench.training.numerics import NumericsError
+
+
+@pytest.mark.unit
+def test_the_test_process_computes_portably():
+    # tests/conftest.py sets every test process up as a sweep is by default.
+    assert numerics.is_portable_process() and numerics.cpu_pool_threads() == host.PORTABLE_THREADS
+    assert numerics.choose(None, "cpu") == "portable" and numerics.choose("native", "cpu") == "native"
+
+
+@pytest.mark.unit
+def test_portable_numerics_are_refused_where_they_cannot_be_had(monkeypatch):
+    with pytest.raises(NumericsError, match="portable numerics are for CPUs"):
+        numerics.choose("portable", "gpu")
+    assert numerics.choose(None, "gpu") == "native"
+    with pytest.raises(NumericsError, match="must be one of portable, native, got 'fast'"):
+        numerics.prepare("fast")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX")
+    with pytest.raises(NumericsError, match="caps the instruction set at AVX, portable numerics at AVX2"):
+        numerics.prepare("portable")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+    monkeypatch.setattr(numerics, "is_portable_process", lambda: False)
+    with pytest.raises(NumericsError, match="JAX started its CPU backend before bnbench could pin it"):
+        numerics.prepare("portable")
+    assert numerics.prepare("native") is None
+    monkeypatch.setattr(numerics, "portable_possible", lambda: False)
+    monkeypatch.setattr(numerics, "host_isa", lambda: "AVX")
+    with pytest.raises(NumericsError, match=r"needs an x86-64 CPU with AVX2; this one \(.*, AVX\)"):
+        numerics.prepare("portable")
+    assert numerics.prepare(None) is None  # the default falls back to native there
+
+
+@pytest.mark.unit
+def test_the_instruction_set_and_the_processor_recorded(monkeypatch):
+    monkeypatch.setattr(host, "host_isa", lambda: "AVX512")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert host.compiled_isa("native") == "AVX512" and host.compiled_isa("portable") == "AVX2"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 --xla_cpu_max_isa=AVX")
+    assert host.compiled_isa("native") == "AVX"
+    monkeypatch.setattr(host, "cpu_info", lambda: {"model name": "AMD EPYC", "cpu family": "23", "model": "49",
+                                                   "stepping": "0", "cache size": "512 KB", "flags": "avx2"})
+    host.host_processor.cache_clear()
+    try:
+        assert host.host_processor() == "AMD EPYC, cpu family 23, model 49, stepping 0, cache size 512 KB"
+    finally:
+        host.host_processor.cache_clear()
+
+
+@pytest.mark.unit
+def test_a_data_sets_digest_changes_with_any_value_it_trains_on():
+    dataset = data.load("synthetic", 200)
+    x_train = dataset.x_train.copy()
+    x_train[7, 3] = np.nextafter(x_train[7, 3], np.float32(np.inf))
+    assert dataset.digest() == data.load("synthetic", 200).digest()
+    assert dataset._replace(x_train=x_train).digest() != dataset.digest()
+
+
+@pytest.mark.integration
+def test_portable_programs_compile_without_ynnpack_fusions():
+    def step(x, w):
+        h = x @ w
+        return ((h - h.mean(0)) / jnp.sqrt(h.var(0) + 1e-5)).sum()
+
+    lowered = jax.jit(jax.grad(step, 1)).lower(jnp.ones((64, 40)), jnp.ones((40, 32)))
+    assert "__ynn_fusion" in lowered.compile().as_text()
+    assert "__ynn_fusion" not in lowered.compile(compiler_options=host.PORTABLE_OPTIONS).as_text()
