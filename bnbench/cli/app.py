@@ -13,7 +13,7 @@ from typer.core import TyperCommand, TyperGroup
 
 # Only typer, rich and bnbench's light modules are imported by the command modules; each command imports
 # what it uses (JAX, pandas, matplotlib) when it runs, so that help and argument errors come at once.
-from bnbench.cli.commands import columns, datasets, explain, merge, models, profile
+from bnbench.cli.commands import columns, datasets, explain, merge, models, profile, robustness
 from bnbench.cli.report import report
 from bnbench.cli.sweep import sweep
 
@@ -49,7 +49,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Hard evidence about Batch Normalization: sweeps of small models, reports, BN kernel profiles.",
 )
-for _command in (sweep, report, profile, datasets, merge, models, columns, explain):
+for _command in (sweep, report, robustness, profile, datasets, merge, models, columns, explain):
     app.command(cls=_Command)(_command)
 
 

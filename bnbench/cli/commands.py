@@ -1,5 +1,5 @@
 """The commands that call one library function and render its result: ``profile``, ``datasets``,
-``merge``, ``models``, ``columns`` and ``explain``."""
+``merge``, ``models``, ``columns``, ``explain`` and ``robustness``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bnbench.cli import terminal
 from bnbench.cli.arguments import DataDir, Sets, SpecFile
 from bnbench.cli.downloads import fetch
 from bnbench.cli.streams import console, err_console, one_line_errors, say_notes
+from bnbench.errors import BnbenchError
 from bnbench.reporting import cells
 from bnbench.results import schema
 
@@ -123,3 +124,35 @@ def explain(
     from bnbench.norm import worked_example  # here: JAX, which help does without
 
     terminal.explanation(console, worked_example.worked_example(gamma, beta), gamma, beta)
+
+
+def robustness(
+    spec: SpecFile,
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", show_default="results/<spec name>-robustness",
+                                       help="Folder for the variants' results folders and robustness.csv."),
+    set_: Sets = [],
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, metavar="N", show_default="the spec's",
+                                        help="Number of seeds (0..N-1), replacing the spec's."),
+    fmt: str = typer.Option("table", "--format", metavar="table|markdown", help="How to print the table."),
+) -> None:
+    """Sweep a spec again where only the rounding changes (native numerics, the sequential engine) and show
+    which of its verdicts change: those rest on float rounding (docs/reproducibility.md)."""
+    from bnbench.reporting import robustness as robustness_lib  # here: JAX and pandas, which help does without
+    from bnbench.sweeping import plan as plan_lib
+
+    with one_line_errors():
+        if fmt not in ("table", "markdown"):
+            raise BnbenchError(f"--format: must be table or markdown, got {fmt!r}")
+        plan = plan_lib.plan_file(spec, sets=set_, seeds=seeds, max_runs=None)
+        out = out or Path("results") / f"{plan.spec.name}-robustness"
+        arguments = [*(f"--set={pair}" for pair in set_), *([f"--seeds={seeds}"] if seeds else [])]
+        with console.status("robustness") as status:
+            result = robustness_lib.check(
+                spec, plan.runs, out, robustness_lib.platform(), arguments,
+                on_variant=lambda name, index: status.update(f"sweeping variant {index + 1} ({name}) into {out / name}"))
+    table = result.table
+    rows = [[str(cell) for cell in row] for row in table.itertuples(index=False)]
+    terminal.print_table(console, list(table.columns), rows, f"{plan.spec.name}: verdicts by variant", fmt)
+    say_notes(result.notes)
+    terminal.say(console, f"rows: {out / 'robustness.csv'}; the variants' results: "
+                 + ", ".join(str(folder) for folder in result.folders.values()))
