@@ -28,7 +28,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "experiments").glob("*.toml"))
-CONTEXT = ExecutionContext("vmapped", 2, "cpu", "synthetic", 2, "0", "0", "", "")
+CONTEXT = ExecutionContext("vmapped", 2, "portable", "cpu", "synthetic", "AVX2", 2, "", "0", "0", "", "")
 STEPS = (10, 20, 30)
 DIVERGED_AT = 15  # after the first evaluation: a diverged run's curve has one point
 
@@ -239,3 +239,33 @@ def test_a_bad_plot_format_is_a_one_line_error_before_anything_is_written(tmp_pa
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "--plot-format: must be one of" in result.stderr
     result = cli("report", tmp_path, "--plot-format", "svg")
     assert result.exit_code == 0 and "learning_curves.svg" in result.stderr
+
+
+def svg_texts(path: Path) -> list[str]:
+    return re.findall(r"<text[^>]*>([^<]*)</text>", path.read_text(encoding="utf-8"))
+
+
+def test_a_label_names_bn_only_on_panels_whose_runs_use_it(tmp_path):
+    write_results(tmp_path, load_spec(ROOT / "experiments" / "batch_size.toml"))
+    paths = model.write_plots(tmp_path, frames.load_runs(tmp_path), "test_acc", plot_format="svg")
+    (curves,) = [p for p in paths if p.stem == "learning_curves"]
+    labels = [t for t in svg_texts(curves) if t.startswith("test accuracy")]
+    # a row per norm kind: only the BN row's accuracy was measured with BN's running statistics
+    assert sorted(labels) == ["test accuracy"] * 3 + ["test accuracy, BN with running statistics"]
+
+
+def test_each_comparison_gets_a_figure_of_its_paired_differences(tmp_path):
+    write_results(tmp_path, load_spec(ROOT / "experiments" / "quickstart.toml"))
+    runs = frames.load_runs(tmp_path)
+    asked = [("placement", "pre", "post"), ("placement", "pre", "none")]
+    result = model.report(tmp_path, comparisons=asked)._replace(margin=0.05)
+    paths = model.write_plots(tmp_path, runs, "test_acc", plot_format="svg", question=result)
+    paired = [p for p in paths if p.stem.startswith("paired_")]
+    assert [p.name for p in paired] == ["paired_placement_pre_vs_post.svg", "paired_placement_pre_vs_none.svg"]
+    for path, comparison in zip(paired, result.comparisons):
+        drawn_groups = drawn([path])["paired_test_acc"]
+        table = comparison.table
+        assert drawn_groups == {(("batch_size", float(b)), ("placement", f"pre-{comparison.b}"))
+                                for b in table["batch_size"]}
+        texts = svg_texts(path)
+        assert set(table["verdict"]) <= set(texts) and "within ±0.05: no difference that matters" in texts

@@ -117,8 +117,10 @@ def test_the_html_report_loads_offline_with_every_figure_and_accessible_tables(b
     assert facts["scripts"] == 0 and facts["lang"] == "en" and facts["title"] == "bnbench report: tiny"
     assert facts["headings"][:5] == ["Question", "Verdicts", "Summary", "Comparisons", "Figures"]
     assert "Provenance" in facts["headings"]
-    # Every figure the sweep wrote is on the page, decoded, with alt text.
-    assert len(facts["images"]) == len(figures)
+    # Every figure the sweep wrote is on the page, decoded, with alt text; the comparison's paired
+    # differences first, beside the verdicts they rest on.
+    assert len(facts["images"]) == len(figures) and "paired_placement_pre_vs_none.png" in figures
+    assert facts["images"][0]["alt"] == "figure paired placement pre vs none"
     assert all(i["complete"] and i["width"] > 0 and i["alt"].startswith("figure ") for i in facts["images"])
     # Every table has a caption and a header cell per column.
     assert facts["tables"] and all(t["caption"] and t["headers"] == t["columns"] for t in facts["tables"])
@@ -135,6 +137,8 @@ def test_report_html_needs_no_network_and_is_written_whole(tiny_results, cli, wo
     text = page.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text
     assert "No figures were written (--no-plots)" in text
+    # the provenance shows an empty cell where runs.csv's is empty (a built-in model's model_source)
+    assert "<td>nan</td>" not in text and "<td></td>" in text.split("<h2>Provenance</h2>")[1]
     missing = cli("report", folder, "--html", workdir / "nowhere" / "r.html", "--no-plots")
     assert missing.exit_code == 1 and "cannot write" in missing.stderr and "Traceback" not in missing.stderr
     assert not (workdir / "nowhere").exists()

@@ -24,7 +24,7 @@ def show_report(results_dir: Path, *, fmt: str = "table", plots: bool = True, pl
     result = model.report(results_dir, **report_options)
     say_notes(result.notes)
     terminal.print_report(console, result, fmt)
-    figures = model.write_plots(results_dir, result.runs, result.metric, plot_dir, plot_format) if plots else []
+    figures = model.write_plots(results_dir, result.runs, result.metric, plot_dir, plot_format, result) if plots else []
     for path in figures:
         terminal.say(err_console, f"plot: {path}")
     if html is not None:

@@ -25,6 +25,12 @@ The contract: no figure pools configurations. A configuration is one combination
 
 The figures:
 
+* ``paired_<axis>_<a>_vs_<b>.png`` for every comparison the spec states (or the report is asked for):
+  what its verdicts rest on. One row per group of the comparison (the other swept axes), the mean
+  paired difference ``a - b`` over seeds with its paired-t interval, the verdict beside it, a dashed
+  zero line and the margin shaded where the spec sets one. Unlike the error bars of the other figures
+  (one standard deviation of each configuration's runs), these intervals are of the differences
+  between runs paired by seed, so they can exclude 0 where two configurations' bars overlap.
 * ``<metric>_vs_<axis>.png`` for every numeric swept axis (:func:`numeric_axes`: depth, dropout,
   noisy_bn, warmup_steps, weight decay, momentum, ... and numeric keyword arguments): one marker per
   configuration at its mean over seeds, error bars of one standard deviation, a line through the
@@ -49,7 +55,9 @@ The figures:
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -171,16 +179,19 @@ def metric_vs_axis(runs: pd.DataFrame, axis: str, metric: str, path: str | Path)
         columns = min(2, len(panels))
         rows = math.ceil(len(panels) / columns)
         fig, grid = plt.subplots(rows, columns, figsize=(7 * columns, 4.5 * rows), squeeze=False, sharey=True)
-        missing = []
-        for (where, panel), ax in zip(panels, grid.flat):
+        missing, left_label = [], None
+        for index, ((where, panel), ax) in enumerate(zip(panels, grid.flat)):
             missing += _metric_panel(ax, panel, axis, metric, where, line_axes, colors)
             _set_x_scale(ax, axis, frame["_x"])
             ax.set_title(legend_name(where) if panel_axes else "", fontsize=10)
             ax.grid(alpha=0.3)
+            # Each panel's label names the statistics of its own runs: a panel without BN says nothing of BN.
+            label = f"{metric_label(metric, panel)}\n(mean ± std over seeds)"
+            if index % columns == 0 or label != left_label:
+                ax.set_ylabel(label)
+            left_label = label
         for ax in grid.flat[len(panels):]:
             ax.remove()
-        for ax in grid[:, 0]:
-            ax.set_ylabel(f"{metric_label(metric, runs)}\n(mean ± std over seeds)")
         place_legend(grid[0][-1], labelled_artists(fig.axes))
         notes = [f"{len(missing)} configurations have no value of {metric}: {'; '.join(missing)}"] if missing else []
         written.append(finish_figure(fig, file, title + part, notes))
@@ -207,7 +218,7 @@ def _curve_row(row, panel: pd.DataFrame, where: dict, line_axes: list[str], colo
     loss_ax.set_title(f"{heading}training loss, mean ± std over seeds", fontsize=10)
     acc_ax.set_title(f"{heading}test accuracy, mean ± std over seeds", fontsize=10)
     loss_ax.set_ylabel("training loss\n(mean minibatch loss per interval)")
-    acc_ax.set_ylabel(metric_label("test_acc", runs))
+    acc_ax.set_ylabel(metric_label("test_acc", runs[runs["run_id"].isin(panel["run_id"])]))
     for ax in row:
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
@@ -330,19 +341,58 @@ def probe_curves(runs: pd.DataFrame, probes: pd.DataFrame, path: str | Path) -> 
     return written
 
 
+def paired_differences(comparison, metric: str, alpha: float, margin: float | None, path: Path) -> Path:
+    """One stated comparison's paired differences (:class:`bnbench.reporting.model.Comparison`), what its
+    verdicts rest on: per group, the mean difference over its pairs with its paired-t interval at
+    ``1 - alpha``, labelled with its verdict (a group without pairs has no row in the comparison's table);
+    the zero line; ``±margin`` shaded where one is set."""
+    rows = comparison.table.to_dict("records")
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.45 * len(rows)))
+    labels = []
+    for y, row in zip(range(len(rows) - 1, -1, -1), rows):
+        group = {axis: row[axis] for axis in comparison.by}
+        labels.append(f"{legend_name(group) or 'all runs'} ({row['pairs']} pairs)")
+        no_interval = math.isnan(row["ci_low"])  # below 2 pairs, or no spread: the mean alone
+        spread = None if no_interval else [[row["mean_diff"] - row["ci_low"]], [row["ci_high"] - row["mean_diff"]]]
+        bars = ax.errorbar([row["mean_diff"]], [y], xerr=spread, fmt="o", color="C0", capsize=4)
+        bars.lines[0].set_gid(gid(f"paired_{metric}", {comparison.axis: f"{comparison.a}-{comparison.b}", **group}))
+        ax.annotate(row["verdict"], xy=(1.02, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
+    ax.axvline(0.0, color="black", linewidth=1, linestyle="--")
+    if margin is not None:
+        ax.axvspan(-margin, margin, color="grey", alpha=0.15, label=f"within ±{margin:g}: no difference that matters")
+        place_legend(ax)
+    ax.set_yticks(range(len(rows) - 1, -1, -1), labels)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(f"{axis_label(metric)}: {comparison.axis}={comparison.a} minus {comparison.b}, runs paired by seed")
+    ax.grid(alpha=0.3, axis="x")
+    title = (f"paired differences in {axis_label(metric)}, {comparison.a} − {comparison.b}: mean and "
+             f"{100 * (1 - alpha):.4g}% CI (paired t) over pairs")
+    return finish_figure(fig, path, title, [])
+
+
+def paired_stem(comparison) -> str:
+    """The file name (without suffix) of a comparison's paired-difference figure:
+    ``paired_<axis>_<a>_vs_<b>``, any character but letters, digits, ``.``, ``-`` and ``_`` as ``-``."""
+    text = f"paired_{comparison.axis}_{comparison.a}_vs_{comparison.b}"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text)
+
+
 def write_plots(
     out_dir: str | Path, runs: pd.DataFrame, curves: pd.DataFrame, activations: pd.DataFrame, metric: str,
-    probes: pd.DataFrame | None = None, plot_format: str = "png",
+    probes: pd.DataFrame | None = None, plot_format: str = "png", comparisons: Sequence = (), alpha: float = 0.05,
+    margin: float | None = None,
 ) -> list[Path]:
     """Writes every figure that applies to this sweep into ``out_dir`` as ``plot_format`` files (one of
-    :data:`bnbench.options.PLOT_FORMATS`) and returns their paths: the metric against each numeric
-    axis, the learning curves, the activations and the probes, each one file or its parts in order."""
+    :data:`bnbench.options.PLOT_FORMATS`) and returns their paths: the paired differences of each of
+    ``comparisons`` (at ``1 - alpha``, with ``margin``), the metric against each numeric axis, the
+    learning curves, the activations and the probes, each one file or its parts in order."""
     out_dir = Path(out_dir)
 
     def path(name: str) -> Path:
         return out_dir / f"{name}.{plot_format}"
 
-    paths = [p for axis in numeric_axes(runs) for p in metric_vs_axis(runs, axis, metric, path(f"{metric}_vs_{axis}"))]
+    paths = [paired_differences(c, metric, alpha, margin, path(paired_stem(c))) for c in comparisons]
+    paths += [p for axis in numeric_axes(runs) for p in metric_vs_axis(runs, axis, metric, path(f"{metric}_vs_{axis}"))]
     if len(curves):
         paths += learning_curves(runs, curves, path("learning_curves"))
     if len(activations):

@@ -191,11 +191,13 @@ def _compare_all(runs, asked, stated, metric, alpha, margin, notes: list[str]) -
 
 def write_plots(
     results_dir: str | Path, runs: pd.DataFrame, metric: str, plot_dir: str | Path | None = None, plot_format: str = "png",
+    question: Report | None = None,
 ) -> list[Path]:
     """Writes the figures of a results folder into ``plot_dir`` (default: the folder itself) as
     ``plot_format`` files (:data:`bnbench.options.PLOT_FORMATS`: png at 300 dpi, pdf, svg) and returns
     their paths, every file of every figure (:func:`bnbench.reporting.figures.write_plots`: a figure with many
-    panels is several files); raises :class:`ReportError` on another format, before writing anything,
+    panels is several files), with the paired differences of the comparisons of ``question`` (its report)
+    where given; raises :class:`ReportError` on another format, before writing anything,
     and :class:`PlotsNotWritten` if they cannot be written there."""
     from bnbench.reporting import figures  # here: matplotlib is slow to import and the tables need none of it
 
@@ -209,7 +211,8 @@ def write_plots(
         target.mkdir(parents=True, exist_ok=True)
         curves, activations = frames.load_curves(results_dir), frames.load_activations(results_dir)
         probes = frames.load_probes(results_dir)
-        return figures.write_plots(target, runs, curves, activations, metric, probes, plot_format=plot_format)
+        asked = dict(comparisons=question.comparisons, alpha=question.alpha, margin=question.margin) if question else {}
+        return figures.write_plots(target, runs, curves, activations, metric, probes, plot_format=plot_format, **asked)
     except ResultsError as err:
         raise PlotsNotWritten(f"{err}: cannot write plots there; {hint}") from None
     except OSError as err:

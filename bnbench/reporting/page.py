@@ -1,8 +1,9 @@
 """The page: a results folder's report as one self-contained HTML file, to send a colleague.
 
 The page works offline and runs no script: its figures are embedded as data URIs, its style is inline.
-It holds the spec's question (its comparisons), the verdicts, the summary and comparison tables (the
-cells ``bnbench report`` prints, :mod:`bnbench.reporting.cells`), every figure with its alt text, the rows of
+It holds the spec's question (its comparisons), the verdicts with the paired-difference figures they rest
+on, the summary and comparison tables (the cells ``bnbench report`` prints, :mod:`bnbench.reporting.cells`),
+every other figure with its alt text, the rows of
 ``docs/claims.md`` that cite the spec (in a source checkout), and the provenance: versions, device,
 execution contexts, commit, command and the spec itself. Every table has a caption and column
 headers. tests/test_html_report.py loads it in Chromium.
@@ -49,8 +50,11 @@ def write_page(path: str | Path, results_dir: str | Path, result: Report, figure
 def page_text(result: Report, figures: list[Path], meta: dict, spec_text: str, claim_rows: list[list[str]]) -> str:
     """The HTML text of the page (see the module docstring)."""
     title = f"bnbench report: {result.name}"
-    parts = [f"<h1>{_text(title)}</h1>", _question(result), _verdicts(result), _summary(result), _comparisons(result),
-             _figures(figures), _claims(claim_rows), _provenance(result, meta, spec_text), _notes(result.notes)]
+    paired = [path for path in figures if path.stem.startswith("paired_")]  # figures.paired_stem
+    others = [path for path in figures if path not in paired]
+    parts = [f"<h1>{_text(title)}</h1>", _question(result), _verdicts(result, paired), _summary(result),
+             _comparisons(result), _figures(others, len(paired)), _claims(claim_rows),
+             _provenance(result, meta, spec_text), _notes(result.notes)]
     body = "\n".join(p for p in parts if p)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_text(title)}</title>\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<style>{_STYLE}</style>\n</head>\n'
@@ -97,11 +101,13 @@ def _question(result: Report) -> str:
     return f"<section><h2>Question</h2><p>Paired comparisons of {_text(result.metric)}:</p><ul>{asked}</ul>{margin}</section>"
 
 
-def _verdicts(result: Report) -> str:
+def _verdicts(result: Report, paired: list[Path]) -> str:
+    """The verdicts, with the paired-difference figures they rest on."""
     lines = cells.verdicts(result)
     if not lines:
         return ""
-    return "<section><h2>Verdicts</h2><ul>" + "".join(f"<li>{_text(line)}</li>" for line in lines) + "</ul></section>"
+    items = "".join(f"<li>{_text(line)}</li>" for line in lines)
+    return f"<section><h2>Verdicts</h2><ul>{items}</ul>{_figure_items(paired)}</section>"
 
 
 def _summary(result: Report) -> str:
@@ -119,9 +125,14 @@ def _comparisons(result: Report) -> str:
     return f"<section><h2>Comparisons</h2>{''.join(tables)}</section>" if tables else ""
 
 
-def _figures(figures: list[Path]) -> str:
-    if not figures:
+def _figures(figures: list[Path], shown: int) -> str:
+    """The figures not shown with the verdicts; ``shown`` counts those that were."""
+    if not figures and not shown:
         return "<section><h2>Figures</h2><p>No figures were written (--no-plots).</p></section>"
+    return "<section><h2>Figures</h2>" + _figure_items(figures) + "</section>"
+
+
+def _figure_items(figures: list[Path]) -> str:
     items = []
     for path in figures:
         name = _text(path.name)
@@ -132,7 +143,7 @@ def _figures(figures: list[Path]) -> str:
                          f"<figcaption>{name}</figcaption></figure>")
         else:  # a PDF cannot be an image of the page: it stays a file beside it
             items.append(f"<figure><figcaption>{name}: a {path.suffix[1:].upper()} file in the results folder</figcaption></figure>")
-    return "<section><h2>Figures</h2>" + "\n".join(items) + "</section>"
+    return "\n".join(items)
 
 
 def _claims(rows: list[list[str]]) -> str:
@@ -147,12 +158,13 @@ def _provenance(result: Report, meta: dict, spec_text: str) -> str:
     facts = [("command", meta.get("command")), ("started", meta.get("started")), ("finished", meta.get("finished")),
              ("versions", versions), ("python", meta.get("python")), ("commit", meta.get("git_commit")),
              ("platform", meta.get("platform")), ("backend", meta.get("backend")),
-             ("device", meta.get("device_kind")), ("devices", meta.get("device_count")), ("engine", meta.get("engine"))]
+             ("device", meta.get("device_kind")), ("processor", meta.get("host_processor")),
+             ("devices", meta.get("device_count")), ("engine", meta.get("engine"))]
     items = "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in facts if v not in (None, ""))
     columns = [c for c in context.COLUMNS if c in result.runs]
     contexts = result.runs.groupby(columns, dropna=False, observed=True).size().reset_index(name="runs") if columns else pd.DataFrame()
     table = _table("execution contexts of the runs (runs.csv)", [*columns, "runs"],
-                   [[str(v) for v in row] for row in contexts.itertuples(index=False)]) if columns else ""
+                   [["" if pd.isna(v) else str(v) for v in row] for row in contexts.itertuples(index=False)]) if columns else ""
     spec = f"<h3>spec.toml</h3><pre>{_text(spec_text)}</pre>" if spec_text else ""
     return f"<section><h2>Provenance</h2><dl>{items}</dl>{table}{spec}</section>"
 
