@@ -73,3 +73,19 @@ def test_portable_programs_compile_without_ynnpack_fusions():
     lowered = jax.jit(jax.grad(step, 1)).lower(jnp.ones((64, 40)), jnp.ones((40, 32)))
     assert "__ynn_fusion" in lowered.compile().as_text()
     assert "__ynn_fusion" not in lowered.compile(compiler_options=host.PORTABLE_OPTIONS).as_text()
+
+
+@pytest.mark.unit
+def test_a_gpu_run_records_its_compute_capability_and_a_cpu_run_its_numerics():
+    from types import SimpleNamespace
+
+    from bnbench.training import context
+
+    gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+    # this jaxlib has no CUDA: the versions it cannot tell are left out
+    assert context.device_kind(gpu, "native") == "NVIDIA H100 80GB HBM3 (compute capability 9.0)"
+    cpu = SimpleNamespace(platform="cpu", device_kind="cpu")
+    assert context.device_kind(cpu, "portable") == "cpu (x86-64 AVX2)"
+    assert context.device_kind(cpu, "native") == f"cpu ({host.host_processor()})"
+    recorded = context.of(gpu, "vmapped", 16, "native", 7)
+    assert (recorded.cpu_isa, recorded.cpu_threads, recorded.numerics) == ("", 0, "native")

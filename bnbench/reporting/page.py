@@ -50,7 +50,7 @@ def write_page(path: str | Path, results_dir: str | Path, result: Report, figure
 def page_text(result: Report, figures: list[Path], meta: dict, spec_text: str, claim_rows: list[list[str]]) -> str:
     """The HTML text of the page (see the module docstring)."""
     title = f"bnbench report: {result.name}"
-    paired = [path for path in figures if path.stem.startswith("paired_")]  # figures.paired_stem
+    paired = [path for path in figures if path.stem.startswith("paired_")]  # paired.paired_stem
     others = [path for path in figures if path not in paired]
     parts = [f"<h1>{_text(title)}</h1>", _question(result), _verdicts(result, paired), _summary(result),
              _comparisons(result), _figures(others, len(paired)), _claims(claim_rows),

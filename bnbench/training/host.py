@@ -44,7 +44,7 @@ def host_isa() -> str:
 
 def portable_possible() -> bool:
     """Whether this machine can compute portably: an x86-64 CPU with :data:`PORTABLE_ISA`, on an OS that
-    lets :func:`prepare` size XLA's thread pool (Linux)."""
+    lets :func:`bnbench.training.numerics.prepare` size XLA's thread pool (Linux)."""
     return (platform.machine() in ("x86_64", "AMD64") and host_isa() in ("AVX512", "AVX2")
             and hasattr(os, "sched_setaffinity"))
 
@@ -74,15 +74,14 @@ def host_processor() -> str:
 
 def gpu_software(device) -> str:
     """A GPU's compute capability and the CUDA runtime, cuDNN and driver versions JAX uses (what is known)."""
+    # Here, not at the top: this module is read without JAX (runs.csv's columns), and a GPU run has it loaded.
+    from jax._src.lib import cuda_versions
+
     parts = [f"compute capability {device.compute_capability}"] if getattr(device, "compute_capability", None) else []
-    try:
-        from jax._src.lib import cuda_versions
-    except ImportError:
-        cuda_versions = None
     for label, getter in (("CUDA", "cuda_runtime_get_version"), ("cuDNN", "cudnn_get_version"),
                           ("driver", "cuda_driver_get_version")):
         try:
             parts.append(f"{label} {getattr(cuda_versions, getter)()}")
-        except Exception:  # noqa: BLE001 - a version this jaxlib does not expose is left out
+        except (AttributeError, RuntimeError):  # a version this jaxlib does not expose, or no CUDA: left out
             pass
     return ", ".join(parts) or "no CUDA details"

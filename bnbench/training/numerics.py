@@ -1,8 +1,9 @@
 """Portable numerics: a CPU run's float32 bits the same on any x86-64 CPU with AVX2, whatever its model,
 caches or core count; native numerics: whatever this CPU computes fastest.
 
-Three things change a CPU run's bits beyond its program, JAX and jaxlib (measured, docs/reproducibility.md,
-"What changes the bits"), and portable numerics pin each of them:
+Three things change a CPU run's bits beyond its program, JAX and jaxlib (measured: docs/reproducibility.md,
+"Portable numerics"), and portable numerics pin each of them (the constants are
+:mod:`bnbench.training.host`'s):
 
 * the instruction set XLA:CPU compiles for: capped at :data:`PORTABLE_ISA` through ``XLA_FLAGS``
   (XLA reads ``--xla_cpu_max_isa`` when the CPU backend starts; as a per-program option it is ignored);

@@ -45,7 +45,7 @@ placement = ["pre", "post"]
 batch_size = [16, 64]
 """
 # docs/cluster.md's recipe for 8 tasks of 8 CPUs, made one for TASKS tasks of 1 CPU; each must be there.
-SMALLER = {"--array=0-7": f"--array=0-{TASKS - 1}", "--cpus-per-task=8": "--cpus-per-task=1",
+SMALLER = {"--array=0-7": f"--array=0-{TASKS - 1}", "--cpus-per-task=2": "--cpus-per-task=1",
            "--shard auto/8": f"--shard auto/{TASKS}", "of8": f"of{TASKS}"}
 
 
