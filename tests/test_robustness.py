@@ -21,8 +21,8 @@ def test_each_variant_changes_only_the_rounding_and_none_repeats_another():
     assert list(chosen) == ["portable", "native"]
     assert notes == ["sequential engine left out: the vectorized engine trains resnet stepwise on cpu too, the same path"]
     chosen, notes = robustness.variants([mlp], "gpu")
-    assert chosen == {"portable": (), "sequential": ("--portable", "--engine", "sequential")}
-    assert notes == ["native numerics left out: on gpu every run computes natively"]
+    assert chosen == {"default": (), "sequential": ("--engine", "sequential")}
+    assert notes == ["portable and native numerics left out: on gpu every run computes natively"]
 
 
 @pytest.mark.unit

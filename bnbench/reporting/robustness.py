@@ -50,17 +50,17 @@ class Robustness(NamedTuple):
 def variants(runs: Sequence, platform: str) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """The variants a spec's ``runs`` are swept in (:data:`VARIANTS`), and notes on those left out: the sequential
     engine where the vectorized engine already trains every model of the grid stepwise on ``platform``
-    (the same path, the same numbers), and the native one where numerics are native anyway (not a CPU)."""
+    (the same path, the same numbers), and both numerics off a CPU, where every run computes natively
+    (then the first variant is ``default``)."""
     chosen, notes = dict(VARIANTS), []
+    if platform != "cpu":
+        chosen = {"default": (), "sequential": ("--engine", "sequential")}
+        notes.append(f"portable and native numerics left out: on {platform} every run computes natively")
     models = {run.model for run in runs}
     if models and not any(vmaps(m, platform) for m in models):
         del chosen["sequential"]
         notes.append(f"sequential engine left out: the vectorized engine trains {', '.join(sorted(models))} "
                      f"stepwise on {platform} too, the same path")
-    if platform != "cpu":
-        del chosen["native"]
-        chosen["portable"] = ()
-        notes.append(f"native numerics left out: on {platform} every run computes natively")
     return chosen, notes
 
 
