@@ -89,3 +89,17 @@ def test_a_gpu_run_records_its_compute_capability_and_a_cpu_run_its_numerics():
     assert context.device_kind(cpu, "native") == f"cpu ({host.host_processor()})"
     recorded = context.of(gpu, "vmapped", 16, "native", 7)
     assert (recorded.cpu_isa, recorded.cpu_threads, recorded.numerics) == ("", 0, "native")
+
+
+@pytest.mark.unit
+def test_a_run_recorded_without_xla_flags_resumes_in_the_same_context():
+    from types import SimpleNamespace
+
+    from bnbench.training import context
+
+    cpu = SimpleNamespace(platform="cpu", device_kind="cpu")
+    native = context.of(cpu, "vmapped", 2, "native", 2)._replace(xla_flags="")
+    assert context.difference(native.row(), native) is None
+    assert context.difference({**native.row(), "numerics": ""}, native)[1].endswith("(results of an older bnbench)")
+    assert context.difference(native.row(), native._replace(xla_flags="--xla_cpu_max_isa=AVX2")) == (
+        "xla_flags", "xla_flags is '' there, '--xla_cpu_max_isa=AVX2' here")

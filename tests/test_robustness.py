@@ -45,6 +45,13 @@ def test_a_verdict_that_changes_between_variants_is_marked_as_resting_on_roundin
     assert changed[("placement=pre − post", "batch_size=32")] == "yes"
     assert changed[("placement=pre − post", "batch_size=128")] == "no"
     assert table.loc[0, "native"].endswith("pre higher") and not table.loc[0, "portable"].endswith("pre higher")
+    # every seed of (none, 128) diverged in the first folder: that group has pairs in the second only
+    last = (runs["placement"] == "none") & (runs["batch_size"] == 128)
+    runs.loc[last, ["status", "diverged_step", "test_acc"]] = ["ok", None, 0.5]
+    runs.to_csv(second / "runs.csv", index=False)
+    table = robustness.verdict_table({"portable": first, "native": second}, [("placement", "pre", "none")])
+    assert list(table["group"]) == ["batch_size=32", "batch_size=128"]
+    assert table.loc[1, "portable"] == "missing" and table.loc[1, "rests_on_rounding"] == "yes"
 
 
 @pytest.mark.system

@@ -133,22 +133,25 @@ def robustness(
     set_: Sets = [],
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, metavar="N", show_default="the spec's",
                                         help="Number of seeds (0..N-1), replacing the spec's."),
+    compare: Optional[list[str]] = typer.Option(None, "--compare", metavar="AXIS=A,B", show_default="the spec's compare",
+                                                help="A paired comparison whose verdicts to set side by side (repeatable)."),
     fmt: str = typer.Option("table", "--format", metavar="table|markdown", help="How to print the table."),
 ) -> None:
     """Sweep a spec again where only the rounding changes (native numerics, the sequential engine) and show
     which of its verdicts change: those rest on float rounding (docs/reproducibility.md)."""
-    from bnbench.reporting import robustness as robustness_lib  # here: JAX and pandas, which help does without
+    from bnbench.reporting import model, robustness as robustness_lib  # here: JAX and pandas, which help does without
     from bnbench.sweeping import plan as plan_lib
 
     with one_line_errors():
         if fmt not in ("table", "markdown"):
             raise BnbenchError(f"--format: must be table or markdown, got {fmt!r}")
+        comparisons = [model.parse_comparison(c) for c in compare] if compare else None
         plan = plan_lib.plan_file(spec, sets=set_, seeds=seeds, max_runs=None)
         out = out or Path("results") / f"{plan.spec.name}-robustness"
         arguments = [*(f"--set={pair}" for pair in set_), *([f"--seeds={seeds}"] if seeds else [])]
         with console.status("robustness") as status:
             result = robustness_lib.check(
-                spec, plan.runs, out, robustness_lib.platform(), arguments,
+                spec, plan.runs, out, robustness_lib.platform(), arguments, comparisons,
                 on_variant=lambda name, index: status.update(f"sweeping variant {index + 1} ({name}) into {out / name}"))
     table = result.table
     rows = [[str(cell) for cell in row] for row in table.itertuples(index=False)]

@@ -83,14 +83,15 @@ def sweep_variants(spec_path: Path, out: Path, chosen: dict[str, tuple[str, ...]
     return folders
 
 
-def verdict_table(folders: dict[str, Path]) -> pd.DataFrame:
-    """One row per stated comparison and group of the first folder's report: each variant's mean
-    difference, interval and verdict, and ``rests_on_rounding``."""
-    reports = {name: model.report(folder) for name, folder in folders.items()}
+def verdict_table(folders: dict[str, Path], comparisons: list[tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """One row per comparison (``comparisons``, ``(axis, a, b)``; default: the spec's) and group of any
+    variant's report: each variant's mean difference, interval and verdict (``missing`` where its runs
+    hold no pair there, every run on one side having diverged, say), and ``rests_on_rounding``."""
+    reports = {name: model.report(folder, comparisons=comparisons) for name, folder in folders.items()}
     rows = []
     for index, comparison in enumerate(next(iter(reports.values())).comparisons):
         tables = {name: _by_group(report.comparisons[index]) for name, report in reports.items()}
-        for group in next(iter(tables.values())):
+        for group in dict.fromkeys(group for table in tables.values() for group in table):
             row = {"comparison": f"{comparison.axis}={comparison.a} − {comparison.b}",
                    "group": ", ".join(f"{axis}={value}" for axis, value in zip(comparison.by, group))}
             verdicts = set()
@@ -104,12 +105,14 @@ def verdict_table(folders: dict[str, Path]) -> pd.DataFrame:
 
 
 def check(spec_path: Path, runs: Sequence, out: Path, platform: str, arguments: Sequence[str] = (),
+          comparisons: list[tuple[str, str, str]] | None = None,
           on_variant: Callable[[str, int], object] = lambda name, index: None) -> Robustness:
     """Sweeps the spec at ``spec_path`` (its ``runs``, with ``arguments``) in each of its variants into
-    ``out`` and sets their verdicts side by side; writes the table to ``out/robustness.csv``."""
+    ``out`` (resuming: a variant already swept trains nothing) and sets the verdicts of ``comparisons``
+    (default: the spec's) side by side; writes the table to ``out/robustness.csv``."""
     chosen, notes = variants(runs, platform)
     folders = sweep_variants(spec_path, out, chosen, arguments, on_variant)
-    table = verdict_table(folders)
+    table = verdict_table(folders, comparisons)
     table.to_csv(out / "robustness.csv", index=False)
     return Robustness(table, folders, notes)
 

@@ -114,4 +114,5 @@ def _phrase(name: str, there: str, here: str) -> str:
     return f"{name} is {there!r} there, {here!r} here"
 
 
-_MAY_BE_EMPTY = ("model_source", "data_source")
+# Fields a run records empty in its own right (no XLA_FLAGS; no CPU; a built-in model), not for want of a column.
+_MAY_BE_EMPTY = ("cpu_isa", "xla_flags", "model_source", "data_source")
