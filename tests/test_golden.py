@@ -36,9 +36,8 @@ def differences(golden: dict[str, dict], here: dict[str, dict]) -> str:
     for run_id, row in golden.items():
         for column in COMPARED:
             if row[column] != here[run_id][column]:
-                gap = abs(float(row[column] or "nan") - float(here[run_id][column] or "nan"))
-                count, most = columns.get(column, (0, 0.0))
-                columns[column] = (count + 1, max(most, gap))
+                count, gaps = columns.get(column, (0, []))
+                columns[column] = (count + 1, [*gaps, _gap(row[column], here[run_id][column])])
     if not columns:
         return ""
     contexts = []
@@ -47,8 +46,21 @@ def differences(golden: dict[str, dict], here: dict[str, dict]) -> str:
         if there != now:
             contexts.append(f"{name} {' | '.join(there)!r} there, {' | '.join(now)!r} here")
     return ("metrics differ from the golden runs in " + "; ".join(
-        f"{column} ({count} runs, at most {most:.3g})" for column, (count, most) in columns.items())
+        f"{column} ({count} runs{_most(gaps)})" for column, (count, gaps) in columns.items())
         + f". Context fields that differ: {'; '.join(contexts) or 'none'}. This machine: {host.host_processor()}")
+
+
+def _most(gaps: list[float]) -> str:
+    numbers = [gap for gap in gaps if gap == gap]  # NaN: a cell that is not a number (a status, a diverged run)
+    return f", at most {max(numbers):.3g}" if numbers else ""
+
+
+def _gap(there: str, here: str) -> float:
+    """How far apart two cells are: their numbers' distance, NaN where one is not a number (a status)."""
+    try:
+        return abs(float(there or "nan") - float(here or "nan"))
+    except ValueError:
+        return float("nan")
 
 
 @pytest.mark.unit
@@ -63,6 +75,8 @@ def test_differences_name_the_columns_and_the_context_fields_that_differ():
     moved = {r: {**row, "test_acc": "0", "xla_flags": "--xla_cpu_max_isa=AVX"} for r, row in golden.items()}
     assert "xla_flags '--xla_cpu_max_isa=AVX2' there, '--xla_cpu_max_isa=AVX' here" in differences(golden, moved)
     assert differences(golden, {}).startswith("runs missing here")
+    diverged = {**golden, run_id: {**golden[run_id], "status": "diverged", "test_acc": ""}}
+    assert "status (1 runs); test_acc (1 runs)." in differences(golden, diverged)
 
 
 @pytest.mark.system

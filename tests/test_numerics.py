@@ -18,19 +18,22 @@ def test_the_test_process_computes_portably():
 
 
 @pytest.mark.unit
-def test_portable_numerics_are_refused_where_they_cannot_be_had(monkeypatch):
-    with pytest.raises(NumericsError, match="portable numerics are for CPUs"):
-        numerics.choose("portable", "gpu")
-    assert numerics.choose(None, "gpu") == "native"
+def test_portable_numerics_are_refused_where_asked_for_and_the_default_falls_back_to_native(monkeypatch):
+    # numerics are a CPU's: a GPU's runs compute natively whatever was asked
+    assert numerics.choose("portable", "gpu") == numerics.choose(None, "gpu") == "native"
     with pytest.raises(NumericsError, match="must be one of portable, native, got 'fast'"):
         numerics.prepare("fast")
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX")
     with pytest.raises(NumericsError, match="caps the instruction set at AVX, portable numerics at AVX2"):
         numerics.prepare("portable")
+    assert numerics.prepare(None) is None
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
     monkeypatch.setattr(numerics, "is_portable_process", lambda: False)
     with pytest.raises(NumericsError, match="JAX started its CPU backend before bnbench could pin it"):
         numerics.prepare("portable")
+    with pytest.raises(NumericsError, match="JAX started its CPU backend before bnbench could pin it"):
+        numerics.choose("portable", "cpu")
+    assert numerics.prepare(None) is None and numerics.choose(None, "cpu") == "native"
     assert numerics.prepare("native") is None
     monkeypatch.setattr(numerics, "portable_possible", lambda: False)
     monkeypatch.setattr(numerics, "host_isa", lambda: "AVX")
@@ -83,7 +86,7 @@ def test_a_gpu_run_records_its_compute_capability_and_a_cpu_run_its_numerics():
 
     gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 80GB HBM3", compute_capability="9.0")
     # this jaxlib has no CUDA: the versions it cannot tell are left out
-    assert context.device_kind(gpu, "native") == "NVIDIA H100 80GB HBM3 (compute capability 9.0)"
+    assert context.device_kind(gpu, "native").startswith("NVIDIA H100 80GB HBM3 (compute capability 9.0")
     cpu = SimpleNamespace(platform="cpu", device_kind="cpu")
     assert context.device_kind(cpu, "portable") == "cpu (x86-64 AVX2)"
     assert context.device_kind(cpu, "native") == f"cpu ({host.host_processor()})"
@@ -103,3 +106,16 @@ def test_a_run_recorded_without_xla_flags_resumes_in_the_same_context():
     assert context.difference({**native.row(), "numerics": ""}, native)[1].endswith("(results of an older bnbench)")
     assert context.difference(native.row(), native._replace(xla_flags="--xla_cpu_max_isa=AVX2")) == (
         "xla_flags", "xla_flags is '' there, '--xla_cpu_max_isa=AVX2' here")
+
+
+@pytest.mark.unit
+def test_a_gpu_run_records_the_xla_flags_that_bear_on_it(monkeypatch):
+    from types import SimpleNamespace
+
+    from bnbench.training import context
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=0 --xla_cpu_max_isa=AVX2")
+    gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100", compute_capability="9.0")
+    cpu = SimpleNamespace(platform="cpu", device_kind="cpu")
+    assert context.of(gpu, "vmapped", 16, "native", 0).xla_flags == "--xla_gpu_autotune_level=0"
+    assert context.of(cpu, "vmapped", 2, "portable", 2).xla_flags == "--xla_gpu_autotune_level=0 --xla_cpu_max_isa=AVX2"

@@ -13,7 +13,7 @@ from tests.test_figures import ROOT, write_results
 
 
 @pytest.mark.unit
-def test_each_variant_changes_only_the_rounding_and_none_repeats_another():
+def test_each_variant_changes_only_the_rounding_and_none_repeats_another(monkeypatch):
     mlp, resnet = completed(RunConfig()), completed(RunConfig(model="resnet"))
     chosen, notes = robustness.variants([mlp, resnet], "cpu")
     assert chosen == robustness.VARIANTS and notes == []
@@ -22,7 +22,10 @@ def test_each_variant_changes_only_the_rounding_and_none_repeats_another():
     assert notes == ["sequential engine left out: the vectorized engine trains resnet stepwise on cpu too, the same path"]
     chosen, notes = robustness.variants([mlp], "gpu")
     assert chosen == {"default": (), "sequential": ("--engine", "sequential")}
-    assert notes == ["portable and native numerics left out: on gpu every run computes natively"]
+    assert notes == ["portable numerics left out: on gpu every run computes natively"]
+    monkeypatch.setattr(robustness.host, "portable_possible", lambda: False)
+    chosen, _ = robustness.variants([mlp], "cpu")
+    assert chosen == {"default": (), "sequential": ("--engine", "sequential")}
 
 
 @pytest.mark.unit
@@ -52,6 +55,13 @@ def test_a_verdict_that_changes_between_variants_is_marked_as_resting_on_roundin
     table = robustness.verdict_table({"portable": first, "native": second}, [("placement", "pre", "none")])
     assert list(table["group"]) == ["batch_size=32", "batch_size=128"]
     assert table.loc[1, "portable"] == "missing" and table.loc[1, "rests_on_rounding"] == "yes"
+
+
+@pytest.mark.unit
+def test_a_check_without_a_comparison_is_refused_before_anything_is_swept(tmp_path):
+    with pytest.raises(robustness.BnbenchError, match="the spec states no comparison"):
+        robustness.check(tmp_path / "spec.toml", [completed(RunConfig())], tmp_path / "out", "cpu")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.system

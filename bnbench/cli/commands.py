@@ -145,8 +145,8 @@ def robustness(
     with one_line_errors():
         if fmt not in ("table", "markdown"):
             raise BnbenchError(f"--format: must be table or markdown, got {fmt!r}")
-        comparisons = [model.parse_comparison(c) for c in compare] if compare else None
         plan = plan_lib.plan_file(spec, sets=set_, seeds=seeds, max_runs=None)
+        comparisons = [model.parse_comparison(c) for c in compare] if compare else plan.spec.comparisons
         out = out or Path("results") / f"{plan.spec.name}-robustness"
         arguments = [*(f"--set={pair}" for pair in set_), *([f"--seeds={seeds}"] if seeds else [])]
         with console.status("robustness") as status:

@@ -105,14 +105,15 @@ def assign_groups(
         devices = min(usable_cpus(), threads)
     selected = _slots_for(engine, devices, runs_per_device)
     device = selected[0]
-    contexts = []
+    contexts, sources = [], {}  # the data sets' sources, each digested once
     for group in groups:
         sig = group.signature
         _check_fits(group, device)
         path = choose_path(family(sig), engine, device.platform)
         size = block_size(sig, len(group.dataset.y_test), device, runs_per_device) if path == "vmapped" else 1
-        data_source = _data_source(group.configs[0].dataset, group.dataset)
-        contexts.append(context.of(device, path, size, chosen, threads, sig.model_source, data_source))
+        key = (group.configs[0].dataset, group.configs[0].num_samples)
+        sources.setdefault(key, _data_source(group.configs[0].dataset, group.dataset))
+        contexts.append(context.of(device, path, size, chosen, threads, sig.model_source, sources[key]))
     return Assignment(groups, contexts, selected)
 
 

@@ -127,8 +127,8 @@ def _comparisons(result: Report) -> str:
 
 def _figures(figures: list[Path], shown: int) -> str:
     """The figures not shown with the verdicts; ``shown`` counts those that were."""
-    if not figures and not shown:
-        return "<section><h2>Figures</h2><p>No figures were written (--no-plots).</p></section>"
+    if not figures:
+        return "" if shown else "<section><h2>Figures</h2><p>No figures were written (--no-plots).</p></section>"
     return "<section><h2>Figures</h2>" + _figure_items(figures) + "</section>"
 
 

@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-import jax
 import pandas as pd
 
 from bnbench.engine.policy import vmaps
-from bnbench.errors import RunFailure
+from bnbench.errors import BnbenchError, RunFailure
 from bnbench.reporting import model
 from bnbench.reporting.cells import number
+from bnbench.training import host
 
 # The contexts a spec is swept in, by name: the flags of `bnbench sweep` that give each. The first is
 # the one the docs publish (the default of a sweep); the others change the rounding only.
@@ -50,12 +50,13 @@ class Robustness(NamedTuple):
 def variants(runs: Sequence, platform: str) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """The variants a spec's ``runs`` are swept in (:data:`VARIANTS`), and notes on those left out: the sequential
     engine where the vectorized engine already trains every model of the grid stepwise on ``platform``
-    (the same path, the same numbers), and both numerics off a CPU, where every run computes natively
-    (then the first variant is ``default``)."""
+    (the same path, the same numbers), and both numerics where runs compute natively only (off a CPU,
+    or on one without portable numerics; then the first variant is ``default``)."""
     chosen, notes = dict(VARIANTS), []
-    if platform != "cpu":
+    if platform != "cpu" or not host.portable_possible():
         chosen = {"default": (), "sequential": ("--engine", "sequential")}
-        notes.append(f"portable and native numerics left out: on {platform} every run computes natively")
+        where = f"on {platform}" if platform != "cpu" else f"on this CPU ({host.host_isa() or 'not x86'})"
+        notes.append(f"portable numerics left out: {where} every run computes natively")
     models = {run.model for run in runs}
     if models and not any(vmaps(m, platform) for m in models):
         del chosen["sequential"]
@@ -74,7 +75,7 @@ def sweep_variants(spec_path: Path, out: Path, chosen: dict[str, tuple[str, ...]
         on_variant(name, index)
         folder = out / name
         command = [sys.executable, "-m", "bnbench", "sweep", str(spec_path), "--out", str(folder), "--no-plots",
-                   *flags, *arguments]
+                   "--yes", *flags, *arguments]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
@@ -105,21 +106,27 @@ def verdict_table(folders: dict[str, Path], comparisons: list[tuple[str, str, st
 
 
 def check(spec_path: Path, runs: Sequence, out: Path, platform: str, arguments: Sequence[str] = (),
-          comparisons: list[tuple[str, str, str]] | None = None,
+          comparisons: Sequence[tuple[str, str, str]] = (),
           on_variant: Callable[[str, int], object] = lambda name, index: None) -> Robustness:
     """Sweeps the spec at ``spec_path`` (its ``runs``, with ``arguments``) in each of its variants into
     ``out`` (resuming: a variant already swept trains nothing) and sets the verdicts of ``comparisons``
-    (default: the spec's) side by side; writes the table to ``out/robustness.csv``."""
+    (``(axis, a, b)``: the spec's or others) side by side; writes the table to ``out/robustness.csv``.
+    Raises :class:`bnbench.errors.BnbenchError` before sweeping anything if there is no comparison."""
+    if not comparisons:
+        raise BnbenchError("robustness: the spec states no comparison (compare = [...]); pass --compare AXIS=A,B")
     chosen, notes = variants(runs, platform)
     folders = sweep_variants(spec_path, out, chosen, arguments, on_variant)
-    table = verdict_table(folders, comparisons)
+    table = verdict_table(folders, list(comparisons))
     table.to_csv(out / "robustness.csv", index=False)
     return Robustness(table, folders, notes)
 
 
 def platform() -> str:
-    """The platform the variants' sweeps will run on: JAX's default backend."""
-    return jax.default_backend()
+    """The platform the variants' sweeps will run on: JAX's default backend, asked in a process of its own,
+    so that this one holds no accelerator (JAX takes most of a GPU's memory when it starts) while they sweep."""
+    asked = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
+                           capture_output=True, text=True)
+    return asked.stdout.strip() or "cpu"
 
 
 def _by_group(comparison: model.Comparison) -> dict[tuple, dict]:

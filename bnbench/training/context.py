@@ -27,7 +27,7 @@ class ExecutionContext(NamedTuple):
 
     execution: str  # "vmapped" (runs_per_device runs share one program) or "stepwise" (a jitted step per batch)
     runs_per_device: int  # 1 for stepwise runs
-    numerics: str  # "portable" (the same bits on any x86-64 CPU with AVX2) or "native" (bnbench.engine.numerics)
+    numerics: str  # "portable" (the same bits on any x86-64 CPU with AVX2) or "native" (bnbench.training.numerics)
     backend: str
     device_kind: str
     cpu_isa: str  # the instruction-set level XLA:CPU compiles for ("" on other backends)
@@ -58,7 +58,7 @@ COLUMNS: dict[str, str] = {
     "ones the processor (model, family, model number, caches); GPUs their compute capability and CUDA software",
     "cpu_isa": "the instruction-set level XLA:CPU compiled the run for (empty on GPU and TPU)",
     "cpu_threads": "threads of XLA:CPU's pool, by which matrix products and reductions split their sums (0 on GPU and TPU)",
-    "xla_flags": "XLA_FLAGS in force (the portable instruction-set cap included)",
+    "xla_flags": "XLA_FLAGS in force (the portable instruction-set cap included; off a CPU, XLA:CPU's own left out)",
     "jax_version": "JAX version the run executed with",
     "jaxlib_version": "jaxlib version the run executed with",
     "model_source": "a plugin network's code, file@digest (empty for a built-in model)",
@@ -87,10 +87,16 @@ def of(device, execution: str, runs_per_device: int, numerics: str, cpu_threads:
     cpu = device.platform == "cpu"
     return ExecutionContext(
         execution, runs_per_device, numerics, device.platform, device_kind(device, numerics),
-        host.compiled_isa(numerics) if cpu else "", cpu_threads if cpu else 0,
-        os.environ.get("XLA_FLAGS", ""), importlib.metadata.version("jax"), importlib.metadata.version("jaxlib"),
+        host.compiled_isa(numerics) if cpu else "", cpu_threads if cpu else 0, _xla_flags(cpu), importlib.metadata.version("jax"), importlib.metadata.version("jaxlib"),
         model_source, data_source,
     )
+
+
+def _xla_flags(cpu: bool) -> str:
+    """``XLA_FLAGS`` as they bear on a run: off a CPU without XLA:CPU's own flags (the instruction-set cap
+    portable numerics set, say), which change no GPU or TPU program."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return flags if cpu else " ".join(flag for flag in flags.split() if not flag.startswith("--xla_cpu_"))
 
 
 def difference(recorded: Mapping[str, str], context: ExecutionContext) -> tuple[str, str] | None:

@@ -40,35 +40,40 @@ class NumericsError(BnbenchError):
 
 
 def prepare(requested: str | None) -> None:
-    """Sets this process up for ``requested`` numerics (:data:`bnbench.options.NUMERICS`; None: portable
-    where :func:`bnbench.training.host.portable_possible`), before JAX starts its backends; raises :class:`NumericsError` in one
-    line if portable numerics are asked for and this process cannot have them (its backends started
-    otherwise, another ``--xla_cpu_max_isa`` in ``XLA_FLAGS``, or a CPU without AVX2)."""
+    """Sets this process up for ``requested`` numerics (:data:`bnbench.options.NUMERICS`) before JAX starts
+    its backends. ``"portable"`` pins the CPU backend, and raises :class:`NumericsError` in one line where
+    this process cannot have it (a CPU without AVX2, another ``--xla_cpu_max_isa`` in ``XLA_FLAGS``, JAX
+    started otherwise). ``"native"`` starts the backends as they are, so that a later default keeps them.
+    None (the default) pins them where it can, and leaves them native where not."""
     if requested not in (None, *NUMERICS):
         raise NumericsError(f"numerics: must be one of {', '.join(NUMERICS)}, got {requested!r}")
-    if requested == "native" or (requested is None and not portable_possible()):
+    if requested == "native":
+        jax.devices()
         return
+    problem = _portable_problem()
+    if problem is None and not xla_bridge.backends_are_initialized():
+        if not isa_caps():
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa={PORTABLE_ISA}".strip()
+        _start_cpu_backend(PORTABLE_THREADS)
+    elif requested == "portable" and (problem or not is_portable_process()):
+        raise NumericsError(f"--portable: {problem or _STARTED_OTHERWISE}")
+
+
+def _portable_problem() -> str | None:
+    """Why this machine or ``XLA_FLAGS`` rules portable numerics out (None where nothing does)."""
     if not portable_possible():
-        raise NumericsError(f"--portable: needs an x86-64 CPU with {PORTABLE_ISA}; this one "
-                            f"({platform.machine()}, {host_isa() or 'no x86 instruction set'}) computes natively only")
+        return (f"needs an x86-64 CPU with {PORTABLE_ISA}; this one ({platform.machine()}, "
+                f"{host_isa() or 'no x86 instruction set'}) computes natively only")
     other = [isa for isa in isa_caps() if isa.upper() != PORTABLE_ISA]
     if other:
-        raise NumericsError(f"--portable: XLA_FLAGS caps the instruction set at {other[0]}, portable numerics at "
-                            f"{PORTABLE_ISA}; remove --xla_cpu_max_isa from XLA_FLAGS or sweep with --native")
-    if xla_bridge.backends_are_initialized():
-        if not is_portable_process():
-            raise _started_otherwise()
-        return
-    if not isa_caps():
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa={PORTABLE_ISA}".strip()
-    _start_cpu_backend(PORTABLE_THREADS)
+        return (f"XLA_FLAGS caps the instruction set at {other[0]}, portable numerics at {PORTABLE_ISA}; remove "
+                "--xla_cpu_max_isa from XLA_FLAGS or sweep with --native")
+    return None
 
 
-def _started_otherwise() -> NumericsError:
-    return NumericsError(
-        "--portable: JAX started its CPU backend before bnbench could pin it (the instruction set and a pool of "
-        f"{PORTABLE_THREADS} threads); call bnbench.prepare_numerics('portable') before any JAX computation, or "
-        "pass numerics='native'")
+_STARTED_OTHERWISE = (
+    f"JAX started its CPU backend before bnbench could pin it (the instruction set and a pool of {PORTABLE_THREADS} "
+    "threads); call bnbench.prepare_numerics('portable') before any JAX computation, or pass numerics='native'")
 
 
 def _start_cpu_backend(threads: int) -> None:
@@ -97,15 +102,13 @@ def is_portable_process() -> bool:
 
 def choose(requested: str | None, backend: str) -> str:
     """The numerics runs get on ``backend``: portable on a CPU set up for it (:func:`prepare`), native
-    where ``requested`` says so or the backend is not a CPU; raises :class:`NumericsError` where portable
-    numerics are asked for on a GPU or TPU, or in a process not set up for them."""
-    if requested == "native" or (requested is None and not (backend == "cpu" and is_portable_process())):
+    where ``requested`` says so or the backend is not a CPU (numerics are a CPU's: a GPU's or TPU's runs
+    compute natively whatever was asked, and record their device and its software); raises
+    :class:`NumericsError` where portable numerics are asked for in a process not set up for them."""
+    if backend != "cpu" or requested == "native" or (requested is None and not is_portable_process()):
         return "native"
-    if backend != "cpu":
-        raise NumericsError(f"--portable: portable numerics are for CPUs; {backend} runs compute natively "
-                            "and record their device and its software (pass --native)")
     if not is_portable_process():
-        raise _started_otherwise()
+        raise NumericsError(f"--portable: {_STARTED_OTHERWISE}")
     return "portable"
 
 
