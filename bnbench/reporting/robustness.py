@@ -94,7 +94,7 @@ def verdict_table(folders: dict[str, Path], comparisons: list[tuple[str, str, st
         tables = {name: _by_group(report.comparisons[index]) for name, report in reports.items()}
         for group in dict.fromkeys(group for table in tables.values() for group in table):
             row = {"comparison": f"{comparison.axis}={comparison.a} − {comparison.b}",
-                   "group": ", ".join(f"{axis}={value}" for axis, value in zip(comparison.by, group))}
+                   "group": ", ".join(f"{axis}={value}" for axis, value in zip(comparison.by, group)) or "all runs"}
             verdicts = set()
             for name, table in tables.items():
                 found = table.get(group)
