@@ -49,6 +49,7 @@ PROFILE_IMPLEMENTATIONS = ("bnbench", "bnbench_folded", "two_pass", "one_pass", 
 DATA_DIR_ENV = "BNBENCH_DATA_DIR"  # a data folder (bnbench.data.files)
 COMPILE_CACHE_ENV = "BNBENCH_COMPILE_CACHE"  # the compilation cache's folder, or "off"
 SHARD_COUNT_ENV = "BNBENCH_SHARD_COUNT"  # the shard count of --shard auto (a job's tasks or completions)
+NUMERICS_ENV = "BNBENCH_NUMERICS"  # portable or native: the numerics where neither --portable/--native nor the spec says
 
 
 def usable_cpus() -> int:

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from bnbench.cli.app import app
 from bnbench.engine import release_programs
 from bnbench.engine.compile_cache import enable_compilation_cache
+from bnbench.options import NUMERICS_ENV
 from bnbench.training.numerics import prepare
 
 TINY_SPEC = """
@@ -34,10 +35,13 @@ LANES = ("unit", "integration", "system", "slow")
 
 
 def pytest_configure(config):
-    """Each test process computes with portable numerics, the default of a sweep, set up before a test
-    starts JAX, so that what a test sees does not depend on the CPU or the core count of the machine
-    testing (bnbench.training.numerics)."""
-    prepare("portable")
+    """Each test process computes natively (bnbench.training.numerics): portable programs, compiled without
+    YNNPACK, took the unit and integration lanes some two minutes longer, past CI's limit. Portable
+    numerics are tested in processes of their own (tests/test_golden.py, tests/test_numerics.py, the
+    system lane). The sweeps the tests start in other processes compute natively too ($BNBENCH_NUMERICS),
+    so that a folder one of them wrote resumes here."""
+    os.environ[NUMERICS_ENV] = "native"
+    prepare(None)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,20 +1,35 @@
 """Portable and native numerics: what a process is set up with, what runs record, and the refusals."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bnbench import data
+from bnbench.options import NUMERICS_ENV
 from bnbench.training import host, numerics
 from bnbench.training.numerics import NumericsError
 
 
+@pytest.mark.system
+@pytest.mark.skipif(not host.portable_possible(), reason="portable numerics need an x86-64 CPU with AVX2")
+@pytest.mark.parametrize("cpus", [[], ["taskset", "-c", "0"]], ids=["all-cpus", "one-cpu"])
+def test_a_fresh_process_computes_portably_by_default_on_any_number_of_cpus(cpus):
+    code = ("from bnbench.training import numerics; numerics.prepare(None); "
+            "print(numerics.is_portable_process(), numerics.cpu_pool_threads(), numerics.choose(None, 'cpu'))")
+    env = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", NUMERICS_ENV)}
+    done = subprocess.run([*cpus, sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.split() == ["True", str(host.PORTABLE_THREADS), "portable"], done.stderr[-500:]
+
+
 @pytest.mark.unit
-def test_the_test_process_computes_portably():
-    # tests/conftest.py sets every test process up as a sweep is by default.
-    assert numerics.is_portable_process() and numerics.cpu_pool_threads() == host.PORTABLE_THREADS
-    assert numerics.choose(None, "cpu") == "portable" and numerics.choose("native", "cpu") == "native"
+def test_the_test_process_computes_natively():
+    # tests/conftest.py starts every test process natively: the default then stays native
+    assert not numerics.is_portable_process() and numerics.choose(None, "cpu") == "native"
 
 
 @pytest.mark.unit

@@ -70,15 +70,22 @@ def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_placement_and_norm(
         assert a.status == "ok" and np.isfinite(a.test_loss)
 
 
+# The variants whose plugin also trains on the sequential engine: the ones whose step differs most
+# (noise, dropout, probes, another dtype); each sequential run is a compilation of its own, and the
+# engines are compared variant by variant on built-ins in tests/test_engine.py.
+SEQUENTIAL_CHECKED = ("noisy", "dropout_before", "probes", "bfloat16")
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("name", list(VARIANTS))  # one test each: the heaviest compilations, spread over the workers
 def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_variant(name, twins):
     (builtin,), (plugged,) = twins(VARIANTS[name])
     ((_, a),), ((_, b),) = engine.run_all([builtin]), engine.run_all([plugged])
-    ((_, c),) = engine.run_all([plugged], engine="sequential")
     assert same(a, b)
-    # the engines agree on plugins as on built-ins (tests/test_engine.py's ENGINE_LOSS_BOUND says how far)
-    assert abs(b.test_loss - c.test_loss) <= ENGINE_LOSS_BOUND and b.test_acc_by_stats == c.test_acc_by_stats
+    if name in SEQUENTIAL_CHECKED:
+        # the engines agree on plugins as on built-ins (tests/test_engine.py's ENGINE_LOSS_BOUND says how far)
+        ((_, c),) = engine.run_all([plugged], engine="sequential")
+        assert abs(b.test_loss - c.test_loss) <= ENGINE_LOSS_BOUND and b.test_acc_by_stats == c.test_acc_by_stats
     if name == "eval_stats":
         assert set(b.test_acc_by_stats) == {"running", "batch", "precise"}
     if name == "probes":

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from bnbench.options import NUMERICS_ENV
 from bnbench.training import host
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def bnbench(*args) -> str:
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {key: value for key, value in os.environ.items() if key != NUMERICS_ENV} | {"COLUMNS": "200"}
     done = subprocess.run([sys.executable, "-m", "bnbench", *map(str, args)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout

@@ -29,7 +29,7 @@ import jax
 from jax._src import xla_bridge
 
 from bnbench.errors import BnbenchError
-from bnbench.options import NUMERICS
+from bnbench.options import NUMERICS, NUMERICS_ENV
 from bnbench.training.host import PORTABLE_ISA, PORTABLE_OPTIONS, PORTABLE_THREADS, host_isa, isa_caps, portable_possible
 
 _POOL_THREADS: int | None = None  # XLA:CPU's pool, where _start_cpu_backend sized it
@@ -44,7 +44,9 @@ def prepare(requested: str | None) -> None:
     its backends. ``"portable"`` pins the CPU backend, and raises :class:`NumericsError` in one line where
     this process cannot have it (a CPU without AVX2, another ``--xla_cpu_max_isa`` in ``XLA_FLAGS``, JAX
     started otherwise). ``"native"`` starts the backends as they are, so that a later default keeps them.
-    None (the default) pins them where it can, and leaves them native where not."""
+    None (the default: ``$BNBENCH_NUMERICS`` where set) pins them where it can, and leaves them native where
+    not."""
+    requested = requested or os.environ.get(NUMERICS_ENV) or None
     if requested not in (None, *NUMERICS):
         raise NumericsError(f"numerics: must be one of {', '.join(NUMERICS)}, got {requested!r}")
     if requested == "native":
@@ -105,6 +107,7 @@ def choose(requested: str | None, backend: str) -> str:
     where ``requested`` says so or the backend is not a CPU (numerics are a CPU's: a GPU's or TPU's runs
     compute natively whatever was asked, and record their device and its software); raises
     :class:`NumericsError` where portable numerics are asked for in a process not set up for them."""
+    requested = requested or os.environ.get(NUMERICS_ENV) or None
     if backend != "cpu" or requested == "native" or (requested is None and not is_portable_process()):
         return "native"
     if not is_portable_process():
