@@ -32,7 +32,8 @@ test-fast: $(VENV)/.installed-test
 test-system: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m system
 
-# The published numbers made again from scratch (the quickstart, about a minute) and compared with the docs.
+# The published numbers made again from scratch (the quickstart, about a minute) and compared with the docs,
+# and the robustness command's variant sweeps end to end.
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m slow
 

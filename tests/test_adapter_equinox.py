@@ -45,7 +45,7 @@ def _plugged(module, name: str, input_shape: tuple, **options):
                    num_classes=3, **options)
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # a framework conv net and its twin compiled three ways: make test-slow, not in CI
 @pytest.mark.parametrize("framework", ["nnx", "eqx"])
 def test_an_adapted_2d_conv_net_trains_as_its_native_twin_on_the_default_engine(framework, workdir, write_spec):
     _frameworks()

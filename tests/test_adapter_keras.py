@@ -41,7 +41,7 @@ def _batch(seed: int = 4, n: int = 16):
     return jax.random.normal(jax.random.PRNGKey(seed), (n, *CTX.input_shape)) * 3 + 1  # far from BN's output
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # a framework conv net and its twin compiled three ways: make test-slow, not in CI
 def test_an_adapted_keras_conv_net_trains_as_its_native_twin(workdir, write_spec):
     shutil.copy(PLUGINS / "keras_nets.py", workdir / "keras_nets.py")
     body = 'placement = "post"\n' + ADAPTED

@@ -32,7 +32,7 @@ def _batch():
     return jax.random.normal(jax.random.PRNGKey(4), (16, 16)) * 3 + 1
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # a framework conv net and its twin compiled three ways: make test-slow, not in CI
 def test_an_adapted_linen_conv_net_trains_as_its_native_twin_with_no_norm_parameters_left(workdir, write_spec):
     import jax
 

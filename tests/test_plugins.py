@@ -76,8 +76,8 @@ def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_placement_and_norm(
 SEQUENTIAL_CHECKED = ("noisy", "dropout_before", "probes", "bfloat16")
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("name", list(VARIANTS))  # one test each: the heaviest compilations, spread over the workers
+@pytest.mark.slow  # the heaviest compilations of the suite: make test-slow, not in CI (its 15 minutes)
+@pytest.mark.parametrize("name", list(VARIANTS))
 def test_a_plugin_mlp_gives_the_built_in_mlps_runs_for_every_variant(name, twins):
     (builtin,), (plugged,) = twins(VARIANTS[name])
     ((_, a),), ((_, b),) = engine.run_all([builtin]), engine.run_all([plugged])

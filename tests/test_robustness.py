@@ -64,7 +64,7 @@ def test_a_check_without_a_comparison_is_refused_before_anything_is_swept(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.system
+@pytest.mark.slow  # three sweep processes: make test-slow, beside the published numbers, not in CI
 def test_the_robustness_command_sweeps_each_variant_and_writes_the_table(write_spec, workdir, cli):
     from tests.conftest import TINY_SPEC
 
