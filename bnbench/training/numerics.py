@@ -46,9 +46,7 @@ def prepare(requested: str | None) -> None:
     started otherwise). ``"native"`` starts the backends as they are, so that a later default keeps them.
     None (the default: ``$BNBENCH_NUMERICS`` where set) pins them where it can, and leaves them native where
     not."""
-    requested = requested or os.environ.get(NUMERICS_ENV) or None
-    if requested not in (None, *NUMERICS):
-        raise NumericsError(f"numerics: must be one of {', '.join(NUMERICS)}, got {requested!r}")
+    requested = _asked(requested)
     if requested == "native":
         jax.devices()
         return
@@ -59,6 +57,14 @@ def prepare(requested: str | None) -> None:
         _start_cpu_backend(PORTABLE_THREADS)
     elif requested == "portable" and (problem or not is_portable_process()):
         raise NumericsError(f"--portable: {problem or _STARTED_OTHERWISE}")
+
+
+def _asked(requested: str | None) -> str | None:
+    """The numerics asked for: ``requested``, else ``$BNBENCH_NUMERICS``, else None; checked."""
+    requested = requested or os.environ.get(NUMERICS_ENV) or None
+    if requested not in (None, *NUMERICS):
+        raise NumericsError(f"numerics: must be one of {', '.join(NUMERICS)}, got {requested!r}")
+    return requested
 
 
 def _portable_problem() -> str | None:
@@ -107,7 +113,7 @@ def choose(requested: str | None, backend: str) -> str:
     where ``requested`` says so or the backend is not a CPU (numerics are a CPU's: a GPU's or TPU's runs
     compute natively whatever was asked, and record their device and its software); raises
     :class:`NumericsError` where portable numerics are asked for in a process not set up for them."""
-    requested = requested or os.environ.get(NUMERICS_ENV) or None
+    requested = _asked(requested)
     if backend != "cpu" or requested == "native" or (requested is None and not is_portable_process()):
         return "native"
     if not is_portable_process():
