@@ -1,9 +1,11 @@
-"""XLA:CPU's convolution kernels against PyTorch's (oneDNN), layer by layer: milliseconds and GFLOP/s of
+"""XLA:CPU's convolution kernels against oneDNN's in bnbench (``bnbench.kernels.onednn``, through XLA's
+FFI) and PyTorch's (also oneDNN), layer by layer: milliseconds and GFLOP/s of
 the forward convolution, the input's gradient and the kernel's gradient for every 3x3 layer shape of
 ResNet-20 and VGG-11 on 32x32x3 images at batch 128, channels last, in one run.
 
-JAX compiles each with the XLA options the engine gives its model (``engine.compiler_options``: YNNPACK's
-element-wise fusions for the ResNet); PyTorch (an optional peer, skipped without it) runs eager on
+JAX compiles each with the XLA options the engine gives its model with XLA's convolutions
+(``engine.compiler_options``: YNNPACK's element-wise fusions for the ResNet), oneDNN's row with XLA's
+defaults (skipped without ``pip install 'bnbench[onednn]'``); PyTorch (an optional peer, skipped without it) runs eager on
 channels_last tensors, the gradients through ``torch.nn.grad``. The printed time is the median of
 ``--repeats`` calls after one untimed call. Where ``make bench-resnet`` finds bnbench's ResNet step
 slower than PyTorch's, and ``make bench-conv-policy`` finds VGG's stepwise step slow, this says which
@@ -21,6 +23,7 @@ from bench_probes import median_seconds
 
 from bnbench import engine
 from bnbench.experiment.fields import RunConfig
+from bnbench.kernels import onednn
 from bnbench.training.signature import Signature
 
 BATCH = 128
@@ -34,13 +37,17 @@ MODELS = {  # name: (its RunConfig fields, its 3x3 layers as (height and width, 
 PASSES = ("forward", "input gradient", "kernel gradient")
 
 
-def jax_ms(size: int, c_in: int, c_out: int, stride: int, options: dict[str, str], repeats: int) -> list[float]:
-    """Median ms of XLA's forward convolution, input gradient and kernel gradient of one layer."""
+def jax_ms(size: int, c_in: int, c_out: int, stride: int, options: dict[str, str], repeats: int,
+           kernel: str = "xla") -> list[float]:
+    """Median ms of the forward convolution, input gradient and kernel gradient of one layer in a jitted
+    JAX function, the convolution XLA's (``kernel="xla"``) or oneDNN's (``"onednn"``)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH, size, size, c_in)).astype(np.float32)
     w = (0.1 * rng.normal(size=(3, 3, c_in, c_out))).astype(np.float32)
 
     def conv(x, w):
+        if kernel == "onednn":
+            return onednn.convolve(x, w, (stride, stride), ((1, 1), (1, 1)))
         return jax.lax.conv_general_dilated(x, w, (stride, stride), ((1, 1), (1, 1)),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
@@ -75,11 +82,12 @@ def main() -> None:
           f"passes: {', '.join(PASSES)}")
     images = random_data((32, 32, 3))
     for name, (fields, layers) in MODELS.items():
-        options = engine.compiler_options(Signature.of(RunConfig(**fields), images), jax.default_backend())
+        options = engine.compiler_options(Signature.of(RunConfig(**fields), images), jax.default_backend(), "native", "xla")
         print(f"{name}: XLA options {options or 'the defaults'}")
         for size, c_in, c_out, stride in layers:
             gflop = 2 * BATCH * (size // stride) ** 2 * 9 * c_in * c_out / 1e9
             rows = {"XLA": jax_ms(size, c_in, c_out, stride, options, args.repeats),
+                    "oneDNN": None if onednn.problem() else jax_ms(size, c_in, c_out, stride, {}, args.repeats, "onednn"),
                     "PyTorch": torch_ms(size, c_in, c_out, stride, args.repeats)}
             cells = [f"{name} " + " / ".join(f"{t:7.1f} ({gflop / t * 1e3:4.0f})" for t in times)
                      for name, times in rows.items() if times is not None]

@@ -1,12 +1,16 @@
-"""The evidence for the engine's CPU policy for conv nets (``bnbench.engine.policy``: ``ONE_AT_A_TIME`` and
-``compiler_options``): milliseconds per training step of each conv net, in one run, on the engine's two
-paths and with both sets of XLA options, and which path and options the engine picks.
+"""The evidence for the engine's CPU policy for conv nets (``bnbench.engine.policy``: ``ONE_AT_A_TIME``,
+``conv_form`` and ``compiler_options``): milliseconds per training step of each conv net, in one run, on
+the engine's two paths, with each kernel for its convolutions and both sets of XLA options, and which
+path, kernel and options the engine picks (native numerics).
 
 * stepwise: the step jitted alone, XLA's convolutions, compiled with XLA's default options and with
-  YNNPACK's element-wise fusions (``engine.YNN_ELEMENTWISE``);
+  YNNPACK's element-wise fusions (``engine.YNN_ELEMENTWISE``); and with oneDNN's convolutions
+  (``bnbench.kernels.onednn``) and the engine's options;
 * vmapped: the step of a one-run block (as the engine's vmapped path trains conv nets on CPU) inside a
-  ``lax.scan`` of ``--scan-steps`` steps, convolutions as patches (``bnbench.models.convolution``),
-  compiled with the options the engine would give it; per step.
+  ``lax.scan`` of ``--scan-steps`` steps, convolutions as patches (``bnbench.models.convolution``), and
+  with oneDNN's, compiled with the options the engine would give it; per step.
+
+The oneDNN columns read "-" where its kernels cannot be had (``pip install 'bnbench[onednn]'``).
 
 Each model is bnbench's own, on random inputs of the shape of the data set named (throughput does not
 depend on the values, and nothing is downloaded): 1-D models on MNIST-1D's 40-sample signals, 2-D
@@ -24,6 +28,7 @@ from bench_probes import median_seconds
 from bnbench import engine
 from bnbench.experiment.fields import RunConfig
 from bnbench.data.registry import Dataset
+from bnbench.kernels import onednn
 from bnbench.training.signature import HParams, Signature
 from bnbench.training.program import device_data, make_program
 
@@ -48,9 +53,11 @@ def random_data(input_shape: tuple[int, ...], num_train: int = 512, num_test: in
     return Dataset("random", x[:num_train], y[:num_train], x[num_train:], y[num_train:], 10)
 
 
-def stepwise_ms(sig: Signature, hp: HParams, dataset: Dataset, options: dict[str, str], repeats: int) -> float:
-    """Median milliseconds of one training step of ``sig`` jitted alone, compiled with ``options``."""
-    program = make_program(sig)
+def stepwise_ms(sig: Signature, hp: HParams, dataset: Dataset, options: dict[str, str], repeats: int,
+                conv: str = "xla") -> float:
+    """Median milliseconds of one training step of ``sig`` jitted alone, its convolutions of form ``conv``,
+    compiled with ``options``."""
+    program = make_program(sig, conv)
     x_train, y_train, _, _ = device_data(dataset)
     state = jax.jit(program.init)(np.uint32(0), hp)
     args = (state, program.batch_indices(0, 0, 1)[0], hp, x_train, y_train)
@@ -58,10 +65,11 @@ def stepwise_ms(sig: Signature, hp: HParams, dataset: Dataset, options: dict[str
     return 1e3 * median_seconds(step, *args, calls=repeats)
 
 
-def vmapped_ms(sig: Signature, hp: HParams, dataset: Dataset, options: dict[str, str], repeats: int, steps: int) -> float:
+def vmapped_ms(sig: Signature, hp: HParams, dataset: Dataset, options: dict[str, str], repeats: int, steps: int,
+               conv: str = "patches") -> float:
     """Median milliseconds per step of a one-run block of ``sig`` training ``steps`` steps in a
-    ``lax.scan``, its convolutions as patches, compiled with ``options``."""
-    program = make_program(sig, "patches")
+    ``lax.scan``, its convolutions of form ``conv``, compiled with ``options``."""
+    program = make_program(sig, conv)
     x_train, y_train, _, _ = device_data(dataset)
     hps = HParams(*(np.stack([v]) for v in hp))
     states = jax.jit(jax.vmap(program.init))(np.zeros(1, np.uint32), hps)
@@ -81,18 +89,28 @@ def main() -> None:
     parser.add_argument("--scan-steps", type=int, default=4)
     args = parser.parse_args()
     platform = jax.default_backend()
-    print(f"ms per training step, backend {platform}; YNNPACK element-wise: {engine.YNN_ELEMENTWISE}")
+    problem = onednn.problem()
+    print(f"ms per training step, backend {platform}; YNNPACK element-wise: {engine.YNN_ELEMENTWISE}; oneDNN: "
+          f"{problem or onednn.describe()}")
     for name, data_name, fields in CASES:
         dataset = random_data(SHAPES[data_name])
         config = RunConfig(steps=1, eval_every=1, **fields)
         sig, hp = Signature.of(config, dataset), HParams.of(config)
-        options = engine.compiler_options(sig, platform)
         default, ynn = (stepwise_ms(sig, hp, dataset, o, args.repeats) for o in ({}, engine.YNN_ELEMENTWISE))
-        vmapped = vmapped_ms(sig, hp, dataset, options, args.repeats, args.scan_steps)
-        path = engine.choose_path(sig.model, "vectorized", platform)
-        chosen = "YNNPACK element-wise" if options else "defaults"
-        print(f"{name:>23} on {data_name:<17}: stepwise defaults {default:8.1f}, stepwise YNNPACK element-wise "
-              f"{ynn:8.1f}, vmapped patches {vmapped:8.1f}; the engine's path: {path}, options: {chosen}", flush=True)
+        vmapped = vmapped_ms(sig, hp, dataset, engine.compiler_options(sig, platform, "native", "patches"),
+                             args.repeats, args.scan_steps)
+        stepwise_onednn = vmapped_onednn = "       -"
+        if problem is None:  # with the options the engine gives oneDNN's programs
+            options = engine.compiler_options(sig, platform, "native", "onednn")
+            stepwise_onednn = f"{stepwise_ms(sig, hp, dataset, options, args.repeats, 'onednn'):8.1f}"
+            vmapped_onednn = f"{vmapped_ms(sig, hp, dataset, options, args.repeats, args.scan_steps, 'onednn'):8.1f}"
+        path = engine.choose_path(sig, "vectorized", platform, "native")
+        conv = engine.conv_form(sig, platform, path, "native")
+        chosen = "YNNPACK element-wise" if engine.compiler_options(sig, platform, "native", conv) else "defaults"
+        print(f"{name:>23} on {data_name:<17}: stepwise defaults {default:8.1f}, YNNPACK element-wise {ynn:8.1f}, "
+              f"oneDNN {stepwise_onednn}; vmapped patches {vmapped:8.1f}, oneDNN {vmapped_onednn}; the engine's "
+              f"path: {path}, convolutions: {conv}, options: {chosen}",
+              flush=True)
 
 
 if __name__ == "__main__":

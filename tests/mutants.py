@@ -128,6 +128,13 @@ MUTANTS = (
     Mutant("alpha-spending-cumulative", "each sequential look spends the cumulative alpha, not its own share",
            "alpha * (n - previous) / maximum", "alpha * n / maximum",
            ("tests/test_sequential.py",), "spends_its_alpha"),
+    Mutant("onednn-padding-swapped", "oneDNN's convolutions take the high padding for the low one",
+           "lo, hi = (np.asarray([p[i] for p in padding], np.int64) for i in (0, 1))",
+           "lo, hi = (np.asarray([p[i] for p in padding], np.int64) for i in (1, 0))",
+           ("tests/test_convolution.py",), "onednn and float64_definition"),
+    Mutant("onednn-in-portable-numerics", "portable runs convolve with oneDNN, whose bits follow the CPU",
+           'usable = _onednn_usable(sig, platform, numerics)', 'usable = _onednn_usable(sig, platform, "native")',
+           ("tests/test_deep_runs.py",), "onednns_convolutions"),
 )
 
 

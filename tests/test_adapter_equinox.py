@@ -90,7 +90,7 @@ def test_an_equinox_conv_nets_batchnorm_differentiates_with_its_convolutions_as_
     its pmean's axis unbound."""
     import jax
 
-    from bnbench.models.convolution import with_patches
+    from bnbench.models.convolution import with_kernel
     from bnbench.norm.settings import BNSettings
 
     model = _plugged(_frameworks(), "eqx_conv2d", (8, 8, 1))
@@ -104,7 +104,7 @@ def test_an_equinox_conv_nets_batchnorm_differentiates_with_its_convolutions_as_
 
         return jax.grad(loss)(params)
 
-    for ours, xla in zip(jax.tree_util.tree_leaves(gradient(with_patches(model.apply))),
+    for ours, xla in zip(jax.tree_util.tree_leaves(gradient(with_kernel(model.apply, "patches"))),
                          jax.tree_util.tree_leaves(gradient(model.apply))):
         np.testing.assert_allclose(ours, xla, rtol=1e-4, atol=1e-6)
 

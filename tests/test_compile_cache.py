@@ -117,11 +117,12 @@ def test_program_keys_change_with_what_the_trace_depends_on():
     sig = Signature.of(RunConfig(dataset="synthetic", num_samples=1200, widths=(8,)), dataset)
     device = jax.devices()[0]
     args = (np.zeros(4, np.uint32), np.zeros((4, 3), np.float32))
-    same = trace_cache.key(sig, device, args)
-    assert trace_cache.key(sig, device, args) == same
-    assert trace_cache.key(sig._replace(batch_size=32), device, args) != same
-    assert trace_cache.key(sig, device, (np.zeros(8, np.uint32), args[1])) != same
-    assert trace_cache.key(sig, device, (args[0], args[1].astype(np.float64))) != same
+    same = trace_cache.key(sig, "xla", device, args)
+    assert trace_cache.key(sig, "xla", device, args) == same
+    assert trace_cache.key(sig._replace(batch_size=32), "xla", device, args) != same
+    assert trace_cache.key(sig, "patches", device, args) != same
+    assert trace_cache.key(sig, "xla", device, (np.zeros(8, np.uint32), args[1])) != same
+    assert trace_cache.key(sig, "xla", device, (args[0], args[1].astype(np.float64))) != same
 
 
 @pytest.mark.unit

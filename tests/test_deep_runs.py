@@ -18,6 +18,7 @@ from bnbench.models import num_params
 from bnbench.stats.summary import swept_axes
 from bnbench.training.signature import HParams, Signature
 from bnbench.training.program import device_data, make_program
+from tests.test_convolution import needs_onednn
 
 
 def images(n_train=96, n_test=32, size=8):
@@ -79,22 +80,23 @@ def test_the_vectorized_engine_vmaps_the_cnn_and_vgg_and_agrees_with_the_sequent
 
 @pytest.mark.unit
 def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_faster():
-    models = ("mlp", "cnn", "vgg", "resnet")
+    dataset = data.load("mnist1d", 600)
+    signatures = {m: Signature.of(tiny(m, steps=4, eval_every=2), dataset) for m in ("mlp", "cnn", "vgg", "resnet")}
 
-    def paths(engine_name, platform):
-        return {m: engine.choose_path(m, engine_name, platform) for m in models}
+    def paths(engine_name, platform, numerics="portable"):
+        return {m: engine.choose_path(sig, engine_name, platform, numerics) for m, sig in signatures.items()}
 
     one, vmapped = "stepwise", "vmapped"
+    # XLA's convolutions (portable numerics, any GPU): ResNets one run at a time.
     assert paths("vectorized", "cpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
-    assert paths("vectorized", "gpu") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
-    assert set(paths("vectorized", "tpu").values()) == {vmapped}
+    assert paths("vectorized", "gpu", "native") == {"cnn": vmapped, "mlp": vmapped, "resnet": one, "vgg": vmapped}
+    assert set(paths("vectorized", "tpu", "native").values()) == {vmapped}
     assert set(paths("sequential", "gpu").values()) == {one}
-    dataset = data.load("mnist1d", 600)
-    signatures = {m: Signature.of(tiny(m, steps=4, eval_every=2), dataset) for m in models}
-    forms = {(m, p, x): engine.conv_form(sig, p, x) for m, sig in signatures.items()
+    forms = {(m, p, x): engine.conv_form(sig, p, x, "portable") for m, sig in signatures.items()
              for p in ("cpu", "gpu") for x in (vmapped, one)}
     # Where a conv net vmaps on CPU (forced for ResNet with ONE_AT_A_TIME), its convolutions are patches.
     assert {k for k, v in forms.items() if v == "patches"} == {(m, "cpu", vmapped) for m in ("cnn", "vgg", "resnet")}
+    assert {v for (m, _, _), v in forms.items() if m == "mlp"} == {"none"}
 
     class Device(NamedTuple):  # what block_size reads of a device
         platform: str
@@ -107,12 +109,31 @@ def test_the_engine_path_and_convolution_form_per_platform_where_they_measured_f
     assert sizes[("cnn", "gpu")] > 1
 
 
+@needs_onednn
+@pytest.mark.unit
+def test_natively_on_cpu_resnets_and_vgg_on_images_vmap_with_onednns_convolutions():
+    signals, pictures = data.load("mnist1d", 600), images()
+    signatures = {(m, d): Signature.of(tiny(m, steps=4, eval_every=2), dataset) for m in ("mlp", "cnn", "vgg", "resnet")
+                  for d, dataset in (("1-D", signals), ("2-D", pictures))}
+    paths = {key: engine.choose_path(sig, "vectorized", "cpu", "native") for key, sig in signatures.items()}
+    assert {key for key, path in paths.items() if path == "stepwise"} == {("resnet", "1-D")}
+    forms = {(*key, x): engine.conv_form(sig, "cpu", x, "native") for key, sig in signatures.items()
+             for x in ("vmapped", "stepwise")}
+    assert {k for k, v in forms.items() if v == "onednn"} == {(m, "2-D", x) for m in ("vgg", "resnet")
+                                                              for x in ("vmapped", "stepwise")}
+    assert forms[("cnn", "2-D", "vmapped")] == "patches" and forms[("resnet", "1-D", "stepwise")] == "xla"
+    for numerics, platform in (("portable", "cpu"), ("native", "gpu")):
+        assert engine.conv_form(signatures[("resnet", "2-D")], platform, "vmapped", numerics) != "onednn"
+    # Their programs compile with XLA's default options: YNNPACK's element-wise fusions are for XLA's convolutions.
+    assert engine.compiler_options(signatures[("resnet", "2-D")], "cpu", "native", "onednn") == {}
+
+
 @pytest.mark.unit
 def test_resnets_on_images_compile_with_ynnpack_elementwise_fusions_natively_on_cpu_only():
     signals, pictures = data.load("mnist1d", 600), images()
 
     def options(model, dataset, platform, numerics="native"):
-        return engine.compiler_options(Signature.of(tiny(model, steps=2, eval_every=2), dataset), platform, numerics)
+        return engine.compiler_options(Signature.of(tiny(model, steps=2, eval_every=2), dataset), platform, numerics, "xla")
 
     assert options("resnet", pictures, "cpu") == engine.YNN_ELEMENTWISE
     assert options("resnet", pictures, "gpu") == options("resnet", signals, "cpu") == {}
@@ -143,29 +164,6 @@ def test_the_options_reach_xla_move_a_step_by_float32_rounding_only_and_repeat_b
 
 
 @pytest.mark.integration
-def test_a_sweep_of_a_resnet_on_images_records_its_compiler_options(workdir, write_spec, cli):
-    pictures = images()
-    np.savez(workdir / "pictures.npz", x_train=pictures.x_train, y_train=pictures.y_train, x_test=pictures.x_test,
-             y_test=pictures.y_test)
-    path = write_spec("""
-        name = "pictures"
-        dataset = "npz:pictures.npz"
-        model = "resnet"
-        depth = 8
-        widths = [4, 8, 8]
-        batch_size = 16
-        steps = 2
-        eval_every = 2
-        seeds = 1
-    """)
-    result = cli("sweep", path, "--no-plots")
-    assert result.exit_code == 0, result.output
-    meta = json.loads((workdir / "results" / "pictures" / "meta.json").read_text())
-    assert meta["compiler_options"] == {"resnet": engine.YNN_ELEMENTWISE}  # natively, as the tests run
-    assert meta["execution"] == {"resnet": "stepwise"}
-
-
-@pytest.mark.integration
 def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, workdir, cli):
     path = write_spec("""
         name = "mixed"
@@ -190,7 +188,7 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
     assert list(runs["num_params"]) == [mlp_params] * 2 + [resnet_params] * 2
     meta = json.loads((workdir / "results" / "mixed" / "meta.json").read_text())
     assert meta["execution"] == {"mlp": "vmapped", "resnet": "stepwise"}
-    assert meta["convolution"] == {"mlp": "xla", "resnet": "xla"}
+    assert meta["convolution"] == {"mlp": "none", "resnet": "xla"}  # a ResNet on 1-D signals keeps XLA's
     assert meta["compiler_options"] == {"mlp": {}, "resnet": {}}  # natively, as the tests run
     assert list(runs["execution"]) == ["vmapped"] * 2 + ["stepwise"] * 2
     assert list(runs["runs_per_device"]) == [engine.MAX_RUNS_PER_DEVICE["cpu"]] * 2 + [1] * 2

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "experiments").glob("*.toml"))
-CONTEXT = ExecutionContext("vmapped", 2, "portable", "cpu", "synthetic", "AVX2", 2, "", "0", "0", "", "")
+CONTEXT = ExecutionContext("portable", "none", "vmapped", 2, "cpu", "synthetic", "AVX2", 2, "", "0", "0", "", "")
 STEPS = (10, 20, 30)
 DIVERGED_AT = 15  # after the first evaluation: a diverged run's curve has one point
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 PACKAGE = Path(__file__).resolve().parents[1] / "bnbench"
 
 # Lowest first: a module may import its own layer and those before it, never one after it.
-LAYERS = ("errors", "options", "norm", "data", "experiment", "models", "training", "engine", "results", "stats",
+LAYERS = ("errors", "options", "norm", "kernels", "data", "experiment", "models", "training", "engine", "results", "stats",
           "profiling", "sweeping", "reporting", "cli")
 # The facade (lazy names, PEP 562) and ``python -m bnbench`` sit above every layer.
 ABOVE_ALL = ("__init__", "__main__")

@@ -105,7 +105,7 @@ def test_a_gpu_run_records_its_compute_capability_and_a_cpu_run_its_numerics():
     cpu = SimpleNamespace(platform="cpu", device_kind="cpu")
     assert context.device_kind(cpu, "portable") == "cpu (x86-64 AVX2)"
     assert context.device_kind(cpu, "native") == f"cpu ({host.host_processor()})"
-    recorded = context.of(gpu, "vmapped", 16, "native", 7)
+    recorded = context.of(gpu, "vmapped", 16, "native", "xla", 7)
     assert (recorded.cpu_isa, recorded.cpu_threads, recorded.numerics) == ("", 0, "native")
 
 
@@ -116,7 +116,7 @@ def test_a_run_recorded_without_xla_flags_resumes_in_the_same_context():
     from bnbench.training import context
 
     cpu = SimpleNamespace(platform="cpu", device_kind="cpu")
-    native = context.of(cpu, "vmapped", 2, "native", 2)._replace(xla_flags="")
+    native = context.of(cpu, "vmapped", 2, "native", "none", 2)._replace(xla_flags="")
     assert context.difference(native.row(), native) is None
     assert context.difference({**native.row(), "numerics": ""}, native)[1].endswith("(results of an older bnbench)")
     assert context.difference(native.row(), native._replace(xla_flags="--xla_cpu_max_isa=AVX2")) == (
@@ -132,5 +132,5 @@ def test_a_gpu_run_records_the_xla_flags_that_bear_on_it(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=0 --xla_cpu_max_isa=AVX2")
     gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100", compute_capability="9.0")
     cpu = SimpleNamespace(platform="cpu", device_kind="cpu")
-    assert context.of(gpu, "vmapped", 16, "native", 0).xla_flags == "--xla_gpu_autotune_level=0"
-    assert context.of(cpu, "vmapped", 2, "portable", 2).xla_flags == "--xla_gpu_autotune_level=0 --xla_cpu_max_isa=AVX2"
+    assert context.of(gpu, "vmapped", 16, "native", "none", 0).xla_flags == "--xla_gpu_autotune_level=0"
+    assert context.of(cpu, "vmapped", 2, "portable", "none", 2).xla_flags == "--xla_gpu_autotune_level=0 --xla_cpu_max_isa=AVX2"

@@ -5,7 +5,7 @@ Both drive the same :class:`bnbench.training.program.Program`, so they compute t
 * ``vectorized``: runs are grouped by compiled signature (:class:`bnbench.training.signature.Signature`
   plus the data set) and each group is cut into fixed-size blocks; a block trains all its runs at once
   on one device (the ``vmapped`` path), and the slots train blocks side by side. Models that
-  :func:`bnbench.engine.policy.vmaps` says run faster one at a time take the ``stepwise`` path instead,
+  :func:`bnbench.engine.policy.choose_path` says run faster one at a time take the ``stepwise`` path instead,
   one run per block.
 * ``sequential``: one run after another on the first device, stepwise, for debugging and as the
   reference the vectorized engine is tested against.

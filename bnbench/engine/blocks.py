@@ -20,8 +20,10 @@ from bnbench import data
 from bnbench.engine import memory
 from bnbench.engine.devices import slots
 from bnbench.engine.errors import EngineError
-from bnbench.engine.policy import CONVOLUTIONAL, MAX_CONV_RUNS_PER_DEVICE, MAX_RUNS_PER_DEVICE, choose_path, family
+from bnbench.engine.policy import (CONVOLUTIONAL, MAX_CONV_RUNS_PER_DEVICE, MAX_RUNS_PER_DEVICE, choose_path, conv_form,
+                                   family, onednn_applies)
 from bnbench.experiment.fields import RunConfig
+from bnbench.kernels import onednn
 from bnbench.options import ENGINES, usable_cpus
 from bnbench.training import context
 from bnbench.training import numerics as numerics_lib
@@ -49,6 +51,22 @@ class Assignment(NamedTuple):
     def contexts_by_run(self) -> dict[str, ExecutionContext]:
         """Each run's execution context, by run id."""
         return {c.run_id: ctx for group, ctx in zip(self.groups, self.contexts) for c in group.configs}
+
+    def convolution_note(self) -> str | None:
+        """One line where runs the policy gives oneDNN's convolutions to (:func:`bnbench.engine.policy.onednn_applies`)
+        train with XLA's: natively, why oneDNN's cannot be had; in portable numerics, that ``--native``
+        would use them. None otherwise."""
+        on_xla = [ctx for group, ctx in zip(self.groups, self.contexts)
+                  if onednn_applies(group.signature, self.devices[0].platform) and ctx.conv_kernel != "onednn"]
+        if not on_xla:
+            return None
+        problem = onednn.problem()
+        if any(ctx.numerics == "native" for ctx in on_xla) and problem:
+            return f"ResNets and VGG on images use XLA's convolutions, not oneDNN's: {problem}"
+        if problem is None:
+            return ("ResNets and VGG on images use XLA's convolutions in portable numerics; --native uses oneDNN's, "
+                    "faster (docs/engine.md)")
+        return None
 
 
 class Block(NamedTuple):
@@ -109,11 +127,14 @@ def assign_groups(
     for group in groups:
         sig = group.signature
         _check_fits(group, device)
-        path = choose_path(family(sig), engine, device.platform)
+        path = choose_path(sig, engine, device.platform, chosen)
         size = block_size(sig, len(group.dataset.y_test), device, runs_per_device) if path == "vmapped" else 1
         key = (group.configs[0].dataset, group.configs[0].num_samples)
         sources.setdefault(key, _data_source(group.configs[0].dataset, group.dataset))
-        contexts.append(context.of(device, path, size, chosen, threads, sig.model_source, sources[key]))
+        convolution = conv_form(sig, device.platform, path, chosen)
+        if convolution == "onednn":
+            convolution = onednn.describe()
+        contexts.append(context.of(device, path, size, chosen, convolution, threads, sig.model_source, sources[key]))
     return Assignment(groups, contexts, selected)
 
 

@@ -13,7 +13,6 @@ import jax
 import numpy as np
 
 from bnbench.engine import trace_cache
-from bnbench.engine.policy import conv_form
 from bnbench.training.program import make_program
 from bnbench.training.signature import Signature
 
@@ -32,9 +31,10 @@ def vmapped_fn(sig: Signature, conv: str):
 
 
 @functools.lru_cache(maxsize=64)
-def stepwise_fns(sig: Signature):
-    """The jitted parts of a stepwise run: ``init``, ``batch_indices``, ``step``, ``evaluate``, ``probe``."""
-    program = make_program(sig)
+def stepwise_fns(sig: Signature, conv: str):
+    """The jitted parts of a stepwise run, with convolutions of form ``conv``: ``init``, ``batch_indices``,
+    ``step``, ``evaluate``, ``probe``."""
+    program = make_program(sig, conv)
     return (
         jax.jit(program.init),
         jax.jit(program.batch_indices, static_argnums=2),
@@ -44,19 +44,18 @@ def stepwise_fns(sig: Signature):
     )
 
 
-def block_program(sig: Signature, device: jax.Device, args: tuple, program_cache: Path | None):
-    """What trains a vmapped block: :func:`vmapped_fn` with the convolutions of
-    :func:`bnbench.engine.policy.conv_form`, or with ``program_cache`` the same program traced once per
-    machine (:mod:`bnbench.engine.trace_cache`)."""
-    fn = vmapped_fn(sig, conv_form(sig, device.platform, "vmapped"))
+def block_program(sig: Signature, conv: str, device: jax.Device, args: tuple, program_cache: Path | None):
+    """What trains a vmapped block: :func:`vmapped_fn` with convolutions of form ``conv``, or with
+    ``program_cache`` the same program traced once per machine (:mod:`bnbench.engine.trace_cache`)."""
+    fn = vmapped_fn(sig, conv)
     if program_cache is None:
         return fn
-    program_key = trace_cache.key(sig, device, args)
+    program_key = trace_cache.key(sig, conv, device, args)
     with _READ_BACK_LOCK:
         if program_key not in _READ_BACK:
             exported = trace_cache.load(program_cache, program_key)
             if exported is None:
-                exported = jax.export.export(fn)(*args)
+                exported = trace_cache.export(fn, args)
                 trace_cache.save(program_cache, program_key, exported)
             _READ_BACK[program_key] = jax.jit(exported.call)
     return _READ_BACK[program_key]
@@ -86,5 +85,4 @@ def release_programs() -> None:
         _READ_BACK.clear()
     vmapped_fn.cache_clear()
     stepwise_fns.cache_clear()
-    conv_form.cache_clear()
     jax.clear_caches()

@@ -5,7 +5,7 @@
   the last block of a group padded with copies of its last run. Runs are independent under ``vmap``: a
   run that diverges does not touch its neighbours.
 * ``stepwise``: one run, a Python loop calling a jitted train step per batch (the sequential engine's
-  path, and the vectorized engine's for the models :func:`bnbench.engine.policy.vmaps` keeps off vmap).
+  path, and the vectorized engine's for the models :func:`bnbench.engine.policy.choose_path` keeps off vmap).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bnbench.engine.blocks import Block
 from bnbench.engine.errors import OutOfMemory
 from bnbench.engine.policy import compiler_options
 from bnbench.experiment.fields import RunConfig
+from bnbench.training.context import ExecutionContext
 from bnbench.training.outcomes import RunResult, summarize_output
 from bnbench.training.program import ProgramOutput, device_data
 from bnbench.training.signature import HParams, Signature
@@ -36,8 +37,8 @@ def train_block(
         arrays[id(dataset)] = device_data(dataset, device)
     try:
         if block.context.execution == "stepwise":
-            pairs = [(config, _train_stepwise(block.group.signature, config, arrays[id(dataset)], device,
-                                              block.context.numerics)) for config in block.configs]
+            pairs = [(config, _train_stepwise(block.group.signature, config, arrays[id(dataset)], device, block.context))
+                     for config in block.configs]
         else:
             pairs = _train_vmapped(block, arrays[id(dataset)], device, program_cache)
     except Exception as err:
@@ -77,19 +78,22 @@ def _train_vmapped(block: Block, arrays: tuple, device: jax.Device, program_cach
     sig = block.group.signature
     begin = time.perf_counter()
     args = block_arguments(block.configs, block.context.runs_per_device, arrays, device)
-    program = programs.compiled(programs.block_program(sig, device, args, program_cache), device, *args,
-                                options=compiler_options(sig, device.platform, block.context.numerics))
+    fn = programs.block_program(sig, block.context.conv_kernel, device, args, program_cache)
+    program = programs.compiled(fn, device, *args,
+                                options=compiler_options(sig, device.platform, block.context.numerics,
+                                                         block.context.conv_kernel))
     output = jax.device_get(program(*args))
     wall = (time.perf_counter() - begin) / len(block.configs)
     return [(config, summarize_output(sig, ProgramOutput(*(a[i] for a in output)), wall)) for i, config in enumerate(block.configs)]
 
 
-def _train_stepwise(sig: Signature, config: RunConfig, arrays: tuple, device: jax.Device, numerics: str) -> RunResult:
-    """One run, a Python loop over a jitted train step per batch, on ``device`` with ``numerics``."""
-    init, indices, step, evaluate, probe = programs.stepwise_fns(sig)
+def _train_stepwise(sig: Signature, config: RunConfig, arrays: tuple, device: jax.Device,
+                    ctx: ExecutionContext) -> RunResult:
+    """One run, a Python loop over a jitted train step per batch, on ``device`` in context ``ctx``."""
+    init, indices, step, evaluate, probe = programs.stepwise_fns(sig, ctx.conv_kernel)
     x_train, y_train, x_test, y_test = arrays
     begin = time.perf_counter()
-    options = compiler_options(sig, device.platform, numerics)
+    options = compiler_options(sig, device.platform, ctx.numerics, ctx.conv_kernel)
     seed, hp = jax.device_put((np.uint32(config.seed), HParams.of(config)), device)
     state = programs.compiled(init, device, seed, hp, options=options)(seed, hp)
     probe_at = programs.compiled(probe, device, state, seed, hp, np.int32(0), x_train, y_train, options=options)

@@ -23,8 +23,9 @@ import os
 from pathlib import Path
 
 import jax
-from jax import export
+from jax import export as export_lib
 
+from bnbench.kernels import onednn
 from bnbench.training.signature import HParams
 from bnbench.training.program import ProgramOutput
 
@@ -34,8 +35,8 @@ SUFFIX = ".jaxexport"
 @functools.lru_cache(maxsize=1)
 def _register_pytrees() -> None:
     """Names the argument and result types for serialization (once per process)."""
-    export.register_namedtuple_serialization(HParams, serialized_name="bnbench.training.signature.HParams")
-    export.register_namedtuple_serialization(ProgramOutput, serialized_name="bnbench.training.program.ProgramOutput")
+    export_lib.register_namedtuple_serialization(HParams, serialized_name="bnbench.training.signature.HParams")
+    export_lib.register_namedtuple_serialization(ProgramOutput, serialized_name="bnbench.training.program.ProgramOutput")
 
 
 def source_digest(package: Path) -> str:
@@ -52,12 +53,14 @@ def _source_digest() -> str:
     return source_digest(Path(__file__).resolve().parents[1])
 
 
-def key(signature, device, args) -> str:
-    """The cache key of the program of ``signature`` on a device of ``device``'s kind called with ``args``."""
+def key(signature, conv: str, device, args) -> str:
+    """The cache key of the program of ``signature`` with convolutions of form ``conv`` on a device of
+    ``device``'s kind called with ``args``."""
     parts = [
         _source_digest(),
         *(f"{p}={importlib.metadata.version(p)}" for p in ("jax", "jaxlib", "optax")),
         repr(signature),
+        conv,
         f"{device.platform}:{device.device_kind}",
         *(f"{leaf.shape}:{leaf.dtype}" for leaf in jax.tree_util.tree_leaves(args)),
         os.environ.get("XLA_FLAGS", ""),
@@ -65,16 +68,24 @@ def key(signature, device, args) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def load(folder: Path, program_key: str) -> export.Exported | None:
+def export(fn, args: tuple) -> export_lib.Exported:
+    """``fn`` traced and lowered for ``args``. oneDNN's convolutions are custom calls, which ``jax.export``
+    refuses by default because a program holding them runs only where they are registered: these are
+    registered wherever bnbench builds such a program (:mod:`bnbench.kernels.onednn`)."""
+    checks = [export_lib.DisabledSafetyCheck.custom_call(target) for target in onednn.TARGETS.values()]
+    return export_lib.export(fn, disabled_checks=checks)(*args)
+
+
+def load(folder: Path, program_key: str) -> export_lib.Exported | None:
     """The traced program stored under ``program_key``, or None if there is none or it cannot be read."""
     _register_pytrees()
     try:
-        return export.deserialize(bytearray((folder / f"{program_key}{SUFFIX}").read_bytes()))
+        return export_lib.deserialize(bytearray((folder / f"{program_key}{SUFFIX}").read_bytes()))
     except Exception:  # noqa: BLE001 - a missing, truncated or corrupt entry is traced again
         return None
 
 
-def save(folder: Path, program_key: str, exported: export.Exported) -> None:
+def save(folder: Path, program_key: str, exported: export_lib.Exported) -> None:
     """Stores ``exported`` whole (atomically); a folder that cannot be written keeps nothing."""
     _register_pytrees()
     path = folder / f"{program_key}{SUFFIX}"

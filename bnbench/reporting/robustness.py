@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import pandas as pd
 
-from bnbench.engine.policy import vmaps
+from bnbench.engine.policy import ONE_AT_A_TIME
 from bnbench.errors import BnbenchError, RunFailure
 from bnbench.reporting import model
 from bnbench.reporting.cells import number
@@ -49,16 +49,17 @@ class Robustness(NamedTuple):
 
 def variants(runs: Sequence, platform: str) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """The variants a spec's ``runs`` are swept in (:data:`VARIANTS`), and notes on those left out: the sequential
-    engine where the vectorized engine already trains every model of the grid stepwise on ``platform``
-    (the same path, the same numbers), and both numerics where runs compute natively only (off a CPU,
-    or on one without portable numerics; then the first variant is ``default``)."""
+    engine where the vectorized engine already trains every model of the grid stepwise on ``platform`` in
+    portable numerics (with XLA's convolutions: the same path, the same numbers), and both numerics where
+    runs compute natively only (off a CPU, or on one without portable numerics; then the first variant is
+    ``default``)."""
     chosen, notes = dict(VARIANTS), []
     if platform != "cpu" or not host.portable_possible():
         chosen = {"default": (), "sequential": ("--engine", "sequential")}
         where = f"on {platform}" if platform != "cpu" else f"on this CPU ({host.host_isa() or 'not x86'})"
         notes.append(f"portable numerics left out: {where} every run computes natively")
     models = {run.model for run in runs}
-    if models and not any(vmaps(m, platform) for m in models):
+    if models and all(m in ONE_AT_A_TIME.get(platform, ()) for m in models):
         del chosen["sequential"]
         notes.append(f"sequential engine left out: the vectorized engine trains {', '.join(sorted(models))} "
                      f"stepwise on {platform} too, the same path")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import jax
 
-from bnbench.engine import Assignment, assign_runs, compiler_options, conv_form, train_blocks
+from bnbench.engine import Assignment, assign_runs, compiler_options, train_blocks
 from bnbench.experiment.fields import RunConfig
 from bnbench.experiment.identity import shared_trainings
 from bnbench.results import provenance, schema
@@ -81,6 +81,7 @@ def open_sweep(
         if plan.resume:
             plan.store.check_contexts(contexts)
         done, notes = plan.store.open(plan.spec, resume=plan.resume)
+        notes.extend(filter(None, [assignment.convolution_note()]))
         options = dict(engine=engine, runs_per_device=runs_per_device, devices=devices)
         if design is not None:
             options["sequential"] = design.to_meta()
@@ -112,10 +113,9 @@ def execute(
     pairs = list(zip(session.assignment.groups, session.assignment.contexts))
     meta["execution"] = {group.signature.model: ctx.execution for group, ctx in pairs}
     platform = session.assignment.devices[0].platform
-    meta["convolution"] = {group.signature.model: conv_form(group.signature, platform, ctx.execution)
-                           for group, ctx in pairs}
-    meta["compiler_options"] = {group.signature.model: compiler_options(group.signature, platform, ctx.numerics)
-                                for group, ctx in pairs}
+    meta["convolution"] = {group.signature.model: ctx.convolution for group, ctx in pairs}
+    meta["compiler_options"] = {group.signature.model: compiler_options(group.signature, platform, ctx.numerics,
+                                                                        ctx.conv_kernel) for group, ctx in pairs}
     # The code and data of plugins and own data sets, by the reference the spec wrote: file@digest.
     meta["sources"] = {name: source for group, ctx in pairs for name, source in
                        ((group.signature.model, ctx.model_source), (group.configs[0].dataset, ctx.data_source)) if source}

@@ -25,9 +25,12 @@ from bnbench.options import EXECUTIONS, NUMERICS
 class ExecutionContext(NamedTuple):
     """How one run was executed; the fields are ``runs.csv`` columns."""
 
+    # numerics and convolution come first: they decide the others (a ResNet vmaps with oneDNN's convolutions),
+    # so a difference between two contexts is named by its cause (difference()).
+    numerics: str  # "portable" (the same bits on any x86-64 CPU with AVX2) or "native" (bnbench.training.numerics)
+    convolution: str  # the kernel of the program's convolutions: "none", "xla", "patches" or "onednn <version> ..."
     execution: str  # "vmapped" (runs_per_device runs share one program) or "stepwise" (a jitted step per batch)
     runs_per_device: int  # 1 for stepwise runs
-    numerics: str  # "portable" (the same bits on any x86-64 CPU with AVX2) or "native" (bnbench.training.numerics)
     backend: str
     device_kind: str
     cpu_isa: str  # the instruction-set level XLA:CPU compiles for ("" on other backends)
@@ -37,6 +40,12 @@ class ExecutionContext(NamedTuple):
     jaxlib_version: str
     model_source: str  # a plugin network's file@digest ("" for a built-in model)
     data_source: str  # the data set as trained on: name (or file)@digest of its arrays
+
+    @property
+    def conv_kernel(self) -> str:
+        """The form of the program's convolutions (:func:`bnbench.engine.policy.conv_form`), without the
+        version and threads a oneDNN kernel records."""
+        return self.convolution.split()[0]
 
     def row(self) -> dict[str, str]:
         """The context as ``runs.csv`` writes and reads it (text)."""
@@ -48,11 +57,14 @@ MACHINE_FIELDS = ("numerics", "backend", "device_kind", "cpu_isa", "cpu_threads"
                   "jaxlib_version")
 
 COLUMNS: dict[str, str] = {
+    "numerics": f"{NUMERICS[0]} (on CPU: the instruction set capped at AVX2, no YNNPACK fusions, XLA's pool of 2 "
+    f"threads, so the same bits on any x86-64 CPU with AVX2) or {NUMERICS[1]} (whatever the device computes fastest)",
+    "convolution": "the kernel of the run's convolutions: none (a network without any), xla (XLA's), patches "
+    "(slices times one matrix product, bnbench.models.convolution) or onednn with its version, instruction set and "
+    "threads (oneDNN's primitives through XLA's FFI, native numerics on CPU only)",
     "execution": f"how the run executed: {EXECUTIONS[0]} (runs_per_device runs in one compiled program on one "
     f"device) or {EXECUTIONS[1]} (a jitted step per batch: the sequential engine, and conv nets where that is faster)",
     "runs_per_device": "runs that shared the run's compiled program (1 if stepwise); its float32 numbers depend on it",
-    "numerics": f"{NUMERICS[0]} (on CPU: the instruction set capped at AVX2, no YNNPACK fusions, XLA's pool of 2 "
-    f"threads, so the same bits on any x86-64 CPU with AVX2) or {NUMERICS[1]} (whatever the device computes fastest)",
     "backend": "JAX backend (cpu, gpu, tpu)",
     "device_kind": "the device whose kernels decide the run's bits: portable CPU runs name the portable target, native "
     "ones the processor (model, family, model number, caches); GPUs their compute capability and CUDA software",
@@ -78,15 +90,15 @@ def device_kind(device, numerics: str) -> str:
     return device.device_kind
 
 
-def of(device, execution: str, runs_per_device: int, numerics: str, cpu_threads: int, model_source: str = "",
-       data_source: str = "") -> ExecutionContext:
-    """The context of runs executed on ``device`` with ``execution``, ``runs_per_device`` and ``numerics``,
-    in a process whose XLA:CPU pool has ``cpu_threads`` threads
+def of(device, execution: str, runs_per_device: int, numerics: str, convolution: str, cpu_threads: int,
+       model_source: str = "", data_source: str = "") -> ExecutionContext:
+    """The context of runs executed on ``device`` with ``execution``, ``runs_per_device``, ``numerics`` and
+    the ``convolution`` kernel (as the column records it), in a process whose XLA:CPU pool has ``cpu_threads`` threads
     (:func:`bnbench.training.numerics.cpu_pool_threads`), of the plugin code and data at ``model_source``
     and ``data_source``."""
     cpu = device.platform == "cpu"
     return ExecutionContext(
-        execution, runs_per_device, numerics, device.platform, device_kind(device, numerics),
+        numerics, convolution, execution, runs_per_device, device.platform, device_kind(device, numerics),
         host.compiled_isa(numerics) if cpu else "", cpu_threads if cpu else 0, _xla_flags(cpu), importlib.metadata.version("jax"), importlib.metadata.version("jaxlib"),
         model_source, data_source,
     )

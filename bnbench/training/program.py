@@ -41,7 +41,7 @@ from bnbench.training import probes
 from bnbench.training import recipe
 from bnbench.data.registry import Dataset
 from bnbench.models import Model
-from bnbench.models.convolution import with_patches
+from bnbench.models.convolution import with_kernel
 from bnbench.training.optimizers import make_optimizer
 from bnbench.training.signature import HParams, Signature
 
@@ -280,11 +280,12 @@ class Program(NamedTuple):
 
 
 def make_program(sig: Signature, conv: str = "xla") -> Program:
-    """Builds the training program of ``sig``, its convolutions XLA's (``conv="xla"``) or rewritten as
-    patches (``"patches"``, :func:`bnbench.models.convolution.with_patches`)."""
+    """Builds the training program of ``sig``, its convolutions XLA's (``conv`` ``"xla"``, or ``"none"``
+    for a network without any) or rewritten to another kernel (``"patches"``, ``"onednn"``:
+    :func:`bnbench.models.convolution.with_kernel`)."""
     model = sig.make_model()
-    if conv == "patches":
-        model = model._replace(apply=with_patches(model.apply), preactivations=with_patches(model.preactivations))
+    if conv not in ("xla", "none"):
+        model = model._replace(apply=with_kernel(model.apply, conv), preactivations=with_kernel(model.preactivations, conv))
     return Program(sig, model)
 
 
