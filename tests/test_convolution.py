@@ -70,9 +70,12 @@ def rounding_bound(x: np.ndarray, w: np.ndarray, stride: int, padding) -> np.nda
 
 
 def xla(h, w, stride, padding):
+    """XLA's convolution of channels-last ``h`` by ``w`` (``*spatial, C_in, C_out``); ``stride`` one for
+    every spatial axis, or a tuple of them."""
     spatial = h.ndim - 2
-    return jax.lax.conv_general_dilated(h, w.astype(h.dtype), (stride,) * spatial, padding,
-                                        dimension_numbers={1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}[spatial])
+    strides = (stride,) * spatial if isinstance(stride, int) else tuple(stride)
+    return jax.lax.conv_general_dilated(h, w.astype(h.dtype), strides, padding, dimension_numbers={
+        1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}[spatial])
 
 
 def conv(how):
@@ -88,7 +91,7 @@ def inputs(case, seed=0):
 
 @pytest.mark.parametrize("how", FORMS)
 @pytest.mark.parametrize("case", CASES, ids=[f"{len(c[0]) - 2}d-s{c[2]}-{c[3]}" for c in CASES])
-def test_both_forms_equal_the_float64_definition_forward_and_gradient(case, how):
+def test_every_kernel_equals_the_float64_definition_forward_and_gradient(case, how):
     x, w = inputs(case)
     _, _, stride, padding = case
     out = np.asarray(conv(how)(jnp.asarray(x), jnp.asarray(w), stride, padding))

@@ -20,16 +20,10 @@ from bnbench import engine
 from bnbench.experiment.fields import RunConfig
 from bnbench.kernels import onednn
 from bnbench.training.signature import Signature
-from tests.test_convolution import needs_onednn, rounding_bound
+from tests.test_convolution import needs_onednn, rounding_bound, xla
 from tests.test_deep_runs import images
 
 pytestmark = needs_onednn
-
-
-def _xla(x, w, strides, padding):
-    spatial = x.ndim - 2
-    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers={
-        1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}[spatial])
 
 
 @pytest.mark.unit
@@ -38,7 +32,7 @@ def test_a_3d_convolution_and_its_gradients_agree_with_xlas():
     x, w = rng.normal(size=(2, 5, 6, 7, 3)).astype(np.float32), rng.normal(size=(3, 3, 3, 3, 4)).astype(np.float32)
     strides, padding = (1, 2, 1), ((1, 1), (1, 0), (0, 2))
     ours, theirs = (jax.value_and_grad(lambda a, b, f=f: jnp.sum(f(a, b, strides, padding) ** 2), (0, 1))
-                    for f in (onednn.convolve, _xla))
+                    for f in (onednn.convolve, xla))
     (value, grads), (expected, grads_xla) = ours(x, w), theirs(x, w)
     assert float(value) == pytest.approx(float(expected), rel=1e-5)
     for a, b in zip(grads, grads_xla):  # sums of products of sums: a relative bound well above float32 rounding
@@ -65,7 +59,7 @@ def test_repeats_bitwise_jitted_and_in_a_scan():
         np.testing.assert_array_equal(np.asarray(loss), np.asarray(first[1][0][i]))
         np.testing.assert_array_equal(np.asarray(grad_x), np.asarray(first[1][1][i]))
     out = np.asarray(onednn.convolve(x, w, (1, 1), ((1, 1), (1, 1))))
-    assert (np.abs(out - np.asarray(_xla(x, w, (1, 1), ((1, 1), (1, 1))))) <=
+    assert (np.abs(out - np.asarray(xla(x, w, (1, 1), ((1, 1), (1, 1))))) <=
             rounding_bound(np.asarray(x), np.asarray(w), 1, [(1, 1), (1, 1)])).all()
 
 
@@ -90,10 +84,20 @@ def test_what_is_missing_is_said_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler")
     with pytest.raises(onednn.OnednnUnavailable, match="^no C\\+\\+ compiler 'no-such-compiler' to build"):
         onednn.build(tmp_path)
-    monkeypatch.setenv("CXX", "false")  # a compiler that fails
-    with pytest.raises(onednn.OnednnUnavailable, match=r"^oneDNN's kernels did not build \(false exited 1"):
+    monkeypatch.setenv("CXX", "false")  # a compiler that fails, silently
+    with pytest.raises(onednn.OnednnUnavailable, match=r"^oneDNN's kernels did not build \(false exited 1\)$"):
         onednn.build(tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+    (tmp_path / "taken").write_text("a file where the cache folder would be")
+    with pytest.raises(onednn.OnednnUnavailable, match=r"^cannot build oneDNN's kernels into .*taken/onednn \(Not a directory\)$"):
+        onednn.build(tmp_path / "taken" / "onednn")
+    with pytest.raises(ValueError, match="^oneDNN's convolution takes x and w of one dtype, not float32 and bfloat16"):
+        onednn.convolve(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2), jnp.bfloat16), (1, 1), ((1, 1), (1, 1)))
+    # The handler guards itself too: it reads every operand with the first one's element size.
+    monkeypatch.delenv("CXX")
+    with pytest.raises(Exception, match="bnbench oneDNN convolution: operands of different dtypes"):
+        onednn._call("forward", jax.ShapeDtypeStruct((1, 4, 4, 2), jnp.float32), jnp.ones((1, 4, 4, 2)),
+                     jnp.ones((3, 3, 2, 2), jnp.bfloat16), (1, 1), ((1, 1), (1, 1)))
 
 
 @pytest.mark.unit
@@ -132,11 +136,11 @@ def test_without_a_compiler_a_sweep_keeps_xlas_convolutions_says_why_and_never_m
     assert metas["without"]["execution"] == {"resnet": "stepwise"}
     assert metas["with"]["convolution"] == {"resnet": described} and metas["without"]["convolution"] == {"resnet": "xla"}
     # the notes go to stderr
-    assert "ResNets and VGG on images use XLA's convolutions, not oneDNN's: no C++ compiler 'no-such-compiler'" in without.stderr
+    assert "ResNets and VGG on images do not use oneDNN's convolutions: no C++ compiler 'no-such-compiler'" in without.stderr
     assert "oneDNN" not in with_onednn.stderr + with_onednn.stdout
     extended = sweep("with", bare)  # the whole grid into the folder oneDNN's convolutions trained
     assert extended.returncode == 2 and extended.stderr.count("\n") == 1, extended.stderr
-    assert f"convolution is '{described}' there, 'xla' here" in extended.stderr
+    assert f"convolution is '{described}' there, 'xla' here); resume where their convolutions' kernel ({described}) is" in extended.stderr
 
 
 @pytest.mark.integration
@@ -165,15 +169,20 @@ def test_a_sweep_says_when_resnets_or_vgg_on_images_could_use_onednn_and_nothing
 
     device = jax.devices()[0]
 
-    def note(model, dataset, numerics, convolution):
-        config = RunConfig(model=model, widths=(4, 8, 8), depth=8 if model == "resnet" else 0, steps=2, eval_every=2)
+    def note(model, dataset, numerics, convolution, dtype="float32"):
+        config = RunConfig(model=model, widths=(4, 8, 8), depth=8 if model == "resnet" else 0, steps=2, eval_every=2,
+                           dtype=dtype)
         ctx = context.of(device, "stepwise", 1, numerics, convolution, 2)
         return engine.Assignment([engine.Group(Signature.of(config, dataset), dataset, [config])], [ctx],
                                  (device,)).convolution_note()
 
     pictures, signals = images(), load("mnist1d", 600)
     assert note("resnet", pictures, "portable", "xla") == (
-        "ResNets and VGG on images use XLA's convolutions in portable numerics; --native uses oneDNN's, faster "
+        "ResNets and VGG on images do not use oneDNN's convolutions in portable numerics; --native uses them, faster "
         "(docs/engine.md)")
     assert note("resnet", pictures, "native", onednn.describe()) is None
+    # Natively, with the kernels at hand, runs without them are runs of a dtype this CPU's oneDNN lacks.
+    assert note("resnet", pictures, "native", "xla", "bfloat16") == (
+        "ResNets and VGG on images in bfloat16 do not use oneDNN's convolutions: oneDNN lacks bfloat16 convolutions "
+        "on this CPU")
     assert note("resnet", signals, "portable", "xla") is None and note("cnn", pictures, "portable", "patches") is None

@@ -17,7 +17,11 @@ import pytest
 
 from bnbench import data, engine
 from bnbench.experiment.fields import RunConfig
+from bnbench.results import merging
+from bnbench.results.csv_files import ResultsError
+from bnbench.results.folder import ResultsStore
 from bnbench.results.schema import RUN_COLUMNS
+from bnbench.training import context
 
 HEAD = """
 name = "repro"
@@ -202,6 +206,23 @@ def test_runs_from_another_machine_merge_only_when_asked_and_report_shows_them_a
     report = cli("report", "m", "--no-plots")
     assert report.exit_code == 0 and "note: these runs executed in several contexts (device_kind): shown apart" in report.stderr
     assert "Other CPU" in report.stdout
+
+
+@pytest.mark.unit
+def test_merging_refuses_a_models_runs_convolved_by_another_kernel_but_not_another_models(tmp_path):
+    a, b = ResultsStore(tmp_path / "a"), ResultsStore(tmp_path / "b")
+    machine = {field: "same" for field in context.MACHINE_FIELDS}
+
+    def chosen(*records):
+        return {f"run{i}": (store, machine | {"model": model, "convolution": kernel})
+                for i, (store, model, kernel) in enumerate(records)}
+
+    # One grid's models convolve by their own kernels (an MLP none, a ResNet XLA's): one context.
+    merging._check_one_context([a, b], chosen((a, "mlp", "none"), (a, "resnet", "xla"), (b, "resnet", "xla")))
+    with pytest.raises(ResultsError, match=r"hold runs executed in other contexts \(convolution is 'xla' there, "
+                                           r"'onednn 3.2.0 avx2, 2 threads' here\); pass --mixed-context"):
+        merging._check_one_context([a, b], chosen((a, "mlp", "none"), (a, "resnet", "xla"),
+                                                  (b, "resnet", "onednn 3.2.0 avx2, 2 threads")))
 
 
 SLOW_SPEC = """

@@ -42,7 +42,8 @@ _Engine = Annotated[str, typer.Option(
     help="vectorized: runs sharing a compiled program train together in blocks on each device (vmap, scan; "
     "on CPU a conv net's convolutions as patches, one run per block, and ResNets one at a time, "
     "ResNets on GPU too, where that measured faster (docs/performance.md); on CPU ResNets on images compile "
-    "with YNNPACK's element-wise fusions); "
+    "with YNNPACK's element-wise fusions; natively with the onednn extra, ResNets and VGG on images convolve "
+    "by oneDNN, one run per block, docs/engine.md); "
     "sequential: one run at a time, a Python loop over jitted steps (the reference path).")]
 _RunsPerDevice = Annotated[Optional[int], typer.Option(
     "--runs-per-device", min=1, metavar="N", show_default="from the program's memory, at most 2 on CPU, 16 on GPU",

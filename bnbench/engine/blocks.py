@@ -54,18 +54,22 @@ class Assignment(NamedTuple):
 
     def convolution_note(self) -> str | None:
         """One line where runs the policy gives oneDNN's convolutions to (:func:`bnbench.engine.policy.onednn_applies`)
-        train with XLA's: natively, why oneDNN's cannot be had; in portable numerics, that ``--native``
-        would use them. None otherwise."""
-        on_xla = [ctx for group, ctx in zip(self.groups, self.contexts)
-                  if onednn_applies(group.signature, self.devices[0].platform) and ctx.conv_kernel != "onednn"]
-        if not on_xla:
+        train without them: natively, why (oneDNN's kernels cannot be had, or lack the runs' dtype on this
+        CPU); in portable numerics, that ``--native`` would use them. None otherwise."""
+        without = [(group.signature, ctx) for group, ctx in zip(self.groups, self.contexts)
+                   if onednn_applies(group.signature, self.devices[0].platform) and ctx.conv_kernel != "onednn"]
+        if not without:
             return None
         problem = onednn.problem()
-        if any(ctx.numerics == "native" for ctx in on_xla) and problem:
-            return f"ResNets and VGG on images use XLA's convolutions, not oneDNN's: {problem}"
+        native = sorted({sig.dtype for sig, ctx in without if ctx.numerics == "native"})
+        if native and problem:
+            return f"ResNets and VGG on images do not use oneDNN's convolutions: {problem}"
+        if native:
+            return (f"ResNets and VGG on images in {', '.join(native)} do not use oneDNN's convolutions: oneDNN lacks "
+                    f"{', '.join(native)} convolutions on this CPU")
         if problem is None:
-            return ("ResNets and VGG on images use XLA's convolutions in portable numerics; --native uses oneDNN's, "
-                    "faster (docs/engine.md)")
+            return ("ResNets and VGG on images do not use oneDNN's convolutions in portable numerics; --native uses "
+                    "them, faster (docs/engine.md)")
         return None
 
 

@@ -72,24 +72,26 @@ def build(cache: Path | None = None) -> Path:
     """The extension, built into ``cache`` (default ``<user cache>/onednn``) unless already there.
     Raises :class:`OnednnUnavailable` naming what is missing or how the build failed."""
     prefix, compiler = _prefix(), _compiler()
+    flags = ["-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-isystem", jax.ffi.include_dir(), "-isystem",
+             str(prefix / "include"), f"-L{prefix / 'lib'}", "-ldnnl", f"-Wl,-rpath,{prefix / 'lib'}"]
     versions = [importlib.metadata.version(name) for name in ("jaxlib", *DISTRIBUTIONS)]
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([*versions, compiler]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([*versions, compiler, *flags]).encode()).hexdigest()[:16]
     folder = cache or user_cache_dir(os.environ) / "onednn"
     target = folder / f"bnbench_onednn_{digest}.so"
     if target.exists():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as work:
-        built = Path(work) / target.name
-        command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-isystem", jax.ffi.include_dir(),
-                   "-isystem", str(prefix / "include"), str(SOURCE), "-o", str(built), f"-L{prefix / 'lib'}", "-ldnnl",
-                   f"-Wl,-rpath,{prefix / 'lib'}"]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip()[:200])
-            raise OnednnUnavailable(f"oneDNN's kernels did not build ({Path(compiler).name} exited "
-                                    f"{done.returncode}: {first})")
-        os.replace(built, target)  # atomic: processes building at once each leave a whole file
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as work:
+            built = Path(work) / target.name
+            done = subprocess.run([compiler, str(SOURCE), "-o", str(built), *flags], capture_output=True, text=True)
+            if done.returncode != 0:
+                first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip()[:200])
+                raise OnednnUnavailable(f"oneDNN's kernels did not build ({Path(compiler).name} exited "
+                                        f"{done.returncode}{': ' + first if first else ''})")
+            os.replace(built, target)  # atomic: processes building at once each leave a whole file
+    except OSError as error:
+        raise OnednnUnavailable(f"cannot build oneDNN's kernels into {folder} ({error.strerror})") from None
     return target
 
 
@@ -113,6 +115,8 @@ def _attempt() -> ctypes.CDLL | OnednnUnavailable:
         library = ctypes.CDLL(str(build()))
     except OnednnUnavailable as error:
         return error
+    except OSError as error:  # the built file cannot be loaded: a library it needs is missing or differs
+        return OnednnUnavailable(f"oneDNN's kernels did not load ({error})")
     for name in TARGETS.values():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
     library.bnbench_onednn_describe.restype = ctypes.c_char_p
@@ -129,6 +133,7 @@ def problem() -> str | None:
     return None
 
 
+@functools.cache
 def supports(dtype: str) -> bool:
     """Whether oneDNN has the three kernels for ``dtype`` on this CPU (bfloat16 needs AVX-512 or newer
     instructions); the caller keeps XLA's convolution where not. Needs :func:`load` to succeed."""
@@ -154,7 +159,10 @@ def convolve(x: jax.Array, w: jax.Array, strides: tuple[int, ...], padding: tupl
     """The convolution of ``x`` ``(N, *spatial, C_in)`` with ``w`` ``(*kernel, C_in, C_out)`` of the same
     dtype (float32, or bfloat16 where :func:`supports` says), ``strides`` and ``padding`` (a
     ``(low, high)`` pair per spatial axis): the same as ``lax.conv_general_dilated`` in that layout, to
-    float32 rounding, computed by oneDNN. Raises :class:`OnednnUnavailable` where :func:`load` cannot."""
+    float32 rounding, computed by oneDNN. Raises :class:`OnednnUnavailable` where :func:`load` cannot,
+    ValueError where ``x`` and ``w`` differ in dtype."""
+    if x.dtype != w.dtype:
+        raise ValueError(f"oneDNN's convolution takes x and w of one dtype, not {x.dtype} and {w.dtype}")
     out = [(x.shape[1 + d] + lo + hi - w.shape[d]) // s + 1 for d, (s, (lo, hi)) in enumerate(zip(strides, padding))]
     return _call("forward", jax.ShapeDtypeStruct((x.shape[0], *out, w.shape[-1]), x.dtype), x, w, strides, padding)
 

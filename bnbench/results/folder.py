@@ -47,6 +47,7 @@ LATER_COLUMNS = (*LATER_FIELDS, "num_params", "trains_as", *(c for c in context.
 _CONTEXT_HINTS = {
     "runs_per_device": "pass --runs-per-device {runs_per_device} to match them, ",
     "numerics": "pass --{numerics} to match them, ",
+    "convolution": "resume where their convolutions' kernel ({convolution}) is the one this sweep gets (docs/engine.md), ",
     "model_source": "restore the code they ran, ",
     "data_source": "restore the data they ran on, ",
 }

@@ -164,19 +164,25 @@ def _choose_records(
 
 
 def _check_one_context(stores: list[ResultsStore], chosen: dict[str, tuple[ResultsStore, dict]]) -> None:
-    """Refuses records from other machines, software or engine options than the first record's."""
+    """Refuses records from other machines, software or engine options than the first record's, and
+    records of a model whose convolutions ran by another kernel than its first record's."""
     records = list(chosen.values())
     if not records:
         return
-    first_store, first = records[0]
-    for store, row in records[1:]:
-        for field in context.MACHINE_FIELDS:
-            if row.get(field) != first.get(field):
+    first = records[0]
+    same_model: dict[str, tuple[ResultsStore, dict]] = {}
+    for store, row in records:
+        # The machine is the first record's; a convolution kernel, the first record's of the same model
+        # (the models of one grid may convolve by different kernels, or not at all).
+        model_first = same_model.setdefault(row.get("model"), (store, row))
+        for field, (other_store, other) in [*((f, first) for f in context.MACHINE_FIELDS), ("convolution", model_first)]:
+            if row.get(field) != other.get(field):
                 raise ResultsError(
-                    f"{first_store.out_dir} and {store.out_dir} hold runs executed in other contexts ({field} is "
-                    f"{first.get(field)!r} there, {row.get(field)!r} here); pass --mixed-context to merge them "
+                    f"{other_store.out_dir} and {store.out_dir} hold runs executed in other contexts ({field} is "
+                    f"{other.get(field)!r} there, {row.get(field)!r} here); pass --mixed-context to merge them "
                     "(report then groups runs by it)"
                 )
+    first_store = first[0]
     options = {store.out_dir: {k: store.read_meta().get(k) for k in ("engine", "runs_per_device")} for store, _ in records}
     for folder, chosen_options in options.items():
         if chosen_options != options[first_store.out_dir]:
