@@ -85,7 +85,12 @@ def conv_form(sig: Signature, platform: str, path: str, numerics: str) -> str:
 def onednn_applies(sig: Signature, platform: str) -> bool:
     """Whether the policy gives ``sig``'s convolutions on ``platform`` to oneDNN under native numerics
     (:data:`ONEDNN_ON_IMAGES`), where its kernels can be had."""
-    return platform == "cpu" and family(sig) in ONEDNN_ON_IMAGES and len(channels_last(sig.input_shape)) == 3
+    return platform == "cpu" and family(sig) in ONEDNN_ON_IMAGES and _on_images(sig)
+
+
+def _on_images(sig: Signature) -> bool:
+    """Whether ``sig``'s inputs are images (2-D, with channels), not 1-D signals."""
+    return len(channels_last(sig.input_shape)) == 3
 
 
 def _onednn_usable(sig: Signature, platform: str, numerics: str) -> bool:
@@ -105,8 +110,8 @@ def compiler_options(sig: Signature, platform: str, numerics: str, conv: str) ->
         return {}
     if numerics == "portable":
         return dict(host.PORTABLE_OPTIONS)
-    on_images = conv == "xla" and not sig.plugin and sig.model == "resnet" and len(channels_last(sig.input_shape)) == 3
-    return dict(YNN_ELEMENTWISE) if on_images else {}
+    resnet_on_images = conv == "xla" and not sig.plugin and sig.model == "resnet" and _on_images(sig)
+    return dict(YNN_ELEMENTWISE) if resnet_on_images else {}
 
 
 def family(sig: Signature) -> str:

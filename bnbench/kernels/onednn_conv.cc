@@ -87,12 +87,14 @@ struct Primitives {
   std::unique_ptr<Step> to_internal, to_user;
 };
 
+// The kernel's memory as the operations are asked for it: any layout, oneDNN's choice (see above).
+memory::desc any_kernel(const Window& win) { return memory::desc(kernel_dims(win.w), win.type, tag::any); }
+
 dnnl::convolution_forward::primitive_desc forward_pd(const Window& win) {
   size_t spatial = win.strides.size();
   memory::desc x(channels_first(win.x), win.type, activation_tag(spatial));
-  memory::desc w(kernel_dims(win.w), win.type, tag::any);
   memory::desc y(channels_first(win.y), win.type, activation_tag(spatial));
-  return {cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, x, w, y,
+  return {cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, x, any_kernel(win), y,
           win.strides, win.pad_lo, win.pad_hi, user_scratchpad()};
 }
 
@@ -115,9 +117,8 @@ std::shared_ptr<Primitives> make_primitives(Op op, const Window& win) {
     out->to_internal = reorder_between(out->kernel_user, out->kernel_internal);
   } else if (op == Op::kInputGradient) {
     dnnl::convolution_backward_data::primitive_desc pd(
-        cpu_engine(), dnnl::algorithm::convolution_direct, fwd.src_desc(),
-        memory::desc(kernel_dims(win.w), win.type, tag::any), fwd.dst_desc(), win.strides, win.pad_lo, win.pad_hi, fwd,
-        user_scratchpad());
+        cpu_engine(), dnnl::algorithm::convolution_direct, fwd.src_desc(), any_kernel(win), fwd.dst_desc(),
+        win.strides, win.pad_lo, win.pad_hi, fwd, user_scratchpad());
     out->op = {dnnl::convolution_backward_data(pd), pd.scratchpad_desc()};
     out->activations_in = pd.diff_dst_desc();
     out->kernel_internal = pd.weights_desc();
@@ -125,9 +126,8 @@ std::shared_ptr<Primitives> make_primitives(Op op, const Window& win) {
     out->to_internal = reorder_between(out->kernel_user, out->kernel_internal);
   } else {
     dnnl::convolution_backward_weights::primitive_desc pd(
-        cpu_engine(), dnnl::algorithm::convolution_direct, fwd.src_desc(),
-        memory::desc(kernel_dims(win.w), win.type, tag::any), fwd.dst_desc(), win.strides, win.pad_lo, win.pad_hi, fwd,
-        user_scratchpad());
+        cpu_engine(), dnnl::algorithm::convolution_direct, fwd.src_desc(), any_kernel(win), fwd.dst_desc(),
+        win.strides, win.pad_lo, win.pad_hi, fwd, user_scratchpad());
     out->op = {dnnl::convolution_backward_weights(pd), pd.scratchpad_desc()};
     out->activations_in = pd.src_desc();
     out->activations_out = pd.diff_dst_desc();
@@ -157,26 +157,24 @@ void run(const Step& step, dnnl::stream& stream, std::unordered_map<int, memory>
   step.primitive.execute(stream, args);
 }
 
-// Runs one convolution of `win`: the two operands' data and the result's.
-void execute(Op op, const Window& win, void* first, void* second, void* result) {
-  auto p = primitives(op, win);
-  dnnl::stream stream(cpu_engine());
+// Runs one convolution by the primitives `p` of `op`: the two operands' data and the result's.
+void execute(Op op, const Primitives& p, dnnl::stream& stream, void* first, void* second, void* result) {
   auto& engine = cpu_engine();
   if (op == Op::kKernelGradient) {  // first: x, second: dy, result: dw
-    memory x(p->activations_in, engine, first), dy(p->activations_out, engine, second);
-    memory dw_user(p->kernel_user, engine, result);
-    memory dw = p->to_user ? memory(p->kernel_internal, engine) : dw_user;
-    run(p->op, stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
-    if (p->to_user) run(*p->to_user, stream, {{DNNL_ARG_FROM, dw}, {DNNL_ARG_TO, dw_user}});
+    memory x(p.activations_in, engine, first), dy(p.activations_out, engine, second);
+    memory dw_user(p.kernel_user, engine, result);
+    memory dw = p.to_user ? memory(p.kernel_internal, engine) : dw_user;
+    run(p.op, stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
+    if (p.to_user) run(*p.to_user, stream, {{DNNL_ARG_FROM, dw}, {DNNL_ARG_TO, dw_user}});
   } else {  // first: x (or dy), second: w, result: y (or dx)
-    memory in(p->activations_in, engine, first), out(p->activations_out, engine, result);
-    memory w_user(p->kernel_user, engine, second);
-    memory w = p->to_internal ? memory(p->kernel_internal, engine) : w_user;
-    if (p->to_internal) run(*p->to_internal, stream, {{DNNL_ARG_FROM, w_user}, {DNNL_ARG_TO, w}});
+    memory in(p.activations_in, engine, first), out(p.activations_out, engine, result);
+    memory w_user(p.kernel_user, engine, second);
+    memory w = p.to_internal ? memory(p.kernel_internal, engine) : w_user;
+    if (p.to_internal) run(*p.to_internal, stream, {{DNNL_ARG_FROM, w_user}, {DNNL_ARG_TO, w}});
     if (op == Op::kForward) {
-      run(p->op, stream, {{DNNL_ARG_SRC, in}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, out}});
+      run(p.op, stream, {{DNNL_ARG_SRC, in}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, out}});
     } else {
-      run(p->op, stream, {{DNNL_ARG_DIFF_DST, in}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, out}});
+      run(p.op, stream, {{DNNL_ARG_DIFF_DST, in}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, out}});
     }
   }
   stream.wait();
@@ -238,7 +236,9 @@ ffi::Error convolve(Op op, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::
   auto* pb = static_cast<char*>(b.untyped_data());
   auto* pr = static_cast<char*>(r->untyped_data());
   try {
-    for (int64_t i = 0; i < runs; ++i) execute(op, win, pa + i * step_a, pb + i * step_b, pr + i * step_r);
+    auto p = primitives(op, win);
+    dnnl::stream stream(cpu_engine());
+    for (int64_t i = 0; i < runs; ++i) execute(op, *p, stream, pa + i * step_a, pb + i * step_b, pr + i * step_r);
   } catch (const std::exception& e) {  // oneDNN's errors, and allocations that fail: none may cross into XLA
     return ffi::Error::Internal(std::string("bnbench oneDNN convolution: ") + e.what());
   }
