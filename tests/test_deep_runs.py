@@ -172,9 +172,10 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
         steps = 4
         eval_every = 2
         seeds = 1
+        dtype = "bfloat16"
         [grid]
         model = ["mlp", "resnet"]
-        dtype = ["float32", "bfloat16"]
+        lr = [0.001, 0.003]
     """)
     result = cli("sweep", path, "--no-plots")
     assert result.exit_code == 0, result.output
@@ -182,7 +183,7 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
     assert list(runs["model"]) == ["mlp", "mlp", "resnet", "resnet"]
     assert list(runs["widths"]) == ["100-100-100"] * 2 + ["16-32-64"] * 2
     assert list(runs["depth"]) == [0, 0, 20, 20]
-    assert (runs["status"] == "ok").all()
+    assert (runs["status"] == "ok").all() and (runs["dtype"] == "bfloat16").all()
     mlp_params = 40 * 100 + 100 + 2 * (100 * 100 + 100) + 3 * 2 * 100 + 100 * 10 + 10
     resnet_params = num_params("resnet", input_shape=(40,), widths=(16, 32, 64), num_classes=10, depth=20)
     assert list(runs["num_params"]) == [mlp_params] * 2 + [resnet_params] * 2
@@ -193,7 +194,7 @@ def test_a_grid_mixing_mlp_and_resnet_runs_and_records_each_model(write_spec, wo
     assert list(runs["execution"]) == ["vmapped"] * 2 + ["stepwise"] * 2
     assert list(runs["runs_per_device"]) == [engine.MAX_RUNS_PER_DEVICE["cpu"]] * 2 + [1] * 2
     # widths and depth follow from the model: the swept axes are the two the spec swept.
-    assert swept_axes(load_runs(workdir / "results" / "mixed")) == ["model", "dtype"]
+    assert swept_axes(load_runs(workdir / "results" / "mixed")) == ["model", "lr"]
     assert cli("report", workdir / "results" / "mixed", "--no-plots").exit_code == 0
 
 

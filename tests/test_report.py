@@ -119,7 +119,6 @@ def test_plots_are_valid_pngs_of_reasonable_size(write_spec, workdir, cli):
         track_activations = true
         seeds = 2
         [grid]
-        placement = ["pre", "none"]
         batch_size = [8, 32]
         lr = [0.001, 0.01]
         """
