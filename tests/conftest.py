@@ -4,6 +4,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import jax
 import pytest
 from typer.testing import CliRunner
 
@@ -34,6 +35,23 @@ epsilon = [1e-5, 1e-3]
 LANES = ("unit", "integration", "system", "slow")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--compile-times", type=int, default=0, metavar="N",
+                     help="after the run, the N tests that spent longest in XLA's compiler (cache reads included)")
+
+
+# The seconds the running test spent compiling: XLA's compilations, in any thread of the process, as
+# jax.monitoring reports them (a read of the persistent cache included). A cold run spends most of its
+# time there, one distinct program at a time: `pytest --compile-times 20` names the tests that do.
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compiling = {"seconds": 0.0}
+
+
+def _count_compilation(event: str, duration: float, **_) -> None:
+    if event == COMPILE_EVENT:
+        _compiling["seconds"] += duration
+
+
 def pytest_configure(config):
     """Each test process computes natively (bnbench.training.numerics): portable programs, compiled without
     YNNPACK, took the unit and integration lanes some two minutes longer, past CI's limit. Portable
@@ -42,6 +60,37 @@ def pytest_configure(config):
     so that a folder one of them wrote resumes here."""
     os.environ[NUMERICS_ENV] = "native"
     prepare(None)
+    if config.getoption("compile_times"):
+        jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _compiling["seconds"] = 0.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``--compile-times``, each test's teardown report carries its compilation seconds (set up,
+    call and teardown), which pytest-xdist's workers send on to the process that prints the summary."""
+    report = (yield).get_result()
+    if call.when == "teardown" and item.config.getoption("compile_times"):
+        report.user_properties.append(("compile_s", _compiling["seconds"]))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    count = config.getoption("compile_times")
+    if not count:
+        return
+    seconds = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            properties = dict(getattr(report, "user_properties", ()))
+            if getattr(report, "when", "") == "teardown" and "compile_s" in properties:
+                seconds[report.nodeid] = properties["compile_s"]
+    terminalreporter.section(f"XLA compilation: the {count} longest of {sum(seconds.values()):.0f} s in all")
+    for nodeid, spent in sorted(seconds.items(), key=lambda item: -item[1])[:count]:
+        terminalreporter.write_line(f"{spent:7.1f} s  {nodeid}")
 
 
 def pytest_collection_modifyitems(items):
