@@ -42,14 +42,22 @@ def pytest_addoption(parser):
 
 # The seconds the running test spent compiling: XLA's compilations, in any thread of the process, as
 # jax.monitoring reports them (a read of the persistent cache included). A cold run spends most of its
-# time there, one distinct program at a time: `pytest --compile-times 20` names the tests that do.
+# time there, one distinct program at a time: `pytest --compile-times 20` names the tests that do, and
+# splits the total at LARGE_PROGRAM_S between training programs and the single operations tests run
+# eagerly, each a compilation of its own.
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-_compiling = {"seconds": 0.0}
+LARGE_PROGRAM_S = 0.5
+_compiling = {"seconds": 0.0, "large_seconds": 0.0, "large": 0, "small": 0}
 
 
 def _count_compilation(event: str, duration: float, **_) -> None:
     if event == COMPILE_EVENT:
         _compiling["seconds"] += duration
+        if duration > LARGE_PROGRAM_S:
+            _compiling["large_seconds"] += duration
+            _compiling["large"] += 1
+        else:
+            _compiling["small"] += 1
 
 
 def pytest_configure(config):
@@ -66,31 +74,36 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    _compiling["seconds"] = 0.0
+    _compiling.update(seconds=0.0, large_seconds=0.0, large=0, small=0)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """With ``--compile-times``, each test's teardown report carries its compilation seconds (set up,
-    call and teardown), which pytest-xdist's workers send on to the process that prints the summary."""
+    """With ``--compile-times``, each test's teardown report carries its compilations (set up, call and
+    teardown), which pytest-xdist's workers send on to the process that prints the summary."""
     report = (yield).get_result()
     if call.when == "teardown" and item.config.getoption("compile_times"):
-        report.user_properties.append(("compile_s", _compiling["seconds"]))
+        report.user_properties.append(("compile", dict(_compiling)))
 
 
 def pytest_terminal_summary(terminalreporter, config):
     count = config.getoption("compile_times")
     if not count:
         return
-    seconds = {}
+    tests = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
             properties = dict(getattr(report, "user_properties", ()))
-            if getattr(report, "when", "") == "teardown" and "compile_s" in properties:
-                seconds[report.nodeid] = properties["compile_s"]
-    terminalreporter.section(f"XLA compilation: the {count} longest of {sum(seconds.values()):.0f} s in all")
-    for nodeid, spent in sorted(seconds.items(), key=lambda item: -item[1])[:count]:
-        terminalreporter.write_line(f"{spent:7.1f} s  {nodeid}")
+            if getattr(report, "when", "") == "teardown" and "compile" in properties:
+                tests[report.nodeid] = properties["compile"]
+    total = {key: sum(test[key] for test in tests.values()) for key in _compiling}
+    terminalreporter.section(f"XLA compilation: {total['seconds']:.0f} s in all")
+    terminalreporter.write_line(
+        f"{total['large_seconds']:.0f} s in {total['large']} compilations over {LARGE_PROGRAM_S} s (training programs), "
+        f"{total['seconds'] - total['large_seconds']:.0f} s in {total['small']} shorter ones (mostly single operations)")
+    terminalreporter.write_line(f"the {count} tests that compiled longest:")
+    for nodeid, test in sorted(tests.items(), key=lambda item: -item[1]["seconds"])[:count]:
+        terminalreporter.write_line(f"{test['seconds']:7.1f} s  {nodeid}")
 
 
 def pytest_collection_modifyitems(items):
