@@ -37,7 +37,8 @@ LANES = ("unit", "integration", "system", "slow")
 
 def pytest_addoption(parser):
     parser.addoption("--compile-times", type=int, default=0, metavar="N",
-                     help="after the run, the N tests that spent longest in XLA's compiler (cache reads included)")
+                     help="after the run, XLA's compilation time, training programs apart from single operations, "
+                          "and the N tests that spent longest there (cache reads included)")
 
 
 # The seconds the running test spent compiling: XLA's compilations, in any thread of the process, as
@@ -47,7 +48,8 @@ def pytest_addoption(parser):
 # eagerly, each a compilation of its own.
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 LARGE_PROGRAM_S = 0.5
-_compiling = {"seconds": 0.0, "large_seconds": 0.0, "large": 0, "small": 0}
+_NOTHING_COMPILED = {"seconds": 0.0, "large_seconds": 0.0, "large": 0, "small": 0}
+_compiling = dict(_NOTHING_COMPILED)
 
 
 def _count_compilation(event: str, duration: float, **_) -> None:
@@ -74,7 +76,7 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    _compiling.update(seconds=0.0, large_seconds=0.0, large=0, small=0)
+    _compiling.update(_NOTHING_COMPILED)
 
 
 @pytest.hookimpl(hookwrapper=True)
